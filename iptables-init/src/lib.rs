@@ -1,0 +1,20 @@
+//! Traffic capture for Tern sidecars: an `istio-iptables` compatible rule generator and applier.
+//!
+//! The pipeline is: command line and Istio env vars (`cli`) -> a validated `CaptureConfig`
+//! (`config`) -> an ordered rule program (`iptables::build` or `nftables::build`, over the data
+//! model in `rules`) -> text for `iptables-restore`/`ip6tables-restore` or `nft -f` -> one atomic
+//! apply per family (`apply`).
+//!
+//! Invariants: rule generation is pure and matches Istio's golden outputs; nothing touches the
+//! kernel until the whole configuration has validated; re-running converges to the same rules
+//! (no duplicates), and `--cleanup-only` removes exactly the chains/tables this tool creates.
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod iptables;
+pub mod nftables;
+pub mod rules;
+
+pub use config::{CaptureConfig, ConfigError, RawConfig};

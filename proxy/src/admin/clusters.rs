@@ -1,0 +1,200 @@
+//! `/clusters` and `/listeners`, in Envoy's text and `?format=json` forms.
+
+use super::{Body, Query, json, text};
+use crate::lb::HostHealth;
+use crate::server::ServerHandle;
+use crate::snapshot::{ClusterEntry, Host};
+use http::{Response, StatusCode};
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use xds_client::pb::envoy::admin::v3 as admin;
+use xds_client::pb::envoy::config::core::v3 as core;
+
+pub fn clusters(handle: &ServerHandle, query: &Query) -> Response<Body> {
+    let snapshot = handle.snapshot();
+    if query.get("format").map(String::as_str) == Some("json") {
+        let statuses = snapshot
+            .clusters
+            .values()
+            .map(|c| cluster_status(c))
+            .collect();
+        let proto = admin::Clusters {
+            cluster_statuses: statuses,
+        };
+        return match xds_client::proto_json::to_value(&proto) {
+            Ok(value) => json(StatusCode::OK, &value),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        };
+    }
+    let mut body = String::new();
+    for cluster in snapshot.clusters.values() {
+        write_cluster_text(&mut body, cluster);
+    }
+    text(StatusCode::OK, body)
+}
+
+fn write_cluster_text(out: &mut String, cluster: &ClusterEntry) {
+    let name = &cluster.config.name;
+    let cb = &cluster.config.circuit_breakers;
+    let _ = writeln!(
+        out,
+        "{name}::observability_name::{}",
+        cluster.config.stat_name
+    );
+    for priority in ["default_priority", "high_priority"] {
+        let _ = writeln!(
+            out,
+            "{name}::{priority}::max_connections::{}",
+            cb.max_connections
+        );
+        let _ = writeln!(
+            out,
+            "{name}::{priority}::max_pending_requests::{}",
+            cb.max_pending_requests
+        );
+        let _ = writeln!(out, "{name}::{priority}::max_requests::{}", cb.max_requests);
+        let _ = writeln!(out, "{name}::{priority}::max_retries::{}", cb.max_retries);
+    }
+    let _ = writeln!(out, "{name}::added_via_api::{}", cluster.added_via_api);
+    for host in cluster.hosts.iter() {
+        let address = host.endpoint.address.to_string();
+        let s = &host.stats;
+        let counter = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        for (stat, value) in [
+            ("cx_active", counter(&s.cx_active)),
+            ("cx_connect_fail", counter(&s.cx_connect_fail)),
+            ("cx_total", counter(&s.cx_total)),
+            ("rq_active", counter(&s.rq_active)),
+            ("rq_error", counter(&s.rq_error)),
+            ("rq_success", counter(&s.rq_success)),
+            ("rq_timeout", counter(&s.rq_timeout)),
+            ("rq_total", counter(&s.rq_total)),
+        ] {
+            let _ = writeln!(out, "{name}::{address}::{stat}::{value}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}::{address}::hostname::{}",
+            host.endpoint.hostname
+        );
+        let _ = writeln!(
+            out,
+            "{name}::{address}::health_flags::{}",
+            health_flags(host)
+        );
+        let _ = writeln!(out, "{name}::{address}::weight::{}", host.endpoint.weight);
+        let _ = writeln!(out, "{name}::{address}::region::");
+        let _ = writeln!(out, "{name}::{address}::zone::");
+        let _ = writeln!(out, "{name}::{address}::sub_zone::");
+        let _ = writeln!(out, "{name}::{address}::canary::false");
+        let _ = writeln!(
+            out,
+            "{name}::{address}::priority::{}",
+            host.endpoint.priority
+        );
+        let _ = writeln!(out, "{name}::{address}::success_rate::-1");
+        let _ = writeln!(out, "{name}::{address}::local_origin_success_rate::-1");
+    }
+}
+
+/// Envoy's `health_flags`: `healthy`, or the reasons a host is excluded.
+fn health_flags(host: &Host) -> &'static str {
+    match host.endpoint.health {
+        HostHealth::Healthy => "healthy",
+        HostHealth::Degraded => "/degraded_eds_health",
+        HostHealth::Unhealthy => "/failed_eds_health",
+        HostHealth::Draining => "/pending_dynamic_removal",
+    }
+}
+
+fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
+    let host_statuses = cluster
+        .hosts
+        .iter()
+        .map(|host| {
+            let s = &host.stats;
+            let metric = |name: &str, v: &std::sync::atomic::AtomicU64, counter: bool| {
+                xds_client::pb::envoy::admin::v3::SimpleMetric {
+                    r#type: if counter {
+                        admin::simple_metric::Type::Counter as i32
+                    } else {
+                        admin::simple_metric::Type::Gauge as i32
+                    },
+                    value: v.load(Ordering::Relaxed),
+                    name: name.to_string(),
+                }
+            };
+            let eds_health = match host.endpoint.health {
+                HostHealth::Healthy => core::HealthStatus::Healthy,
+                HostHealth::Degraded => core::HealthStatus::Degraded,
+                HostHealth::Unhealthy => core::HealthStatus::Unhealthy,
+                HostHealth::Draining => core::HealthStatus::Draining,
+            };
+            admin::HostStatus {
+                address: host.endpoint.address.socket().map(socket_address),
+                stats: vec![
+                    metric("cx_connect_fail", &s.cx_connect_fail, true),
+                    metric("cx_total", &s.cx_total, true),
+                    metric("rq_error", &s.rq_error, true),
+                    metric("rq_success", &s.rq_success, true),
+                    metric("rq_timeout", &s.rq_timeout, true),
+                    metric("rq_total", &s.rq_total, true),
+                    metric("cx_active", &s.cx_active, false),
+                    metric("rq_active", &s.rq_active, false),
+                ],
+                health_status: Some(admin::HostHealthStatus {
+                    eds_health_status: eds_health as i32,
+                    ..Default::default()
+                }),
+                weight: host.endpoint.weight,
+                hostname: host.endpoint.hostname.clone(),
+                priority: host.endpoint.priority,
+                ..Default::default()
+            }
+        })
+        .collect();
+    admin::ClusterStatus {
+        name: cluster.config.name.clone(),
+        added_via_api: cluster.added_via_api,
+        observability_name: cluster.config.stat_name.clone(),
+        host_statuses,
+        ..Default::default()
+    }
+}
+
+fn socket_address(addr: std::net::SocketAddr) -> core::Address {
+    core::Address {
+        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+            address: addr.ip().to_string(),
+            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(u32::from(
+                addr.port(),
+            ))),
+            ..Default::default()
+        })),
+    }
+}
+
+pub async fn listeners(handle: &ServerHandle, query: &Query) -> Response<Body> {
+    let addresses = handle.listener_addresses().await;
+    if query.get("format").map(String::as_str) == Some("json") {
+        let statuses = addresses
+            .iter()
+            .map(|(name, addr)| admin::ListenerStatus {
+                name: name.clone(),
+                local_address: Some(socket_address(*addr)),
+                ..Default::default()
+            })
+            .collect();
+        return match xds_client::proto_json::to_value(&admin::Listeners {
+            listener_statuses: statuses,
+        }) {
+            Ok(value) => json(StatusCode::OK, &value),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        };
+    }
+    let mut body = String::new();
+    for (name, addr) in &addresses {
+        let _ = writeln!(body, "{name}::{addr}");
+    }
+    text(StatusCode::OK, body)
+}

@@ -1,0 +1,466 @@
+//! Clusters: how to find upstream hosts (discovery type, endpoints), how to pick one (load
+//! balancing policy), and how to connect (timeout, source address, connection limits).
+
+use super::address::{self, Address};
+use super::{ConfigError, opt_duration};
+use crate::lb::{HostHealth, LbConfig, LbPolicy};
+use std::net::SocketAddr;
+use std::time::Duration;
+use xds_client::pb::envoy::config::cluster::v3 as proto;
+use xds_client::pb::envoy::config::core::v3 as core;
+use xds_client::pb::envoy::config::endpoint::v3 as endpoint;
+
+/// How a cluster learns its hosts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Discovery {
+    Static,
+    /// Re-resolve every `refresh`; all returned addresses are hosts.
+    StrictDns {
+        refresh: Duration,
+        respect_ttl: bool,
+    },
+    /// Re-resolve every `refresh`; the first returned address is the one host.
+    LogicalDns {
+        refresh: Duration,
+        respect_ttl: bool,
+    },
+    /// Endpoints arrive over EDS for `service_name` (the cluster name when empty).
+    Eds {
+        service_name: String,
+    },
+    /// The host is the downstream connection's original destination.
+    OriginalDst,
+}
+
+/// Envoy's per-cluster circuit breaker thresholds (the DEFAULT priority).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitBreakers {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
+}
+
+/// One upstream host as configured (static, DNS-resolved or from EDS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub address: Address,
+    pub hostname: String,
+    pub weight: u32,
+    pub priority: u32,
+    /// Index of the host's locality among the localities of its priority.
+    pub locality: usize,
+    pub health: HostHealth,
+}
+
+/// The hosts of a cluster with the per-locality weights EDS may give.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadAssignment {
+    pub endpoints: Vec<Endpoint>,
+    /// Per priority, per locality `load_balancing_weight` (0 when unset).
+    pub locality_weights: Vec<Vec<u32>>,
+    pub overprovisioning_factor: u32,
+}
+
+/// A validated cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    /// The name used in stats: `alt_stat_name` when set, else `name`.
+    pub stat_name: String,
+    pub discovery: Discovery,
+    pub connect_timeout: Duration,
+    pub lb: LbConfig,
+    pub load_assignment: LoadAssignment,
+    /// Source address for upstream connections (`upstream_bind_config`, port 0).
+    pub bind_source: Option<SocketAddr>,
+    pub circuit_breakers: CircuitBreakers,
+    /// The cluster asks for HTTP/2 upstream (`http2_protocol_options` or explicit h2 protocol options).
+    pub http2: bool,
+}
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
+const DEFAULT_OVERPROVISIONING: u32 = 140;
+
+impl TryFrom<&proto::Cluster> for Cluster {
+    type Error = ConfigError;
+
+    fn try_from(c: &proto::Cluster) -> Result<Self, ConfigError> {
+        let resource = format!("cluster {:?}", c.name);
+        let err = |field: &str, reason: String| ConfigError::new(&resource, field, reason);
+        if c.name.is_empty() {
+            return Err(err("name", "must not be empty".into()));
+        }
+        let discovery = discovery(c).map_err(|r| err("type", r))?;
+        let connect_timeout = opt_duration(c.connect_timeout.as_ref())
+            .map_err(|r| err("connect_timeout", r))?
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let lb = lb_config(c, &discovery).map_err(|(field, r)| err(field, r))?;
+        let allow_names = matches!(
+            discovery,
+            Discovery::StrictDns { .. } | Discovery::LogicalDns { .. }
+        );
+        let load_assignment = match &c.load_assignment {
+            Some(la) => {
+                load_assignment(la, allow_names).map_err(|e| e.within("load_assignment"))?
+            }
+            None => LoadAssignment {
+                overprovisioning_factor: DEFAULT_OVERPROVISIONING,
+                ..Default::default()
+            },
+        };
+        if matches!(discovery, Discovery::LogicalDns { .. }) && load_assignment.endpoints.len() != 1
+        {
+            return Err(err(
+                "load_assignment",
+                "LOGICAL_DNS clusters must have a single host".into(),
+            ));
+        }
+        let bind_source = bind_source(c.upstream_bind_config.as_ref())
+            .map_err(|r| err("upstream_bind_config", r))?;
+        if let Some(ts) = &c.transport_socket {
+            transport_socket_is_plaintext(ts).map_err(|r| err("transport_socket", r))?;
+        }
+        Ok(Cluster {
+            name: c.name.clone(),
+            stat_name: if c.alt_stat_name.is_empty() {
+                c.name.clone()
+            } else {
+                c.alt_stat_name.clone()
+            },
+            discovery,
+            connect_timeout,
+            lb: LbConfig {
+                overprovisioning_factor: load_assignment.overprovisioning_factor,
+                ..lb
+            },
+            load_assignment,
+            bind_source,
+            circuit_breakers: circuit_breakers(c.circuit_breakers.as_ref()),
+            http2: wants_http2(c),
+        })
+    }
+}
+
+// `dns_refresh_rate`/`respect_dns_ttl` are deprecated in favour of a DNS extension, but Istio
+// still sets them and Envoy still honours them.
+#[allow(deprecated)]
+fn discovery(c: &proto::Cluster) -> Result<Discovery, String> {
+    use proto::cluster::{ClusterDiscoveryType, DiscoveryType};
+    let kind = match &c.cluster_discovery_type {
+        None => DiscoveryType::Static,
+        Some(ClusterDiscoveryType::Type(t)) => {
+            DiscoveryType::try_from(*t).map_err(|_| format!("unknown discovery type {t}"))?
+        }
+        Some(ClusterDiscoveryType::ClusterType(custom)) => {
+            return Err(format!(
+                "custom cluster type {:?} is not supported",
+                custom.name
+            ));
+        }
+    };
+    let refresh = opt_duration(c.dns_refresh_rate.as_ref())?.unwrap_or(DEFAULT_DNS_REFRESH);
+    Ok(match kind {
+        DiscoveryType::Static => Discovery::Static,
+        DiscoveryType::StrictDns => Discovery::StrictDns {
+            refresh,
+            respect_ttl: c.respect_dns_ttl,
+        },
+        DiscoveryType::LogicalDns => Discovery::LogicalDns {
+            refresh,
+            respect_ttl: c.respect_dns_ttl,
+        },
+        DiscoveryType::Eds => Discovery::Eds {
+            service_name: c
+                .eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.clone())
+                .unwrap_or_default(),
+        },
+        DiscoveryType::OriginalDst => Discovery::OriginalDst,
+    })
+}
+
+fn lb_config(
+    c: &proto::Cluster,
+    discovery: &Discovery,
+) -> Result<LbConfig, (&'static str, String)> {
+    use proto::cluster::{LbConfig as ProtoLbConfig, LbPolicy as P};
+    let policy = P::try_from(c.lb_policy)
+        .map_err(|_| ("lb_policy", format!("unknown policy {}", c.lb_policy)))?;
+    let specific = c.lb_config.as_ref();
+    let policy = match policy {
+        P::RoundRobin => LbPolicy::RoundRobin,
+        P::Random => LbPolicy::Random,
+        P::LeastRequest => {
+            let (choice_count, active_request_bias) = match specific {
+                Some(ProtoLbConfig::LeastRequestLbConfig(lr)) => (
+                    lr.choice_count.as_ref().map_or(2, |v| v.value),
+                    lr.active_request_bias
+                        .as_ref()
+                        .map_or(1.0, |b| b.default_value),
+                ),
+                _ => (2, 1.0),
+            };
+            if choice_count < 2 {
+                return Err((
+                    "lb_config.least_request_lb_config.choice_count",
+                    "must be at least 2".into(),
+                ));
+            }
+            LbPolicy::LeastRequest {
+                choice_count,
+                active_request_bias,
+            }
+        }
+        P::RingHash => {
+            let (min, max) = match specific {
+                Some(ProtoLbConfig::RingHashLbConfig(rh)) => {
+                    if rh.hash_function != 0 {
+                        return Err((
+                            "lb_config.ring_hash_lb_config.hash_function",
+                            "only XX_HASH is supported".into(),
+                        ));
+                    }
+                    (
+                        rh.minimum_ring_size.as_ref().map_or(1024, |v| v.value),
+                        rh.maximum_ring_size
+                            .as_ref()
+                            .map_or(8 * 1024 * 1024, |v| v.value),
+                    )
+                }
+                _ => (1024, 8 * 1024 * 1024),
+            };
+            if min > max {
+                return Err((
+                    "lb_config.ring_hash_lb_config",
+                    format!("minimum_ring_size {min} > maximum_ring_size {max}"),
+                ));
+            }
+            LbPolicy::RingHash {
+                min_ring_size: min,
+                max_ring_size: max,
+            }
+        }
+        P::Maglev => {
+            let table_size = match specific {
+                Some(ProtoLbConfig::MaglevLbConfig(m)) => {
+                    m.table_size.as_ref().map_or(65537, |v| v.value)
+                }
+                _ => 65537,
+            };
+            if !is_prime(table_size) {
+                return Err((
+                    "lb_config.maglev_lb_config.table_size",
+                    format!("{table_size} is not prime"),
+                ));
+            }
+            LbPolicy::Maglev { table_size }
+        }
+        P::ClusterProvided if *discovery == Discovery::OriginalDst => LbPolicy::RoundRobin,
+        other => {
+            return Err((
+                "lb_policy",
+                format!("{} is not supported", other.as_str_name()),
+            ));
+        }
+    };
+    if *discovery == Discovery::OriginalDst
+        && !matches!(P::try_from(c.lb_policy), Ok(P::ClusterProvided))
+    {
+        return Err((
+            "lb_policy",
+            "ORIGINAL_DST clusters require CLUSTER_PROVIDED".into(),
+        ));
+    }
+    let common = c.common_lb_config.as_ref();
+    let panic_threshold = common
+        .and_then(|cl| cl.healthy_panic_threshold.as_ref())
+        .map_or(50.0, |p| p.value);
+    let locality_weighted = common.is_some_and(|cl| {
+        matches!(
+            cl.locality_config_specifier,
+            Some(
+                proto::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                    _
+                )
+            )
+        )
+    });
+    Ok(LbConfig {
+        policy,
+        overprovisioning_factor: DEFAULT_OVERPROVISIONING,
+        panic_threshold,
+        locality_weights: locality_weighted.then(Vec::new),
+    })
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+/// Converts a `ClusterLoadAssignment` (static `load_assignment` now, EDS later).
+pub fn load_assignment(
+    la: &endpoint::ClusterLoadAssignment,
+    allow_names: bool,
+) -> Result<LoadAssignment, ConfigError> {
+    let resource = format!("cluster_load_assignment {:?}", la.cluster_name);
+    let mut out = LoadAssignment {
+        overprovisioning_factor: la
+            .policy
+            .as_ref()
+            .and_then(|p| p.overprovisioning_factor.as_ref())
+            .map_or(DEFAULT_OVERPROVISIONING, |v| v.value),
+        ..Default::default()
+    };
+    for (i, locality) in la.endpoints.iter().enumerate() {
+        let priority = locality.priority as usize;
+        if out.locality_weights.len() <= priority {
+            out.locality_weights.resize(priority + 1, Vec::new());
+        }
+        let locality_index = out.locality_weights[priority].len();
+        out.locality_weights[priority].push(
+            locality
+                .load_balancing_weight
+                .as_ref()
+                .map_or(0, |w| w.value),
+        );
+        for (j, lb_endpoint) in locality.lb_endpoints.iter().enumerate() {
+            let field = format!("endpoints[{i}].lb_endpoints[{j}]");
+            let ep = convert_endpoint(lb_endpoint, allow_names)
+                .map_err(|reason| ConfigError::new(&resource, &field, reason))?;
+            out.endpoints.push(Endpoint {
+                priority: locality.priority,
+                locality: locality_index,
+                ..ep
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn convert_endpoint(lb: &endpoint::LbEndpoint, allow_names: bool) -> Result<Endpoint, String> {
+    let ep = match &lb.host_identifier {
+        Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(ep)) => ep,
+        Some(endpoint::lb_endpoint::HostIdentifier::EndpointName(name)) => {
+            return Err(format!(
+                "endpoint_name {name:?} (named endpoints) is not supported"
+            ));
+        }
+        None => return Err("endpoint is required".into()),
+    };
+    let address = address::convert(ep.address.as_ref(), allow_names)?;
+    let weight = lb.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+    if weight == 0 {
+        return Err("load_balancing_weight must be at least 1".into());
+    }
+    Ok(Endpoint {
+        address,
+        hostname: ep.hostname.clone(),
+        weight,
+        priority: 0,
+        locality: 0,
+        health: health(lb.health_status),
+    })
+}
+
+/// Envoy's `HealthStatus` as the balancer sees it: UNKNOWN and HEALTHY are healthy;
+/// UNHEALTHY, DRAINING and TIMEOUT are excluded; DEGRADED is used only when healthy hosts run out.
+pub fn health(status: i32) -> HostHealth {
+    match core::HealthStatus::try_from(status) {
+        Ok(core::HealthStatus::Unhealthy | core::HealthStatus::Timeout) => HostHealth::Unhealthy,
+        Ok(core::HealthStatus::Draining) => HostHealth::Draining,
+        Ok(core::HealthStatus::Degraded) => HostHealth::Degraded,
+        _ => HostHealth::Healthy,
+    }
+}
+
+fn bind_source(bind: Option<&core::BindConfig>) -> Result<Option<SocketAddr>, String> {
+    let Some(sa) = bind.and_then(|b| b.source_address.as_ref()) else {
+        return Ok(None);
+    };
+    match address::socket_address(sa, false)? {
+        Address::Socket(addr) => Ok(Some(addr)),
+        other => Err(format!("source_address {other} must be an IP address")),
+    }
+}
+
+fn circuit_breakers(cb: Option<&proto::CircuitBreakers>) -> CircuitBreakers {
+    let defaults = CircuitBreakers::default();
+    let Some(t) = cb.and_then(|cb| {
+        cb.thresholds
+            .iter()
+            .find(|t| t.priority == core::RoutingPriority::Default as i32)
+    }) else {
+        return defaults;
+    };
+    let get = |v: &Option<xds_client::pb::google::protobuf::UInt32Value>, d| {
+        v.as_ref().map_or(d, |v| v.value)
+    };
+    CircuitBreakers {
+        max_connections: get(&t.max_connections, defaults.max_connections),
+        max_pending_requests: get(&t.max_pending_requests, defaults.max_pending_requests),
+        max_requests: get(&t.max_requests, defaults.max_requests),
+        max_retries: get(&t.max_retries, defaults.max_retries),
+    }
+}
+
+// The deprecated `http2_protocol_options` is still honoured by Envoy.
+#[allow(deprecated)]
+fn wants_http2(c: &proto::Cluster) -> bool {
+    if c.http2_protocol_options.is_some() {
+        return true;
+    }
+    c.typed_extension_protocol_options
+        .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+        .and_then(|any| {
+            xds_client::any::unpack::<
+                xds_client::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions,
+            >(any)
+            .ok()
+        })
+        .is_some_and(|opts| {
+            use xds_client::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+                UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+            };
+            matches!(
+                opts.upstream_protocol_options,
+                Some(UpstreamProtocolOptions::ExplicitHttpConfig(ref e))
+                    if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
+            )
+        })
+}
+
+fn transport_socket_is_plaintext(ts: &core::TransportSocket) -> Result<(), String> {
+    let type_url = match &ts.config_type {
+        Some(core::transport_socket::ConfigType::TypedConfig(any)) => {
+            xds_client::any::type_url(any)
+        }
+        None => String::new(),
+    };
+    if ts.name == "envoy.transport_sockets.raw_buffer"
+        || type_url.ends_with("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer")
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "transport socket {:?} ({type_url}) is not supported yet",
+            ts.name
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

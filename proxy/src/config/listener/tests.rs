@@ -1,0 +1,119 @@
+use super::*;
+use serde_json::json;
+use xds_client::proto_json::{ReadOptions, from_value};
+
+fn listener(value: serde_json::Value) -> Result<Listener, ConfigError> {
+    let proto: proto::Listener =
+        from_value(value, ReadOptions::default()).expect("valid proto JSON");
+    Listener::try_from(&proto)
+}
+
+fn tcp_filter(cluster: &str) -> serde_json::Value {
+    json!({"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": "s", "cluster": cluster}})
+}
+
+#[test]
+fn istio_virtual_outbound_shape_converts() {
+    let l = listener(json!({
+        "name": "virtualOutbound",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}},
+        "use_original_dst": true,
+        "traffic_direction": "OUTBOUND",
+        "listener_filters": [{"name": "envoy.filters.listener.original_dst", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}}],
+        "filter_chains": [{"name": "virtualOutbound-catchall-tcp", "filters": [
+            {"name": "istio.stats", "typed_config": {"@type": "type.googleapis.com/stats.PluginConfig"}},
+            tcp_filter("PassthroughCluster")]}]
+    }))
+    .unwrap();
+    assert_eq!(l.address, "0.0.0.0:15001".parse().unwrap());
+    assert_eq!(l.stat_prefix, "0.0.0.0_15001");
+    assert!(l.use_original_dst && l.bind_to_port);
+    assert_eq!(l.direction, Direction::Outbound);
+    assert_eq!(l.listener_filters[0].kind, ListenerFilterKind::OriginalDst);
+    let chain = &l.filter_chains.chains()[0];
+    assert!(matches!(chain.filters[0], NetworkFilter::NoOp { .. }));
+    assert!(
+        matches!(&chain.filters[1], NetworkFilter::TcpProxy(t) if t.idle_timeout == Some(Duration::from_secs(3600)))
+    );
+}
+
+#[test]
+fn bind_to_port_false_and_disabled_listener_filter() {
+    let l = listener(json!({
+        "name": "10.0.0.1_80",
+        "address": {"socket_address": {"address": "10.0.0.1", "port_value": 80}},
+        "bind_to_port": false,
+        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
+            "filter_disabled": {"or_match": {"rules": [{"destination_port_range": {"start": 80, "end": 81}}]}}}],
+        "filter_chains": [{"filters": [tcp_filter("a")]}]
+    }))
+    .unwrap();
+    assert!(!l.bind_to_port);
+    let disabled = l.listener_filters[0].disabled.as_ref().unwrap();
+    assert!(disabled.matches(80));
+    assert!(!disabled.matches(81));
+}
+
+#[test]
+fn unknown_filters_are_rejected_by_name() {
+    let err = listener(json!({
+        "name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 1}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.mongo_proxy", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.mongo_proxy.v3.MongoProxy", "stat_prefix": "m"}}]}]
+    }))
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "listener \"l\": filter_chains[0].filters[0]: unknown network filter \"envoy.filters.network.mongo_proxy\" \
+         (type.googleapis.com/envoy.extensions.filters.network.mongo_proxy.v3.MongoProxy)"
+    );
+    let err = listener(json!({
+        "name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 1}},
+        "listener_filters": [{"name": "envoy.filters.listener.proxy_protocol", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"}}],
+        "filter_chains": [{"filters": [tcp_filter("a")]}]
+    }))
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("listener \"l\": listener_filters[0]: unknown listener filter"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rbac_fails_closed_instead_of_being_skipped() {
+    let l = listener(json!({
+        "name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 1}},
+        "filter_chains": [{"filters": [
+            {"name": "envoy.filters.network.rbac", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC", "stat_prefix": "r"}},
+            tcp_filter("a")]}]
+    }))
+    .unwrap();
+    assert!(matches!(
+        l.filter_chains.chains()[0].filters[0],
+        NetworkFilter::DenyAll { .. }
+    ));
+}
+
+#[test]
+fn duplicate_filter_chain_matches_are_rejected() {
+    let chain =
+        json!({"filter_chain_match": {"destination_port": 80}, "filters": [tcp_filter("a")]});
+    let err = listener(json!({
+        "name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 1}},
+        "filter_chains": [chain.clone(), chain]
+    }))
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "listener \"l\": filter_chains: multiple filter chains with the same matching rules"
+        ),
+        "{err}"
+    );
+}

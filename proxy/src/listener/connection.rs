@@ -1,0 +1,254 @@
+//! One accepted connection, from the socket to its network filter: listener filters
+//! (original_dst, tls_inspector, http_inspector), the `use_original_dst` hand-off, filter chain
+//! selection and dispatch.
+//!
+//! Inspectors read (not peek) into a prefix buffer that is replayed to the network filter, so a
+//! slow client costs a wait on readiness, never a busy loop of peeks.
+
+use super::filter_chain_match::ConnectionInfo;
+use super::inspect::{self, Inspection, RAW_BUFFER_TRANSPORT_PROTOCOL, TLS_TRANSPORT_PROTOCOL};
+use crate::config::listener::{ListenerFilterKind, NetworkFilter};
+use crate::snapshot::{ListenerEntry, Snapshot};
+use crate::sockopt;
+use crate::tcp_proxy;
+use crate::worker::Worker;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// What the listener filters learned about a connection.
+#[derive(Debug)]
+pub struct Downstream {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// The local address, restored to the original destination when original_dst found one.
+    pub local: SocketAddr,
+    pub restored: bool,
+    /// Bytes the inspectors read; the network filter sends them first.
+    pub prefix: BytesMut,
+    pub server_name: Option<String>,
+    pub transport_protocol: &'static str,
+    pub application_protocols: Vec<String>,
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve(
+    worker: Rc<Worker>,
+    snapshot: Arc<Snapshot>,
+    entry: Arc<ListenerEntry>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let mut downstream = Downstream {
+        stream,
+        peer,
+        local,
+        restored: false,
+        prefix: BytesMut::new(),
+        server_name: None,
+        transport_protocol: RAW_BUFFER_TRANSPORT_PROTOCOL,
+        application_protocols: Vec::new(),
+    };
+    let Some(()) = run_listener_filters(&entry, &mut downstream).await else {
+        return;
+    };
+    let mut entry = entry;
+    if entry.config.use_original_dst && downstream.restored {
+        if let Some(target) = snapshot
+            .handoff_target(downstream.local)
+            .filter(|t| !Arc::ptr_eq(t, &entry))
+        {
+            entry = target.clone();
+            let Some(()) = run_listener_filters(&entry, &mut downstream).await else {
+                return;
+            };
+        }
+    }
+    serve_on(&worker, &snapshot, &entry, downstream).await;
+}
+
+/// Counts the connection on the listener that serves it and runs its filter chain.
+async fn serve_on(
+    worker: &Worker,
+    snapshot: &Snapshot,
+    entry: &ListenerEntry,
+    downstream: Downstream,
+) {
+    let stats = &entry.stats;
+    let _active = ActiveConnection::new(worker, entry);
+    let info = ConnectionInfo {
+        destination: downstream.local,
+        source: downstream.peer,
+        direct_source: downstream.peer,
+        server_name: downstream.server_name.as_deref(),
+        transport_protocol: downstream.transport_protocol,
+        application_protocols: &downstream.application_protocols,
+    };
+    let Some(chain) = entry.config.filter_chains.select(&info).cloned() else {
+        stats.no_filter_chain_match.inc();
+        tracing::debug!(listener = %entry.config.name, peer = %downstream.peer, "no filter chain match");
+        return;
+    };
+    for filter in &chain.filters {
+        match filter {
+            NetworkFilter::NoOp { .. } => continue,
+            NetworkFilter::DenyAll { name } => {
+                tracing::debug!(listener = %entry.config.name, filter = %name, "closing: filter not enforceable, failing closed");
+                return;
+            }
+            NetworkFilter::HttpConnectionManager { stat_prefix } => {
+                tracing::warn!(listener = %entry.config.name, %stat_prefix, "HTTP connection manager is not implemented yet; closing");
+                return;
+            }
+            NetworkFilter::TcpProxy(config) => {
+                let Some(tcp_stats) = entry.tcp_stats.get(&config.stat_prefix) else {
+                    return;
+                };
+                let drain = entry.drain.watch();
+                tcp_proxy::serve(worker, snapshot, config, tcp_stats, drain, downstream).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps the listener's active-connection gauges right however the connection ends.
+struct ActiveConnection<'a> {
+    entry: &'a ListenerEntry,
+    worker: &'a Worker,
+}
+
+impl<'a> ActiveConnection<'a> {
+    fn new(worker: &'a Worker, entry: &'a ListenerEntry) -> Self {
+        let stats = &entry.stats;
+        stats.downstream_cx_total.inc();
+        stats.downstream_cx_active.inc();
+        if let Some((total, active)) = stats.per_worker.get(worker.index) {
+            total.inc();
+            active.inc();
+        }
+        worker.shared.total_connections.inc();
+        ActiveConnection { entry, worker }
+    }
+}
+
+impl Drop for ActiveConnection<'_> {
+    fn drop(&mut self) {
+        let stats = &self.entry.stats;
+        stats.downstream_cx_active.dec();
+        stats.downstream_cx_destroy.inc();
+        if let Some((_, active)) = stats.per_worker.get(self.worker.index) {
+            active.dec();
+        }
+        self.worker.shared.total_connections.dec();
+    }
+}
+
+/// Runs the listener's listener filters in order. `None`: the connection was closed.
+async fn run_listener_filters(entry: &ListenerEntry, downstream: &mut Downstream) -> Option<()> {
+    let config = &entry.config;
+    let inspect_all = async {
+        for filter in &config.listener_filters {
+            if filter
+                .disabled
+                .as_ref()
+                .is_some_and(|p| p.matches(downstream.local.port()))
+            {
+                continue;
+            }
+            match filter.kind {
+                ListenerFilterKind::OriginalDst => {
+                    if let Some(original) =
+                        sockopt::original_destination(&downstream.stream, downstream.local)
+                    {
+                        downstream.restored = original != downstream.local;
+                        downstream.local = original;
+                    }
+                }
+                ListenerFilterKind::TlsInspector => inspect_tls(downstream).await?,
+                ListenerFilterKind::HttpInspector => inspect_http(downstream).await?,
+            }
+        }
+        Some(())
+    };
+    match tokio::time::timeout(config.listener_filters_timeout, inspect_all).await {
+        Ok(Some(())) => Some(()),
+        Ok(None) => {
+            entry.stats.downstream_listener_filter_error.inc();
+            None
+        }
+        Err(_) => {
+            entry.stats.downstream_pre_cx_timeout.inc();
+            config.continue_on_listener_filters_timeout.then_some(())
+        }
+    }
+}
+
+async fn inspect_tls(downstream: &mut Downstream) -> Option<()> {
+    if downstream.transport_protocol == TLS_TRANSPORT_PROTOCOL {
+        return Some(());
+    }
+    match read_until(
+        downstream,
+        inspect::TLS_MAX_CLIENT_HELLO,
+        inspect::inspect_tls,
+    )
+    .await?
+    {
+        Some(tls) => {
+            downstream.transport_protocol = TLS_TRANSPORT_PROTOCOL;
+            downstream.server_name = tls.sni;
+            downstream.application_protocols = tls.alpn;
+        }
+        None => {}
+    }
+    Some(())
+}
+
+async fn inspect_http(downstream: &mut Downstream) -> Option<()> {
+    if downstream.transport_protocol != RAW_BUFFER_TRANSPORT_PROTOCOL
+        || !downstream.application_protocols.is_empty()
+    {
+        return Some(());
+    }
+    if let Some(protocol) = read_until(
+        downstream,
+        inspect::HTTP_MAX_INSPECT_BYTES,
+        inspect::inspect_http,
+    )
+    .await?
+    {
+        downstream.application_protocols = vec![protocol.alpn().to_string()];
+    }
+    Some(())
+}
+
+/// Reads into the prefix until `inspect` decides. `Some(None)`: not this protocol (or the peer
+/// finished sending); `None`: the connection failed or exceeded `limit` undecided.
+async fn read_until<T>(
+    downstream: &mut Downstream,
+    limit: usize,
+    inspect: fn(&[u8]) -> Inspection<T>,
+) -> Option<Option<T>> {
+    loop {
+        match inspect(&downstream.prefix) {
+            Inspection::Found(found) => return Some(Some(found)),
+            Inspection::NotMatched => return Some(None),
+            Inspection::NeedMore if downstream.prefix.len() >= limit => return None,
+            Inspection::NeedMore => {}
+        }
+        downstream.prefix.reserve(4096);
+        match downstream.stream.read_buf(&mut downstream.prefix).await {
+            Ok(0) => return Some(None),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}

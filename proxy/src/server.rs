@@ -1,0 +1,530 @@
+//! The server's main-thread side: starts workers, owns the listening sockets, builds and
+//! publishes snapshots, resolves DNS clusters, and drains.
+//!
+//! One task (the manager) owns all of that mutable state and takes [`Command`]s from the admin
+//! server, signal handlers, DNS tasks, tests (and, with the xDS work, the ADS client). Nothing
+//! here runs on a worker.
+
+mod dns;
+
+use crate::config::ConfigError;
+use crate::config::bootstrap::Bootstrap;
+use crate::config::cluster::{Discovery, Endpoint};
+use crate::config::listener::Direction;
+use crate::listener::ListeningSockets;
+use crate::snapshot::{self, ClusterEntry, ListenerEntry, Snapshot, SnapshotBuilder, SnapshotCell};
+use crate::stats::{Gauge, Store};
+use crate::worker::{Shared, WorkerHandle};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use xds_client::pb::envoy::config::bootstrap::v3 as bootstrap_proto;
+use xds_client::pb::envoy::config::cluster::v3 as cluster_proto;
+use xds_client::pb::envoy::config::listener::v3 as listener_proto;
+
+/// Envoy's `server.state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    Live = 0,
+    Draining = 1,
+    PreInitializing = 2,
+    Initializing = 3,
+}
+
+impl ServerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerState::Live => "LIVE",
+            ServerState::Draining => "DRAINING",
+            ServerState::PreInitializing => "PRE_INITIALIZING",
+            ServerState::Initializing => "INITIALIZING",
+        }
+    }
+
+    pub fn from_gauge(value: i64) -> Self {
+        match value {
+            0 => ServerState::Live,
+            1 => ServerState::Draining,
+            2 => ServerState::PreInitializing,
+            _ => ServerState::Initializing,
+        }
+    }
+}
+
+/// Settings that come from the command line.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub concurrency: usize,
+    pub drain_time: Duration,
+    /// `--drain-strategy`: true for `immediate`, false for `gradual`.
+    pub drain_immediate: bool,
+    pub parent_shutdown_time: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 1,
+            drain_time: Duration::from_secs(600),
+            drain_immediate: false,
+            parent_shutdown_time: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Requests to the manager task.
+#[derive(Debug)]
+pub enum Command {
+    /// Replace the dynamic listeners and clusters (static ones from the bootstrap stay).
+    /// Invalid resources are left out (their previous version, if any, is kept) and reported.
+    Update {
+        listeners: Vec<listener_proto::Listener>,
+        clusters: Vec<cluster_proto::Cluster>,
+        reply: oneshot::Sender<Vec<ConfigError>>,
+    },
+    /// New hosts for a cluster (DNS answer; EDS later).
+    SetHosts {
+        cluster: String,
+        endpoints: Vec<Endpoint>,
+    },
+    /// `POST /drain_listeners`.
+    DrainListeners { inbound_only: bool, graceful: bool },
+    /// Stop accepting on these addresses for good (the end of a graceful listener drain).
+    StopAccepting { addresses: Vec<SocketAddr> },
+    /// Actual bound addresses of the listeners, by name.
+    ListenerAddresses {
+        reply: oneshot::Sender<BTreeMap<String, SocketAddr>>,
+    },
+    /// Stop: `graceful` drains first (SIGTERM); otherwise exit at once (SIGINT, quitquitquit).
+    Shutdown { graceful: bool },
+}
+
+/// Read-mostly facts about the running server, shared with the admin handlers.
+#[derive(Debug)]
+pub struct ServerInfo {
+    pub started: Instant,
+    pub started_wall: std::time::SystemTime,
+    pub options: ServerOptions,
+    pub node: crate::config::bootstrap::Node,
+    pub bootstrap: bootstrap_proto::Bootstrap,
+    pub command_line: Vec<String>,
+    pub state: Gauge,
+}
+
+/// A handle on a running server: send commands, read shared state.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    pub shared: Arc<Shared>,
+    pub info: Arc<ServerInfo>,
+}
+
+impl ServerHandle {
+    pub fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    /// Applies dynamic listeners and clusters; returns the rejected resources' errors.
+    pub async fn update(
+        &self,
+        listeners: Vec<listener_proto::Listener>,
+        clusters: Vec<cluster_proto::Cluster>,
+    ) -> Vec<ConfigError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Update {
+            listeners,
+            clusters,
+            reply,
+        });
+        rx.await.unwrap_or_default()
+    }
+
+    /// The actual bound address of each listener (by name).
+    pub async fn listener_addresses(&self) -> BTreeMap<String, SocketAddr> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ListenerAddresses { reply });
+        rx.await.unwrap_or_default()
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshots.load()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn state(&self) -> ServerState {
+        ServerState::from_gauge(self.info.state.value())
+    }
+}
+
+/// Starts workers and binds the bootstrap's listeners. Must be called inside a tokio runtime (the
+/// main thread's); returns the handle and the manager future, which runs until shutdown.
+pub fn start(
+    bootstrap: Bootstrap,
+    options: ServerOptions,
+    command_line: Vec<String>,
+) -> Result<(ServerHandle, impl Future<Output = ()>), StartError> {
+    let store = Store::new();
+    let state = store.gauge("server.state");
+    state.set(ServerState::Initializing as i64);
+    let shared = Arc::new(Shared {
+        total_connections: store.gauge("server.total_connections"),
+        store,
+        snapshots: Arc::new(SnapshotCell::default()),
+    });
+    let workers = (0..options.concurrency.max(1))
+        .map(|i| WorkerHandle::spawn(i, shared.clone()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(StartError::Workers)?;
+    let (commands, rx) = mpsc::unbounded_channel();
+    let info = Arc::new(ServerInfo {
+        started: Instant::now(),
+        started_wall: std::time::SystemTime::now(),
+        options: options.clone(),
+        node: bootstrap.node.clone(),
+        bootstrap: bootstrap.source.clone(),
+        command_line,
+        state,
+    });
+    let handle = ServerHandle {
+        commands: commands.clone(),
+        shared: shared.clone(),
+        info,
+    };
+    let statics = bootstrap
+        .source
+        .static_resources
+        .clone()
+        .unwrap_or_default();
+    let mut manager = Manager {
+        handle: handle.clone(),
+        workers,
+        sockets: ListeningSockets::default(),
+        static_listeners: statics.listeners,
+        static_clusters: statics.clusters,
+        dynamic_listeners: Vec::new(),
+        dynamic_clusters: Vec::new(),
+        resolvers: HashMap::new(),
+    };
+    let errors = manager.rebuild();
+    if let Some(first) = errors.into_iter().next() {
+        return Err(StartError::Listener(first));
+    }
+    let store = &shared.store;
+    store
+        .gauge("server.concurrency")
+        .set(manager.workers.len() as i64);
+    store.gauge("listener_manager.workers_started").set(1);
+    store.gauge("server.live").set(1);
+    handle.info.state.set(ServerState::Live as i64);
+    Ok((handle, manager.run(rx)))
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start workers: {0}")]
+    Workers(#[source] std::io::Error),
+    #[error("{0}")]
+    Listener(ConfigError),
+}
+
+struct Manager {
+    handle: ServerHandle,
+    workers: Vec<WorkerHandle>,
+    sockets: ListeningSockets,
+    static_listeners: Vec<listener_proto::Listener>,
+    static_clusters: Vec<cluster_proto::Cluster>,
+    dynamic_listeners: Vec<listener_proto::Listener>,
+    dynamic_clusters: Vec<cluster_proto::Cluster>,
+    /// DNS resolution tasks by cluster name, with the cluster version they resolve for.
+    resolvers: HashMap<String, (cluster_proto::Cluster, tokio::task::JoinHandle<()>)>,
+}
+
+impl Manager {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        while let Some(command) = rx.recv().await {
+            match command {
+                Command::Update {
+                    listeners,
+                    clusters,
+                    reply,
+                } => {
+                    self.dynamic_listeners = listeners;
+                    self.dynamic_clusters = clusters;
+                    let _ = reply.send(self.rebuild());
+                }
+                Command::SetHosts { cluster, endpoints } => self.set_hosts(&cluster, endpoints),
+                Command::DrainListeners {
+                    inbound_only,
+                    graceful,
+                } => self.drain_listeners(inbound_only, graceful),
+                Command::StopAccepting { addresses } => self.sockets.stop(addresses, &self.workers),
+                Command::ListenerAddresses { reply } => {
+                    let snapshot = self.handle.snapshot();
+                    let addresses = snapshot
+                        .listeners
+                        .iter()
+                        .map(|(name, l)| {
+                            (
+                                name.clone(),
+                                self.sockets
+                                    .actual(l.config.address)
+                                    .unwrap_or(l.config.address),
+                            )
+                        })
+                        .collect();
+                    let _ = reply.send(addresses);
+                }
+                Command::Shutdown { graceful } => {
+                    if graceful {
+                        self.drain_all().await;
+                    }
+                    break;
+                }
+            }
+        }
+        for (_, (_, task)) in self.resolvers.drain() {
+            task.abort();
+        }
+        for worker in &mut self.workers {
+            worker.stop();
+        }
+    }
+
+    /// Builds and publishes a snapshot from the static and dynamic resources.
+    fn rebuild(&mut self) -> Vec<ConfigError> {
+        let shared = self.handle.shared.clone();
+        let prev = shared.snapshots.load();
+        let builder = SnapshotBuilder {
+            store: &shared.store,
+            workers: self.workers.len(),
+        };
+        let mut errors = Vec::new();
+        let mut clusters = BTreeMap::new();
+        let cluster_sources = self
+            .static_clusters
+            .iter()
+            .map(|c| (c, false))
+            .chain(self.dynamic_clusters.iter().map(|c| (c, true)));
+        for (source, dynamic) in cluster_sources {
+            match builder.cluster(prev.clusters.get(&source.name), source, dynamic) {
+                Ok(entry) => {
+                    clusters.insert(source.name.clone(), entry);
+                }
+                Err(e) => {
+                    if let Some(old) = prev.clusters.get(&source.name) {
+                        clusters.insert(source.name.clone(), old.clone());
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        let mut listeners = BTreeMap::new();
+        for source in self.static_listeners.iter().chain(&self.dynamic_listeners) {
+            match builder.listener(prev.listeners.get(&source.name), source) {
+                Ok(entry) => {
+                    listeners.insert(source.name.clone(), entry);
+                }
+                Err(e) => {
+                    if let Some(old) = prev.listeners.get(&source.name) {
+                        listeners.insert(source.name.clone(), old.clone());
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        let by_address = listeners
+            .values()
+            .map(|l| (l.config.address, l.clone()))
+            .collect();
+        let next = Snapshot {
+            version: prev.version + 1,
+            listeners,
+            by_address,
+            clusters,
+        };
+        self.record_changes(&prev, &next);
+        self.publish(next);
+        let snapshot = shared.snapshots.load();
+        for (address, e) in self.sockets.sync(&snapshot, &self.workers) {
+            let name = snapshot
+                .by_address
+                .get(&address)
+                .map_or_else(String::new, |l| l.config.name.clone());
+            shared
+                .store
+                .counter("listener_manager.listener_create_failure")
+                .inc();
+            errors.push(ConfigError::new(
+                format!("listener {name:?}"),
+                "address",
+                format!("cannot bind {address}: {e}"),
+            ));
+        }
+        self.sync_resolvers(&snapshot);
+        errors
+    }
+
+    fn publish(&self, next: Snapshot) {
+        let store = &self.handle.shared.store;
+        store
+            .gauge("cluster_manager.active_clusters")
+            .set(next.clusters.len() as i64);
+        store
+            .gauge("listener_manager.total_listeners_active")
+            .set(next.listeners.len() as i64);
+        self.handle.shared.snapshots.publish(next);
+    }
+
+    /// Drains listener versions that left, and counts adds, modifications and removals.
+    fn record_changes(&self, prev: &Snapshot, next: &Snapshot) {
+        let store = &self.handle.shared.store;
+        for (name, old) in &prev.listeners {
+            match next.listeners.get(name) {
+                Some(new) if Arc::ptr_eq(old, new) => {}
+                Some(_) => {
+                    store.counter("listener_manager.listener_modified").inc();
+                    old.drain.start(self.handle.info.options.drain_time);
+                }
+                None => {
+                    store.counter("listener_manager.listener_removed").inc();
+                    old.drain.start(self.handle.info.options.drain_time);
+                }
+            }
+        }
+        let added = next
+            .listeners
+            .keys()
+            .filter(|n| !prev.listeners.contains_key(*n))
+            .count();
+        store
+            .counter("listener_manager.listener_added")
+            .add(added as u64);
+        for (name, new) in &next.clusters {
+            match prev.clusters.get(name) {
+                None => store.counter("cluster_manager.cluster_added").inc(),
+                Some(old) if !Arc::ptr_eq(old, new) && old.source != new.source => {
+                    store.counter("cluster_manager.cluster_modified").inc();
+                }
+                _ => {}
+            }
+        }
+        let removed = prev
+            .clusters
+            .keys()
+            .filter(|n| !next.clusters.contains_key(*n))
+            .count();
+        store
+            .counter("cluster_manager.cluster_removed")
+            .add(removed as u64);
+    }
+
+    fn set_hosts(&mut self, cluster: &str, endpoints: Vec<Endpoint>) {
+        let prev = self.handle.shared.snapshots.load();
+        let Some(entry) = prev.clusters.get(cluster) else {
+            return;
+        };
+        let mut clusters = prev.clusters.clone();
+        clusters.insert(
+            cluster.to_string(),
+            Arc::new(snapshot::with_hosts(entry, endpoints)),
+        );
+        let next = Snapshot {
+            version: prev.version + 1,
+            listeners: prev.listeners.clone(),
+            by_address: prev.by_address.clone(),
+            clusters,
+        };
+        self.publish(next);
+    }
+
+    /// Starts, restarts or stops DNS resolution to match the snapshot's DNS clusters.
+    fn sync_resolvers(&mut self, snapshot: &Snapshot) {
+        self.resolvers.retain(|name, (source, task)| {
+            let keep = snapshot
+                .clusters
+                .get(name)
+                .is_some_and(|c| c.source == *source);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (name, entry) in &snapshot.clusters {
+            let is_dns = matches!(
+                entry.config.discovery,
+                Discovery::StrictDns { .. } | Discovery::LogicalDns { .. }
+            );
+            if is_dns && !self.resolvers.contains_key(name) {
+                let task = tokio::spawn(dns::resolve_forever(
+                    entry.config.clone(),
+                    self.handle.clone(),
+                ));
+                self.resolvers
+                    .insert(name.clone(), (entry.source.clone(), task));
+            }
+        }
+    }
+
+    fn drain_listeners(&mut self, inbound_only: bool, graceful: bool) {
+        let snapshot = self.handle.shared.snapshots.load();
+        let chosen: Vec<&Arc<ListenerEntry>> = snapshot
+            .listeners
+            .values()
+            .filter(|l| !inbound_only || l.config.direction == Direction::Inbound)
+            .collect();
+        let drain_time = self.handle.info.options.drain_time;
+        for listener in &chosen {
+            listener
+                .drain
+                .start(if graceful { drain_time } else { Duration::ZERO });
+        }
+        let addresses: Vec<SocketAddr> = chosen.iter().map(|l| l.config.address).collect();
+        if graceful {
+            // Envoy keeps accepting through the graceful drain period, then stops listening.
+            let handle = self.handle.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(drain_time).await;
+                handle.send(Command::StopAccepting { addresses });
+            });
+        } else {
+            self.sockets.stop(addresses, &self.workers);
+        }
+        self.handle
+            .shared
+            .store
+            .counter("listener_manager.listener_stopped")
+            .add(chosen.len() as u64);
+    }
+
+    /// SIGTERM: stop accepting everywhere, then wait for connections to finish (or the drain time).
+    async fn drain_all(&mut self) {
+        self.handle.info.state.set(ServerState::Draining as i64);
+        let snapshot = self.handle.shared.snapshots.load();
+        let drain_time = self.handle.info.options.drain_time;
+        for listener in snapshot.listeners.values() {
+            listener.drain.start(drain_time);
+        }
+        let addresses: Vec<SocketAddr> = snapshot
+            .listeners
+            .values()
+            .map(|l| l.config.address)
+            .collect();
+        self.sockets.stop(addresses, &self.workers);
+        let deadline = tokio::time::Instant::now() + drain_time;
+        let total = &self.handle.shared.total_connections;
+        while total.value() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The cluster entry for a name in the current snapshot (admin and tests).
+pub fn cluster(handle: &ServerHandle, name: &str) -> Option<Arc<ClusterEntry>> {
+    handle.snapshot().clusters.get(name).cloned()
+}

@@ -1,0 +1,373 @@
+//! Envoy-named statistics: counters and gauges, sharded per worker so the request path never
+//! shares a written cache line with another worker.
+//!
+//! A stat is created (by name) when its owner is configured, never on the request path, so the
+//! registry's lock is only taken by the main thread and the admin handlers. A counter keeps one
+//! padded slot per thread; [`set_shard`] tells a worker thread which slot is its own, and a read
+//! sums the slots. Gauges are a single atomic (they are moved per connection, not per byte).
+//!
+//! Each stat also carries Envoy's tag-extracted form (e.g. `cluster.upstream_cx_total` with tag
+//! `envoy_cluster_name=backend`) so `/stats/prometheus` needs no regex pass over names.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Number of counter slots: the main thread plus up to this many minus one workers share slots
+/// round-robin beyond that (still correct, only less spread).
+const SHARDS: usize = 64;
+
+/// Makes the calling thread write counter slot `index` (workers call this once at start).
+pub fn set_shard(index: usize) {
+    SHARD.with(|s| s.set(index % SHARDS));
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Slot(AtomicU64);
+
+struct CounterCell {
+    slots: Box<[Slot]>,
+    used: AtomicBool,
+}
+
+/// A monotonically increasing count.
+#[derive(Clone)]
+pub struct Counter(Arc<CounterCell>);
+
+impl Counter {
+    fn new() -> Self {
+        Counter(Arc::new(CounterCell {
+            slots: (0..SHARDS).map(|_| Slot::default()).collect(),
+            used: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let shard = SHARD.with(Cell::get);
+        self.0.slots[shard].0.fetch_add(n, Ordering::Relaxed);
+        mark_used(&self.0.used);
+    }
+
+    pub fn value(&self) -> u64 {
+        self.0
+            .slots
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn used(&self) -> bool {
+        self.0.used.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counter({})", self.value())
+    }
+}
+
+struct GaugeCell {
+    value: AtomicI64,
+    used: AtomicBool,
+}
+
+/// A value that goes up and down (active connections, state).
+#[derive(Clone)]
+pub struct Gauge(Arc<GaugeCell>);
+
+impl Gauge {
+    fn new() -> Self {
+        Gauge(Arc::new(GaugeCell {
+            value: AtomicI64::new(0),
+            used: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn dec(&self) {
+        self.add(-1);
+    }
+
+    pub fn add(&self, n: i64) {
+        self.0.value.fetch_add(n, Ordering::Relaxed);
+        mark_used(&self.0.used);
+    }
+
+    pub fn set(&self, n: i64) {
+        self.0.value.store(n, Ordering::Relaxed);
+        mark_used(&self.0.used);
+    }
+
+    pub fn value(&self) -> i64 {
+        self.0.value.load(Ordering::Relaxed)
+    }
+
+    fn used(&self) -> bool {
+        self.0.used.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Gauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gauge({})", self.value())
+    }
+}
+
+fn mark_used(flag: &AtomicBool) {
+    // Read first: after the first write the line stays shared-clean on every core.
+    if !flag.load(Ordering::Relaxed) {
+        flag.store(true, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone)]
+enum Metric {
+    Counter(Counter),
+    Gauge(Gauge),
+}
+
+/// A stat's tag-extracted name and tags (Envoy's default tag extraction for the names we emit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tags {
+    pub extracted_name: String,
+    pub tags: Vec<(String, String)>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    metric: Metric,
+    tags: Tags,
+}
+
+/// One read of a stat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub name: String,
+    pub value: i64,
+    pub is_counter: bool,
+    pub used: bool,
+    pub tags: Tags,
+}
+
+/// The registry of every stat, by full name.
+#[derive(Clone, Default)]
+pub struct Store {
+    #[allow(clippy::disallowed_types)]
+    // registry only: stats are created at config time, read by admin
+    inner: Arc<std::sync::Mutex<BTreeMap<String, Entry>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counter `name`, created on first use. `tags` describes Envoy's tag extraction.
+    pub fn counter(&self, name: &str) -> Counter {
+        match self.get_or_insert(name, || Metric::Counter(Counter::new())) {
+            Metric::Counter(c) => c,
+            Metric::Gauge(_) => Counter::new(), // a name clash between kinds is a programming error; keep it harmless
+        }
+    }
+
+    pub fn gauge(&self, name: &str) -> Gauge {
+        match self.get_or_insert(name, || Metric::Gauge(Gauge::new())) {
+            Metric::Gauge(g) => g,
+            Metric::Counter(_) => Gauge::new(),
+        }
+    }
+
+    fn get_or_insert(&self, name: &str, make: impl FnOnce() -> Metric) -> Metric {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_string())
+            .or_insert_with(|| Entry {
+                metric: make(),
+                tags: extract_tags(name),
+            })
+            .metric
+            .clone()
+    }
+
+    /// All stats, sorted by name.
+    pub fn samples(&self) -> Vec<Sample> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .map(|(name, e)| {
+                let (value, is_counter, used) = match &e.metric {
+                    Metric::Counter(c) => (c.value() as i64, true, c.used()),
+                    Metric::Gauge(g) => (g.value(), false, g.used()),
+                };
+                Sample {
+                    name: name.clone(),
+                    value,
+                    is_counter,
+                    used,
+                    tags: e.tags.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The subset of Envoy's default tag extractors that apply to the stats Tern emits:
+/// `cluster.<name>.x`, `listener.<address>.x`, `tcp.<prefix>.x`, `http.<prefix>.x`,
+/// `listener.<address>.worker_<n>.x`. The owner's name runs to the stat's known suffix, so
+/// names with dots (Istio's `outbound|80||a.b.svc`) are extracted whole.
+fn extract_tags(name: &str) -> Tags {
+    for (prefix, tag) in [
+        ("cluster.", "envoy_cluster_name"),
+        ("listener.", "envoy_listener_address"),
+        ("tcp.", "envoy_tcp_prefix"),
+        ("http.", "envoy_http_conn_manager_prefix"),
+    ] {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some((owner, stat)) = split_owner(rest) else {
+            continue;
+        };
+        if prefix == "listener." && owner == "admin" {
+            break;
+        }
+        let mut tags = vec![(tag.to_string(), owner.to_string())];
+        let mut stat = stat.to_string();
+        if let Some((worker, inner)) = stat.strip_prefix("worker_").and_then(|s| s.split_once('.'))
+        {
+            tags.push(("envoy_worker_id".to_string(), worker.to_string()));
+            stat = inner.to_string();
+        }
+        return Tags {
+            extracted_name: format!("{}{stat}", prefix),
+            tags,
+        };
+    }
+    Tags {
+        extracted_name: name.to_string(),
+        tags: Vec::new(),
+    }
+}
+
+/// Splits `<owner>.<stat>` where the stat is one of the known leaf groups.
+fn split_owner(rest: &str) -> Option<(&str, &str)> {
+    const LEAF_STARTS: &[&str] = &[
+        "upstream_",
+        "downstream_",
+        "membership_",
+        "lb_",
+        "max_host_weight",
+        "circuit_breakers.",
+        "no_filter_chain_match",
+        "worker_",
+        "idle_timeout",
+        "outlier_detection.",
+        "version",
+        "update_",
+        "assignment_",
+        "bind_errors",
+        "connections_",
+        "early_data",
+        "original_dst_host_invalid",
+        "internal.",
+        "rq_",
+        "no_route",
+        "no_cluster",
+        "on_demand_cluster_",
+        "extension_config_missing",
+        "server_ssl_socket_factory.",
+    ];
+    let mut search_from = 0;
+    while let Some(pos) = rest[search_from..].find('.') {
+        let dot = search_from + pos;
+        let tail = &rest[dot + 1..];
+        if LEAF_STARTS.iter().any(|leaf| tail.starts_with(leaf)) {
+            return Some((&rest[..dot], tail));
+        }
+        search_from = dot + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_over_shards() {
+        let store = Store::new();
+        let c = store.counter("cluster.a.upstream_cx_total");
+        let c2 = c.clone();
+        std::thread::spawn(move || {
+            set_shard(3);
+            c2.add(5);
+        })
+        .join()
+        .unwrap();
+        c.inc();
+        assert_eq!(store.counter("cluster.a.upstream_cx_total").value(), 6);
+    }
+
+    #[test]
+    fn unused_stats_are_marked() {
+        let store = Store::new();
+        store.counter("server.x");
+        store.gauge("server.state").set(0);
+        let used: Vec<_> = store
+            .samples()
+            .into_iter()
+            .map(|s| (s.name, s.used))
+            .collect();
+        assert_eq!(
+            used,
+            [
+                ("server.state".to_string(), true),
+                ("server.x".to_string(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn tags_extract_names_with_dots() {
+        let tags = extract_tags("cluster.outbound|80||a.b.svc.cluster.local.upstream_cx_total");
+        assert_eq!(tags.extracted_name, "cluster.upstream_cx_total");
+        assert_eq!(
+            tags.tags,
+            [(
+                "envoy_cluster_name".into(),
+                "outbound|80||a.b.svc.cluster.local".into()
+            )]
+        );
+        let tags = extract_tags("listener.0.0.0.0_15001.worker_1.downstream_cx_total");
+        assert_eq!(tags.extracted_name, "listener.downstream_cx_total");
+        assert_eq!(
+            tags.tags,
+            [
+                ("envoy_listener_address".into(), "0.0.0.0_15001".into()),
+                ("envoy_worker_id".into(), "1".into())
+            ]
+        );
+        assert_eq!(extract_tags("server.state").tags, []);
+    }
+}

@@ -1,0 +1,197 @@
+//! Upstream hosts as a worker sees them: a balancer per cluster (rebuilt lazily when the
+//! cluster's entry in the snapshot changes), active-request counts per host, and connecting with
+//! the cluster's timeout and source address.
+
+use crate::config::address::Address;
+use crate::config::cluster::Discovery;
+use crate::lb::{HostInfo, LoadBalancer, PickContext};
+use crate::snapshot::{ClusterEntry, Host};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// One worker's balancers, by cluster name.
+#[derive(Default)]
+pub struct WorkerClusters {
+    balancers: RefCell<HashMap<String, WorkerCluster>>,
+}
+
+struct WorkerCluster {
+    entry: Arc<ClusterEntry>,
+    lb: LoadBalancer,
+    /// Active requests (connections, for TCP) per host on this worker.
+    active: Rc<[Cell<u32>]>,
+}
+
+/// A chosen host, holding its active count up while alive.
+pub struct PickedHost {
+    pub host: Host,
+    pub address: SocketAddr,
+    active: Option<(Rc<[Cell<u32>]>, usize)>,
+}
+
+impl Drop for PickedHost {
+    fn drop(&mut self) {
+        if let Some((active, i)) = &self.active {
+            active[*i].set(active[*i].get().saturating_sub(1));
+        }
+    }
+}
+
+/// Why no host was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoHost {
+    /// The balancer found no usable host (empty cluster, all unhealthy).
+    NoneHealthy,
+    /// An ORIGINAL_DST cluster with no original destination to go to.
+    NoOriginalDestination,
+}
+
+impl WorkerClusters {
+    /// Picks a host of `cluster`, avoiding indices in `avoid` when possible (retries).
+    /// `original_destination` feeds ORIGINAL_DST clusters.
+    pub fn pick(
+        &self,
+        cluster: &Arc<ClusterEntry>,
+        hash: Option<u64>,
+        avoid: &[SocketAddr],
+        original_destination: Option<SocketAddr>,
+    ) -> Result<PickedHost, NoHost> {
+        if cluster.config.discovery == Discovery::OriginalDst {
+            let address = original_destination.ok_or(NoHost::NoOriginalDestination)?;
+            return Ok(original_dst_host(address));
+        }
+        let mut balancers = self.balancers.borrow_mut();
+        let state = balancers
+            .entry(cluster.config.name.clone())
+            .or_insert_with(|| WorkerCluster::new(cluster.clone()));
+        if !Arc::ptr_eq(&state.entry, cluster) {
+            *state = WorkerCluster::new(cluster.clone());
+        }
+        let active = state.active.clone();
+        let hosts = &state.entry.hosts;
+        let ctx = PickContext { hash };
+        let load = |i: usize| active.get(i).map_or(0, Cell::get);
+        let reject = |i: usize| {
+            hosts[i]
+                .endpoint
+                .address
+                .socket()
+                .is_some_and(|a| avoid.contains(&a))
+        };
+        let index = state
+            .lb
+            .pick_with_retry(&ctx, &load, &reject, 3)
+            .ok_or(NoHost::NoneHealthy)?;
+        let host = hosts[index].clone();
+        let address = host.endpoint.address.socket().ok_or(NoHost::NoneHealthy)?;
+        active[index].set(active[index].get() + 1);
+        Ok(PickedHost {
+            host,
+            address,
+            active: Some((active, index)),
+        })
+    }
+}
+
+impl WorkerCluster {
+    fn new(entry: Arc<ClusterEntry>) -> Self {
+        let infos: Vec<HostInfo> = entry
+            .hosts
+            .iter()
+            .map(|h| HostInfo {
+                weight: h.endpoint.weight,
+                priority: h.endpoint.priority,
+                locality: h.endpoint.locality,
+                health: h.endpoint.health,
+                hash_key: h.endpoint.address.to_string(),
+            })
+            .collect();
+        let mut lb_config = entry.config.lb.clone();
+        if lb_config.locality_weights.is_some() {
+            lb_config.locality_weights =
+                Some(entry.config.load_assignment.locality_weights.clone());
+        }
+        let lb = LoadBalancer::new(&lb_config, &infos);
+        let active = (0..infos.len()).map(|_| Cell::new(0)).collect();
+        WorkerCluster { entry, lb, active }
+    }
+}
+
+fn original_dst_host(address: SocketAddr) -> PickedHost {
+    let endpoint = crate::config::cluster::Endpoint {
+        address: Address::Socket(address),
+        hostname: String::new(),
+        weight: 1,
+        priority: 0,
+        locality: 0,
+        health: crate::lb::HostHealth::Healthy,
+    };
+    PickedHost {
+        host: Host {
+            endpoint,
+            stats: Default::default(),
+        },
+        address,
+        active: None,
+    }
+}
+
+/// Why an upstream connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timeout after {0:?}")]
+    Timeout(Duration),
+    #[error("connect failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Connects to `address` within `timeout`, from `source` when it is of the same family.
+pub async fn connect(
+    address: SocketAddr,
+    source: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = source.filter(|s| s.is_ipv4() == address.is_ipv4()) {
+        socket.bind(SocketAddr::new(source.ip(), 0))?;
+    }
+    let stream = tokio::time::timeout(timeout, socket.connect(address))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Keeps a host's and its cluster's active-connection counts right however a connection ends.
+pub struct UpstreamConnection<'a> {
+    cluster: &'a ClusterEntry,
+    host: &'a Host,
+}
+
+impl<'a> UpstreamConnection<'a> {
+    pub fn open(cluster: &'a ClusterEntry, host: &'a Host) -> Self {
+        cluster.stats.upstream_cx_total.inc();
+        cluster.stats.upstream_cx_active.inc();
+        host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+        host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
+        UpstreamConnection { cluster, host }
+    }
+}
+
+impl Drop for UpstreamConnection<'_> {
+    fn drop(&mut self) {
+        self.cluster.stats.upstream_cx_active.dec();
+        self.cluster.stats.upstream_cx_destroy.inc();
+        self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

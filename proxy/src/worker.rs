@@ -1,0 +1,153 @@
+//! Worker threads: one current-thread tokio runtime each, owning its listening sockets, its
+//! connections and its per-cluster balancer state.
+//!
+//! The main thread talks to a worker only through a command channel (start or stop listening on
+//! an address); configuration reaches it through the published snapshot. Everything in
+//! [`Worker`] is `!Send` on purpose: it is only ever touched by its own thread.
+
+use crate::listener::accept_loop;
+use crate::snapshot::{Snapshot, SnapshotCell, SnapshotReader};
+use crate::stats::{self, Store};
+use crate::upstream::WorkerClusters;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+
+/// State shared by the main thread and every worker (all of it lock-free on the data path).
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Store,
+    pub snapshots: Arc<SnapshotCell>,
+    /// Total downstream connections across listeners (`server.total_connections`).
+    pub total_connections: stats::Gauge,
+}
+
+/// What the main thread asks of a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Accept on this socket; connections are dispatched to the listener at `address` in the
+    /// current snapshot (`address` is the configured one, which may have port 0).
+    Listen {
+        address: SocketAddr,
+        socket: std::net::TcpListener,
+    },
+    /// Stop accepting on `address`. Established connections carry on.
+    StopListening { address: SocketAddr },
+}
+
+/// A worker as its own thread sees it.
+pub struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    snapshots: SnapshotReader,
+    pub clusters: WorkerClusters,
+    pub rng: RefCell<SmallRng>,
+}
+
+impl Worker {
+    /// The current snapshot (one atomic load unless it changed).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.get()
+    }
+}
+
+/// The main thread's handle on a worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    pub index: usize,
+    commands: mpsc::UnboundedSender<Command>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Starts worker `index` on its own thread.
+    pub fn spawn(index: usize, shared: Arc<Shared>) -> std::io::Result<Self> {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("tern-worker-{index}"))
+            .spawn(move || run(index, shared, runtime, rx, stop_rx))?;
+        Ok(WorkerHandle {
+            index,
+            commands,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends a command; a worker that has exited ignores it.
+    pub fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    /// Stops the worker's runtime (closing whatever it still holds) and joins its thread.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Runtime,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    stop: oneshot::Receiver<()>,
+) {
+    stats::set_shard(index + 1);
+    let local = tokio::task::LocalSet::new();
+    let worker = Rc::new(Worker {
+        index,
+        snapshots: SnapshotReader::new(shared.snapshots.clone()),
+        shared,
+        clusters: WorkerClusters::default(),
+        rng: RefCell::new(SmallRng::from_os_rng()),
+    });
+    local.block_on(&runtime, async move {
+        let mut accepting: HashMap<SocketAddr, oneshot::Sender<()>> = HashMap::new();
+        let serve = async {
+            while let Some(command) = commands.recv().await {
+                match command {
+                    Command::Listen { address, socket } => {
+                        let (stop_tx, stop_rx) = oneshot::channel();
+                        match socket.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(socket)) {
+                            Ok(listener) => {
+                                accepting.insert(address, stop_tx);
+                                tokio::task::spawn_local(accept_loop(worker.clone(), address, listener, stop_rx));
+                            }
+                            Err(e) => tracing::error!(worker = index, %address, "cannot adopt listening socket: {e}"),
+                        }
+                    }
+                    Command::StopListening { address } => {
+                        accepting.remove(&address);
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = serve => {}
+            _ = stop => {}
+        }
+    });
+    // Dropping the LocalSet and runtime here closes every connection this worker still holds.
+}

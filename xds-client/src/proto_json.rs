@@ -1,0 +1,290 @@
+//! The proto3 JSON (and YAML) mapping for Envoy's v3 API, done once over descriptors.
+//!
+//! Envoy reads its bootstrap, `--config-yaml` and test fixtures as proto3 JSON/YAML and prints
+//! `/config_dump` the same way. Rather than hand-writing serde structs that drift from the protos,
+//! we keep the protos' descriptors (`proto/envoy.desc`, the descriptor set `envoy-types` was
+//! generated from, comments stripped) and let `prost-reflect` do the mapping:
+//!
+//! ```text
+//! JSON/YAML text -> serde_json::Value -> (TypedStruct / unknown-Any rewrite) -> DynamicMessage
+//!                -> protobuf bytes -> envoy-types struct
+//! ```
+//!
+//! so camelCase and snake_case names, `"@type"` Anys, `"1.5s"` durations, wrappers and enums by
+//! name all follow the standard mapping. Two Envoy-specific rules are added on top:
+//! - a `TypedStruct` whose inner type we know is unwrapped into that type (Envoy does the same);
+//! - an Any of a type we have no descriptor for (Istio's own extensions) is kept as a
+//!   `udpa.type.v1.TypedStruct` holding its JSON, so it survives into the config, where the
+//!   extension registry decides whether it is a no-op or a rejection.
+
+use crate::any::UDPA_TYPED_STRUCT;
+use prost::{Message, Name};
+use prost_reflect::prost_types::{
+    DescriptorProto, FieldDescriptorProto, FileDescriptorProto, field_descriptor_proto,
+};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
+use serde_json::{Map, Value};
+use std::sync::LazyLock;
+
+/// The descriptor set the `envoy-types` crate was generated from (source info stripped).
+static ENVOY_DESCRIPTORS: &[u8] = include_bytes!("../proto/envoy.desc");
+
+static POOL: LazyLock<DescriptorPool> = LazyLock::new(build_pool);
+
+/// A failure to map JSON/YAML to a message, or a message to JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    #[error("invalid {format}: {message}")]
+    Syntax {
+        format: &'static str,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Field { path: String, message: String },
+    #[error("no descriptor for message type {0}")]
+    UnknownMessage(String),
+    #[error("cannot re-decode {type_name}: {source}")]
+    Decode {
+        type_name: String,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("cannot encode {type_name} as JSON: {message}")]
+    Encode { type_name: String, message: String },
+}
+
+/// How strictly to read JSON into a message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// Ignore fields the schema does not know (Envoy's `--allow-unknown-static-fields`).
+    pub allow_unknown_fields: bool,
+}
+
+/// The descriptor pool: Envoy's v3 API plus the `TypedStruct` wrappers.
+pub fn pool() -> &'static DescriptorPool {
+    &POOL
+}
+
+fn build_pool() -> DescriptorPool {
+    // The embedded set is generated at build time of envoy-types and checked by the tests below;
+    // failing here means the file in the repository is corrupt, which no input can cause.
+    #[allow(clippy::expect_used)]
+    let mut pool = DescriptorPool::decode(ENVOY_DESCRIPTORS)
+        .expect("proto/envoy.desc is a valid descriptor set");
+    for (file, package) in [
+        ("udpa/type/v1/typed_struct.proto", "udpa.type.v1"),
+        ("xds/type/v3/typed_struct.proto", "xds.type.v3"),
+    ] {
+        #[allow(clippy::expect_used)]
+        pool.add_file_descriptor_proto(typed_struct_file(file, package))
+            .expect("TypedStruct descriptor is well formed");
+    }
+    pool
+}
+
+/// `message TypedStruct { string type_url = 1; google.protobuf.Struct value = 2; }`
+fn typed_struct_file(name: &str, package: &str) -> FileDescriptorProto {
+    let field = |name: &str, number, ty, type_name: Option<&str>| FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(field_descriptor_proto::Label::Optional as i32),
+        r#type: Some(ty as i32),
+        type_name: type_name.map(Into::into),
+        json_name: Some(to_camel(name)),
+        ..Default::default()
+    };
+    FileDescriptorProto {
+        name: Some(name.into()),
+        package: Some(package.into()),
+        dependency: vec!["google/protobuf/struct.proto".into()],
+        message_type: vec![DescriptorProto {
+            name: Some("TypedStruct".into()),
+            field: vec![
+                field("type_url", 1, field_descriptor_proto::Type::String, None),
+                field(
+                    "value",
+                    2,
+                    field_descriptor_proto::Type::Message,
+                    Some(".google.protobuf.Struct"),
+                ),
+            ],
+            ..Default::default()
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+fn to_camel(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses text as JSON or YAML. `hint` is a file name: `.json` means JSON, `.yaml`/`.yml` YAML,
+/// anything else tries JSON first and then YAML (YAML is a superset, but JSON errors read better).
+pub fn parse_text(text: &str, hint: &str) -> Result<Value, JsonError> {
+    let yaml = |text: &str| {
+        serde_yaml_ng::from_str::<Value>(text).map_err(|e| JsonError::Syntax {
+            format: "YAML",
+            message: e.to_string(),
+        })
+    };
+    let json = |text: &str| {
+        serde_json::from_str::<Value>(text).map_err(|e| JsonError::Syntax {
+            format: "JSON",
+            message: e.to_string(),
+        })
+    };
+    if hint.ends_with(".yaml") || hint.ends_with(".yml") {
+        yaml(text)
+    } else if hint.ends_with(".json") {
+        json(text)
+    } else {
+        json(text).or_else(|json_err| yaml(text).map_err(|_| json_err))
+    }
+}
+
+/// Reads a message of type `M` from a JSON value.
+pub fn from_value<M: Message + Name + Default>(
+    mut value: Value,
+    options: ReadOptions,
+) -> Result<M, JsonError> {
+    let type_name = M::full_name();
+    let desc = pool()
+        .get_message_by_name(&type_name)
+        .ok_or_else(|| JsonError::UnknownMessage(type_name.clone()))?;
+    rewrite_anys(&mut value);
+    let deserialize_options =
+        DeserializeOptions::new().deny_unknown_fields(!options.allow_unknown_fields);
+    let mut track = serde_path_to_error::Track::new();
+    let deserializer = serde_path_to_error::Deserializer::new(&value, &mut track);
+    let dynamic =
+        DynamicMessage::deserialize_with_options(desc, deserializer, &deserialize_options)
+            .map_err(|e| JsonError::Field {
+                path: display_path(&track.path()),
+                message: short_message(&e.to_string()),
+            })?;
+    M::decode(dynamic.encode_to_vec().as_slice())
+        .map_err(|source| JsonError::Decode { type_name, source })
+}
+
+/// Reads a message of type `M` from JSON or YAML text (see [`parse_text`] for `hint`).
+pub fn from_text<M: Message + Name + Default>(
+    text: &str,
+    hint: &str,
+    options: ReadOptions,
+) -> Result<M, JsonError> {
+    from_value(parse_text(text, hint)?, options)
+}
+
+/// Writes a message as JSON the way Envoy's admin does: proto field names, defaults omitted.
+pub fn to_value<M: Message + Name>(msg: &M) -> Result<Value, JsonError> {
+    let type_name = M::full_name();
+    let desc = pool()
+        .get_message_by_name(&type_name)
+        .ok_or_else(|| JsonError::UnknownMessage(type_name.clone()))?;
+    let dynamic =
+        DynamicMessage::decode(desc, msg.encode_to_vec().as_slice()).map_err(|source| {
+            JsonError::Decode {
+                type_name: type_name.clone(),
+                source,
+            }
+        })?;
+    let options = SerializeOptions::new().use_proto_field_name(true);
+    dynamic
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|e| JsonError::Encode {
+            type_name,
+            message: e.to_string(),
+        })
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`, ..." lists every field of the message;
+/// one line naming the field is what a user needs.
+fn short_message(message: &str) -> String {
+    match message.find(", expected one of") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn display_path(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." {
+        "(top level)".to_string()
+    } else {
+        text
+    }
+}
+
+/// Applies the two Any rules from the module doc, bottom-up over the whole tree.
+fn rewrite_anys(value: &mut Value) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(rewrite_anys),
+        Value::Object(map) => {
+            map.values_mut().for_each(rewrite_anys);
+            if let Some(rewritten) = rewrite_any(map) {
+                *map = rewritten;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn rewrite_any(map: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let type_url = map.get("@type")?.as_str()?;
+    if is_typed_struct(type_url) {
+        let inner = map
+            .get("type_url")
+            .or_else(|| map.get("typeUrl"))?
+            .as_str()?;
+        if !known_type(inner) {
+            return None;
+        }
+        let mut out = match map.get("value") {
+            Some(Value::Object(fields)) => fields.clone(),
+            _ => Map::new(),
+        };
+        out.insert("@type".into(), Value::String(inner.to_string()));
+        return Some(out);
+    }
+    if known_type(type_url) {
+        return None;
+    }
+    let mut fields = map.clone();
+    fields.remove("@type");
+    let mut out = Map::new();
+    out.insert("@type".into(), Value::String(UDPA_TYPED_STRUCT.into()));
+    out.insert("type_url".into(), Value::String(type_url.to_string()));
+    out.insert("value".into(), Value::Object(fields));
+    Some(out)
+}
+
+fn is_typed_struct(type_url: &str) -> bool {
+    matches!(
+        type_name_of(type_url),
+        "udpa.type.v1.TypedStruct" | "xds.type.v3.TypedStruct"
+    )
+}
+
+fn known_type(type_url: &str) -> bool {
+    pool().get_message_by_name(type_name_of(type_url)).is_some()
+}
+
+fn type_name_of(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or(type_url)
+}
+
+#[cfg(test)]
+mod tests;

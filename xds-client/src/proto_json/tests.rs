@@ -1,0 +1,164 @@
+use super::*;
+use crate::any;
+use crate::pb::envoy::config::bootstrap::v3::Bootstrap;
+use crate::pb::envoy::config::cluster::v3::Cluster;
+use crate::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use serde_json::json;
+
+const STRICT: ReadOptions = ReadOptions {
+    allow_unknown_fields: false,
+};
+
+fn istio_bootstrap_text() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/istio/xds/default_golden.json"
+    );
+    std::fs::read_to_string(path).expect("shared fixtures are beside the repository")
+}
+
+#[test]
+fn istio_rendered_bootstrap_parses_strictly() {
+    let bootstrap: Bootstrap =
+        from_text(&istio_bootstrap_text(), "envoy-rev.json", STRICT).unwrap();
+    let node = bootstrap.node.as_ref().unwrap();
+    assert_eq!(node.id, "sidecar~1.2.3.4~foo~bar");
+    let names: Vec<_> = bootstrap
+        .static_resources
+        .as_ref()
+        .unwrap()
+        .clusters
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["prometheus_stats", "agent", "sds-grpc", "xds-grpc"]);
+    // The internal_listener bootstrap extension arrives as a TypedStruct of a known type: unwrapped.
+    let ext = &bootstrap.bootstrap_extensions[0];
+    assert_eq!(
+        ext.typed_config.as_ref().unwrap().type_url,
+        "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+    );
+}
+
+#[test]
+fn typo_in_field_is_named_with_its_path() {
+    let value = json!({"static_resources": {"clusters": [{"name": "a", "conect_timeout": "1s"}]}});
+    let err = from_value::<Bootstrap>(value, STRICT)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "static_resources.clusters[0]: unrecognized field name 'conect_timeout'"
+    );
+}
+
+#[test]
+fn unknown_fields_are_ignored_when_allowed() {
+    let value = json!({"node": {"id": "n", "future_field": 1}});
+    let lenient = ReadOptions {
+        allow_unknown_fields: true,
+    };
+    let bootstrap: Bootstrap = from_value(value, lenient).unwrap();
+    assert_eq!(bootstrap.node.unwrap().id, "n");
+}
+
+#[test]
+fn camel_case_snake_case_and_durations_map_alike() {
+    let snake: Cluster =
+        from_value(json!({"name": "c", "connect_timeout": "1.5s"}), STRICT).unwrap();
+    let camel: Cluster =
+        from_value(json!({"name": "c", "connectTimeout": "1.5s"}), STRICT).unwrap();
+    assert_eq!(snake, camel);
+    let timeout = snake.connect_timeout.unwrap();
+    assert_eq!((timeout.seconds, timeout.nanos), (1, 500_000_000));
+}
+
+#[test]
+fn yaml_reads_like_json() {
+    let yaml = "name: c\ntype: STATIC\nlb_policy: RING_HASH\n";
+    let from_yaml: Cluster = from_text(yaml, "c.yaml", STRICT).unwrap();
+    let from_json: Cluster = from_text(
+        r#"{"name":"c","type":"STATIC","lb_policy":"RING_HASH"}"#,
+        "c.json",
+        STRICT,
+    )
+    .unwrap();
+    assert_eq!(from_yaml, from_json);
+    assert_eq!(from_yaml.lb_policy, 2);
+}
+
+#[test]
+fn typed_struct_of_known_type_is_unwrapped() {
+    let value = json!({
+        "name": "l",
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+            "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+            "type_url": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "value": {"stat_prefix": "s", "cluster": "backend"}
+        }}]}]
+    });
+    let listener: crate::pb::envoy::config::listener::v3::Listener =
+        from_value(value, STRICT).unwrap();
+    let config = listener.filter_chains[0].filters[0]
+        .config_type
+        .clone()
+        .unwrap();
+    let crate::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(typed) = config
+    else {
+        panic!("expected typed_config");
+    };
+    let tcp: TcpProxy = any::unpack(&typed).unwrap();
+    assert_eq!(tcp.stat_prefix, "s");
+}
+
+#[test]
+fn any_of_unknown_type_is_kept_as_typed_struct() {
+    let value = json!({
+        "name": "l",
+        "filter_chains": [{"filters": [{"name": "istio.stats", "typed_config": {
+            "@type": "type.googleapis.com/stats.PluginConfig",
+            "disable_host_header_fallback": true
+        }}]}]
+    });
+    let listener: crate::pb::envoy::config::listener::v3::Listener =
+        from_value(value, STRICT).unwrap();
+    let crate::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(typed) =
+        listener.filter_chains[0].filters[0]
+            .config_type
+            .clone()
+            .unwrap()
+    else {
+        panic!("expected typed_config");
+    };
+    assert_eq!(typed.type_url, any::UDPA_TYPED_STRUCT);
+    assert_eq!(
+        any::type_url(&typed),
+        "type.googleapis.com/stats.PluginConfig"
+    );
+}
+
+#[test]
+fn to_value_prints_proto_names_and_any_types() {
+    let bootstrap: Bootstrap =
+        from_text(&istio_bootstrap_text(), "envoy-rev.json", STRICT).unwrap();
+    let out = to_value(&bootstrap).unwrap();
+    let cluster = &out["static_resources"]["clusters"][0];
+    assert_eq!(cluster["name"], "prometheus_stats");
+    assert_eq!(cluster["connect_timeout"], "0.250s");
+    let options = &out["static_resources"]["clusters"][2]["typed_extension_protocol_options"];
+    assert_eq!(
+        options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["@type"],
+        "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    );
+    // And what we print reads back to the same message.
+    let again: Bootstrap = from_value(out, STRICT).unwrap();
+    assert_eq!(again, bootstrap);
+}
+
+#[test]
+fn syntax_errors_name_the_format() {
+    let err = from_text::<Bootstrap>("{\"node\": ", "b.json", STRICT)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("invalid JSON: EOF while parsing"), "{err}");
+}
