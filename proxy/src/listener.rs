@@ -11,7 +11,7 @@ pub mod connection;
 pub mod filter_chain_match;
 pub mod inspect;
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{BindKey, Snapshot};
 use crate::sockopt;
 use crate::worker::{Command, Worker, WorkerHandle};
 use std::collections::{HashMap, HashSet};
@@ -20,10 +20,10 @@ use std::rc::Rc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// Accepts on one worker's socket for `address` until told to stop.
+/// Accepts on one worker's socket for `key` until told to stop.
 pub async fn accept_loop(
     worker: Rc<Worker>,
-    address: SocketAddr,
+    key: BindKey,
     listener: TcpListener,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -36,13 +36,13 @@ pub async fn accept_loop(
             Ok(pair) => pair,
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(worker = worker.index, %address, "accept failed: {e}");
+                tracing::warn!(worker = worker.index, ?key, "accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
         let snapshot = worker.snapshot();
-        let Some(entry) = snapshot.by_address.get(&address).cloned() else {
+        let Some(entry) = snapshot.bound_listener(&key).cloned() else {
             continue; // the listener went away between accept and now: close
         };
         tokio::task::spawn_local(connection::serve(
@@ -55,77 +55,79 @@ pub async fn accept_loop(
     }
 }
 
-/// The main thread's record of which addresses have sockets on the workers.
+/// The main thread's record of which socket groups exist on the workers.
 #[derive(Debug, Default)]
 pub struct ListeningSockets {
-    /// Configured address -> the address actually bound (differs when the port was 0).
-    bound: HashMap<SocketAddr, SocketAddr>,
-    /// Addresses stopped by `/drain_listeners`; not re-bound by later snapshots.
-    stopped: HashSet<SocketAddr>,
+    /// Group -> the address actually bound (differs from the configured one when the port was 0).
+    bound: HashMap<BindKey, SocketAddr>,
+    /// Groups stopped by `/drain_listeners`; not re-bound by later snapshots.
+    stopped: HashSet<BindKey>,
 }
 
 impl ListeningSockets {
-    /// Brings the workers' sockets in line with `snapshot`: binds new addresses (one socket per
-    /// worker) and stops accepting on addresses no listener binds any more. Returns the addresses
-    /// that failed to bind, with the error, so the caller can reject those listeners.
+    /// Brings the workers' sockets in line with `snapshot`: binds new groups (one socket per
+    /// worker) and stops accepting on groups no listener needs any more. Returns the groups that
+    /// failed to bind, with the error, so the caller can report those listeners.
     pub fn sync(
         &mut self,
         snapshot: &Snapshot,
         workers: &[WorkerHandle],
-    ) -> Vec<(SocketAddr, std::io::Error)> {
-        let wanted: HashSet<SocketAddr> = snapshot
-            .bound_addresses()
-            .filter(|a| !self.stopped.contains(a))
+    ) -> Vec<(BindKey, std::io::Error)> {
+        let wanted: HashSet<BindKey> = snapshot
+            .bind_keys()
+            .filter(|k| !self.stopped.contains(k))
             .collect();
-        let gone: Vec<SocketAddr> = self
+        let gone: Vec<BindKey> = self
             .bound
             .keys()
-            .filter(|a| !wanted.contains(a))
-            .copied()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
             .collect();
-        for address in gone {
-            self.bound.remove(&address);
+        for key in gone {
+            self.bound.remove(&key);
             for worker in workers {
-                worker.send(Command::StopListening { address });
+                worker.send(Command::StopListening { key: key.clone() });
             }
         }
         let mut failures = Vec::new();
-        for address in wanted {
-            if self.bound.contains_key(&address) {
+        for key in wanted {
+            if self.bound.contains_key(&key) {
                 continue;
             }
+            let Some(address) = key.address(snapshot) else {
+                continue;
+            };
             match bind_group(address, workers.len()) {
                 Ok((actual, sockets)) => {
                     for (worker, socket) in workers.iter().zip(sockets) {
-                        worker.send(Command::Listen { address, socket });
+                        worker.send(Command::Listen {
+                            key: key.clone(),
+                            socket,
+                        });
                     }
-                    self.bound.insert(address, actual);
+                    self.bound.insert(key, actual);
                 }
-                Err(e) => failures.push((address, e)),
+                Err(e) => failures.push((key, e)),
             }
         }
         failures
     }
 
-    /// Stops accepting on `addresses` for good (drain); established connections carry on.
-    pub fn stop(
-        &mut self,
-        addresses: impl IntoIterator<Item = SocketAddr>,
-        workers: &[WorkerHandle],
-    ) {
-        for address in addresses {
-            self.stopped.insert(address);
-            if self.bound.remove(&address).is_some() {
+    /// Stops accepting on these groups for good (drain); established connections carry on.
+    pub fn stop(&mut self, keys: impl IntoIterator<Item = BindKey>, workers: &[WorkerHandle]) {
+        for key in keys {
+            self.stopped.insert(key.clone());
+            if self.bound.remove(&key).is_some() {
                 for worker in workers {
-                    worker.send(Command::StopListening { address });
+                    worker.send(Command::StopListening { key: key.clone() });
                 }
             }
         }
     }
 
-    /// The address actually bound for a configured address.
-    pub fn actual(&self, configured: SocketAddr) -> Option<SocketAddr> {
-        self.bound.get(&configured).copied()
+    /// The address actually bound for a socket group.
+    pub fn actual(&self, key: &BindKey) -> Option<SocketAddr> {
+        self.bound.get(key).copied()
     }
 }
 

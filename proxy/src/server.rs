@@ -12,7 +12,9 @@ use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::{Discovery, Endpoint};
 use crate::config::listener::Direction;
 use crate::listener::ListeningSockets;
-use crate::snapshot::{self, ClusterEntry, ListenerEntry, Snapshot, SnapshotBuilder, SnapshotCell};
+use crate::snapshot::{
+    self, BindKey, ClusterEntry, ListenerEntry, Snapshot, SnapshotBuilder, SnapshotCell,
+};
 use crate::stats::{Gauge, Store};
 use crate::worker::{Shared, WorkerHandle};
 use std::collections::{BTreeMap, HashMap};
@@ -92,7 +94,7 @@ pub enum Command {
     /// `POST /drain_listeners`.
     DrainListeners { inbound_only: bool, graceful: bool },
     /// Stop accepting on these addresses for good (the end of a graceful listener drain).
-    StopAccepting { addresses: Vec<SocketAddr> },
+    StopAccepting { keys: Vec<BindKey> },
     /// Actual bound addresses of the listeners, by name.
     ListenerAddresses {
         reply: oneshot::Sender<BTreeMap<String, SocketAddr>>,
@@ -263,7 +265,7 @@ impl Manager {
                     inbound_only,
                     graceful,
                 } => self.drain_listeners(inbound_only, graceful),
-                Command::StopAccepting { addresses } => self.sockets.stop(addresses, &self.workers),
+                Command::StopAccepting { keys } => self.sockets.stop(keys, &self.workers),
                 Command::ListenerAddresses { reply } => {
                     let snapshot = self.handle.snapshot();
                     let addresses = snapshot
@@ -273,7 +275,7 @@ impl Manager {
                             (
                                 name.clone(),
                                 self.sockets
-                                    .actual(l.config.address)
+                                    .actual(&BindKey::of(&l.config))
                                     .unwrap_or(l.config.address),
                             )
                         })
@@ -338,8 +340,10 @@ impl Manager {
                 }
             }
         }
+        // Port-0 listeners are never hand-off targets, and each binds a port of its own.
         let by_address = listeners
             .values()
+            .filter(|l| l.config.address.port() != 0)
             .map(|l| (l.config.address, l.clone()))
             .collect();
         let next = Snapshot {
@@ -351,11 +355,10 @@ impl Manager {
         self.record_changes(&prev, &next);
         self.publish(next);
         let snapshot = shared.snapshots.load();
-        for (address, e) in self.sockets.sync(&snapshot, &self.workers) {
-            let name = snapshot
-                .by_address
-                .get(&address)
-                .map_or_else(String::new, |l| l.config.name.clone());
+        for (key, e) in self.sockets.sync(&snapshot, &self.workers) {
+            let listener = snapshot.bound_listener(&key);
+            let name = listener.map_or_else(String::new, |l| l.config.name.clone());
+            let address = listener.map_or_else(String::new, |l| l.config.address.to_string());
             shared
                 .store
                 .counter("listener_manager.listener_create_failure")
@@ -484,16 +487,16 @@ impl Manager {
                 .drain
                 .start(if graceful { drain_time } else { Duration::ZERO });
         }
-        let addresses: Vec<SocketAddr> = chosen.iter().map(|l| l.config.address).collect();
+        let keys: Vec<BindKey> = chosen.iter().map(|l| BindKey::of(&l.config)).collect();
         if graceful {
             // Envoy keeps accepting through the graceful drain period, then stops listening.
             let handle = self.handle.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(drain_time).await;
-                handle.send(Command::StopAccepting { addresses });
+                handle.send(Command::StopAccepting { keys });
             });
         } else {
-            self.sockets.stop(addresses, &self.workers);
+            self.sockets.stop(keys, &self.workers);
         }
         self.handle
             .shared
@@ -510,12 +513,12 @@ impl Manager {
         for listener in snapshot.listeners.values() {
             listener.drain.start(drain_time);
         }
-        let addresses: Vec<SocketAddr> = snapshot
+        let keys: Vec<BindKey> = snapshot
             .listeners
             .values()
-            .map(|l| l.config.address)
+            .map(|l| BindKey::of(&l.config))
             .collect();
-        self.sockets.stop(addresses, &self.workers);
+        self.sockets.stop(keys, &self.workers);
         let deadline = tokio::time::Instant::now() + drain_time;
         let total = &self.handle.shared.total_connections;
         while total.value() > 0 && tokio::time::Instant::now() < deadline {

@@ -47,12 +47,44 @@ impl Snapshot {
         })
     }
 
-    /// Addresses that need listening sockets.
-    pub fn bound_addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.by_address
-            .iter()
-            .filter(|(_, l)| l.config.bind_to_port)
-            .map(|(a, _)| *a)
+    /// The socket groups this snapshot needs.
+    pub fn bind_keys(&self) -> impl Iterator<Item = BindKey> + '_ {
+        self.listeners
+            .values()
+            .filter(|l| l.config.bind_to_port)
+            .map(|l| BindKey::of(&l.config))
+    }
+
+    /// The listener currently served by a socket group.
+    pub fn bound_listener(&self, key: &BindKey) -> Option<&Arc<ListenerEntry>> {
+        match key {
+            BindKey::Address(address) => self.by_address.get(address),
+            BindKey::Ephemeral(name) => self.listeners.get(name),
+        }
+    }
+}
+
+/// What a group of listening sockets belongs to. A fixed address outlives listener versions (so
+/// replacing a listener never closes its sockets); a port-0 listener gets its own ephemeral port
+/// and so its own group, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BindKey {
+    Address(SocketAddr),
+    Ephemeral(String),
+}
+
+impl BindKey {
+    pub fn of(listener: &Listener) -> Self {
+        if listener.address.port() == 0 {
+            BindKey::Ephemeral(listener.name.clone())
+        } else {
+            BindKey::Address(listener.address)
+        }
+    }
+
+    /// The address to bind.
+    pub fn address(&self, snapshot: &Snapshot) -> Option<SocketAddr> {
+        snapshot.bound_listener(self).map(|l| l.config.address)
     }
 }
 

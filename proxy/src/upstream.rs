@@ -89,6 +89,13 @@ impl WorkerClusters {
             .pick_with_retry(&ctx, &load, &reject, 3)
             .ok_or(NoHost::NoneHealthy)?;
         let host = hosts[index].clone();
+        if state
+            .lb
+            .priority_load()
+            .in_panic(host.endpoint.priority as usize)
+        {
+            state.entry.stats.lb_healthy_panic.inc();
+        }
         let address = host.endpoint.address.socket().ok_or(NoHost::NoneHealthy)?;
         active[index].set(active[index].get() + 1);
         Ok(PickedHost {

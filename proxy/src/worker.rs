@@ -6,14 +6,13 @@
 //! [`Worker`] is `!Send` on purpose: it is only ever touched by its own thread.
 
 use crate::listener::accept_loop;
-use crate::snapshot::{Snapshot, SnapshotCell, SnapshotReader};
+use crate::snapshot::{BindKey, Snapshot, SnapshotCell, SnapshotReader};
 use crate::stats::{self, Store};
 use crate::upstream::WorkerClusters;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -31,14 +30,13 @@ pub struct Shared {
 /// What the main thread asks of a worker.
 #[derive(Debug)]
 pub enum Command {
-    /// Accept on this socket; connections are dispatched to the listener at `address` in the
-    /// current snapshot (`address` is the configured one, which may have port 0).
+    /// Accept on this socket; connections go to the listener the current snapshot has for `key`.
     Listen {
-        address: SocketAddr,
+        key: BindKey,
         socket: std::net::TcpListener,
     },
-    /// Stop accepting on `address`. Established connections carry on.
-    StopListening { address: SocketAddr },
+    /// Stop accepting for `key`. Established connections carry on.
+    StopListening { key: BindKey },
 }
 
 /// A worker as its own thread sees it.
@@ -124,22 +122,34 @@ fn run(
         rng: RefCell::new(SmallRng::from_os_rng()),
     });
     local.block_on(&runtime, async move {
-        let mut accepting: HashMap<SocketAddr, oneshot::Sender<()>> = HashMap::new();
+        let mut accepting: HashMap<BindKey, oneshot::Sender<()>> = HashMap::new();
         let serve = async {
             while let Some(command) = commands.recv().await {
                 match command {
-                    Command::Listen { address, socket } => {
+                    Command::Listen { key, socket } => {
                         let (stop_tx, stop_rx) = oneshot::channel();
-                        match socket.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(socket)) {
+                        match socket
+                            .set_nonblocking(true)
+                            .and_then(|()| tokio::net::TcpListener::from_std(socket))
+                        {
                             Ok(listener) => {
-                                accepting.insert(address, stop_tx);
-                                tokio::task::spawn_local(accept_loop(worker.clone(), address, listener, stop_rx));
+                                accepting.insert(key.clone(), stop_tx);
+                                tokio::task::spawn_local(accept_loop(
+                                    worker.clone(),
+                                    key,
+                                    listener,
+                                    stop_rx,
+                                ));
                             }
-                            Err(e) => tracing::error!(worker = index, %address, "cannot adopt listening socket: {e}"),
+                            Err(e) => tracing::error!(
+                                worker = index,
+                                ?key,
+                                "cannot adopt listening socket: {e}"
+                            ),
                         }
                     }
-                    Command::StopListening { address } => {
-                        accepting.remove(&address);
+                    Command::StopListening { key } => {
+                        accepting.remove(&key);
                     }
                 }
             }

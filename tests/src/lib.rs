@@ -1,1 +1,13 @@
-//! placeholder
+//! Test kit shared by Tern's cross-crate tests.
+//!
+//! - [`prereq`]: what a test needs from the machine (root, a binary) and what to do when it is
+//!   missing: skip with one line locally, fail under `CI=true`.
+//! - [`backend`]: small TCP servers on ephemeral ports that record what reached them.
+//! - [`process`]: run `tern` or Envoy as a child process from a bootstrap, learn its admin
+//!   address, wait for readiness, and always kill it.
+//! - [`envoy`]: where the real Envoy 1.40.0 binary is (installed by `scripts/install-test-deps.sh`).
+
+pub mod backend;
+pub mod envoy;
+pub mod prereq;
+pub mod process;

@@ -1,0 +1,1 @@
+//! Where the real Envoy binary is. (Filled in by the differential-test work.)

@@ -1,0 +1,1 @@
+//! Child processes for tests. (Filled in by the differential-test work.)
