@@ -25,7 +25,8 @@ pub struct Listener {
     /// Hand accepted connections to the listener bound to their original destination.
     pub use_original_dst: bool,
     pub listener_filters: Vec<ListenerFilter>,
-    pub listener_filters_timeout: Duration,
+    /// `None` when configured as 0 (no timeout), as in Envoy.
+    pub listener_filters_timeout: Option<Duration>,
     pub continue_on_listener_filters_timeout: bool,
     pub filter_chains: FilterChainSelector<Arc<FilterChain>>,
     pub direction: Direction,
@@ -177,9 +178,13 @@ impl TryFrom<&proto::Listener> for Listener {
             bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
             use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
             listener_filters,
-            listener_filters_timeout: opt_duration(l.listener_filters_timeout.as_ref())
+            listener_filters_timeout: match opt_duration(l.listener_filters_timeout.as_ref())
                 .map_err(|r| err("listener_filters_timeout", r))?
-                .unwrap_or(DEFAULT_LISTENER_FILTERS_TIMEOUT),
+            {
+                None => Some(DEFAULT_LISTENER_FILTERS_TIMEOUT),
+                Some(Duration::ZERO) => None,
+                Some(d) => Some(d),
+            },
             continue_on_listener_filters_timeout: l.continue_on_listener_filters_timeout,
             filter_chains,
             direction: match TrafficDirection::try_from(l.traffic_direction) {

@@ -178,7 +178,14 @@ async fn run_listener_filters(entry: &ListenerEntry, downstream: &mut Downstream
         }
         Some(())
     };
-    match tokio::time::timeout(config.listener_filters_timeout, inspect_all).await {
+    let Some(limit) = config.listener_filters_timeout else {
+        let finished = inspect_all.await;
+        if finished.is_none() {
+            entry.stats.downstream_listener_filter_error.inc();
+        }
+        return finished;
+    };
+    match tokio::time::timeout(limit, inspect_all).await {
         Ok(Some(())) => Some(()),
         Ok(None) => {
             entry.stats.downstream_listener_filter_error.inc();
