@@ -70,11 +70,22 @@ async fn main() -> anyhow::Result<()> {
     let exit_after_report = std::env::args().any(|a| a == "--exit");
     let (blue, blue_served) = upstream("blue").await?;
     let (green, green_served) = upstream("green").await?;
-    let yaml = BOOTSTRAP.replace("BLUE_PORT", &blue.port().to_string()).replace("GREEN_PORT", &green.port().to_string());
-    let source: proto::Bootstrap = proto_json::from_text(&yaml, "demo.yaml", ReadOptions::default())?;
+    let yaml = BOOTSTRAP
+        .replace("BLUE_PORT", &blue.port().to_string())
+        .replace("GREEN_PORT", &green.port().to_string());
+    let source: proto::Bootstrap =
+        proto_json::from_text(&yaml, "demo.yaml", ReadOptions::default())?;
     let bootstrap = Bootstrap::new(source, None, None)?;
-    let admin = bootstrap.admin.as_ref().and_then(|a| a.socket()).ok_or_else(|| anyhow::anyhow!("no admin"))?;
-    let options = ServerOptions { concurrency: 2, drain_time: Duration::from_secs(1), ..Default::default() };
+    let admin = bootstrap
+        .admin
+        .as_ref()
+        .and_then(|a| a.socket())
+        .ok_or_else(|| anyhow::anyhow!("no admin"))?;
+    let options = ServerOptions {
+        concurrency: 2,
+        drain_time: Duration::from_secs(1),
+        ..Default::default()
+    };
     let (handle, manager) = server::start(bootstrap, options, std::env::args().collect())?;
     let manager = tokio::spawn(manager);
     let logs = tern::admin::LogControl::new("info", None);
@@ -82,7 +93,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(serve_admin);
     let proxy = handle.listener_addresses().await["demo"];
 
-    println!("Tern demo: listener 'demo' on {proxy}, weighted 3:1 over blue ({blue}) and green ({green})");
+    println!(
+        "Tern demo: listener 'demo' on {proxy}, weighted 3:1 over blue ({blue}) and green ({green})"
+    );
     let mut replies: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..100 {
         let mut stream = TcpStream::connect(proxy).await?;
@@ -94,8 +107,14 @@ async fn main() -> anyhow::Result<()> {
         *replies.entry(colour).or_insert(0) += 1;
     }
     println!("sent 100 connections through Tern:");
-    println!("  blue  received {:3} connections", blue_served.load(Ordering::SeqCst));
-    println!("  green received {:3} connections", green_served.load(Ordering::SeqCst));
+    println!(
+        "  blue  received {:3} connections",
+        blue_served.load(Ordering::SeqCst)
+    );
+    println!(
+        "  green received {:3} connections",
+        green_served.load(Ordering::SeqCst)
+    );
     println!("  (replies seen by the client: {replies:?})");
     println!("admin API: http://{admin}/  (try /stats?usedonly, /clusters, /config_dump, /ready)");
     if exit_after_report {
