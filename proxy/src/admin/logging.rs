@@ -80,10 +80,10 @@ impl LogControl {
         let base = state.get("misc").map_or("info", String::as_str);
         let mut directives = vec![base.to_string()];
         for (name, module) in COMPONENTS {
-            if let Some(level) = state.get(*name) {
-                if *module != "tern" {
-                    directives.push(format!("{module}={level}"));
-                }
+            if let Some(level) = state.get(*name)
+                && *module != "tern"
+            {
+                directives.push(format!("{module}={level}"));
             }
         }
         if let Ok(filter) = EnvFilter::try_new(directives.join(",")) {

@@ -8,13 +8,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The stats a request asks for, or a 400 response for a bad `filter` regex.
-fn selected(handle: &ServerHandle, query: &Query) -> Result<Vec<Sample>, Response<Body>> {
+fn selected(handle: &ServerHandle, query: &Query) -> Result<Vec<Sample>, Box<Response<Body>>> {
     refresh_server_gauges(handle);
     let filter = match query.get("filter").filter(|f| !f.is_empty()) {
-        Some(pattern) => Some(
-            regex::Regex::new(pattern)
-                .map_err(|e| text(StatusCode::BAD_REQUEST, format!("Invalid re2 regex: {e}\n")))?,
-        ),
+        Some(pattern) => Some(regex::Regex::new(pattern).map_err(|e| {
+            Box::new(text(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid re2 regex: {e}\n"),
+            ))
+        })?),
         None => None,
     };
     let used_only = query.contains_key("usedonly");
@@ -35,7 +37,7 @@ fn refresh_server_gauges(handle: &ServerHandle) {
 pub fn stats(handle: &ServerHandle, query: &Query) -> Response<Body> {
     let samples = match selected(handle, query) {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if query.get("format").map(String::as_str) == Some("json") {
         let stats: Vec<_> = samples
@@ -57,7 +59,7 @@ pub fn stats(handle: &ServerHandle, query: &Query) -> Response<Body> {
 pub fn prometheus(handle: &ServerHandle, query: &Query) -> Response<Body> {
     match selected(handle, query) {
         Ok(samples) => prometheus_response(&samples),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 

@@ -142,9 +142,13 @@ impl TryFrom<&proto::Cluster> for Cluster {
             },
             discovery,
             connect_timeout,
-            lb: LbConfig {
-                overprovisioning_factor: load_assignment.overprovisioning_factor,
-                ..lb
+            lb: {
+                let lb = LbConfig {
+                    overprovisioning_factor: load_assignment.overprovisioning_factor,
+                    ..lb
+                };
+                lb.validate().map_err(|e| err("lb_config", e.to_string()))?;
+                lb
             },
             load_assignment,
             bind_source,
@@ -214,12 +218,6 @@ fn lb_config(
                 ),
                 _ => (2, 1.0),
             };
-            if choice_count < 2 {
-                return Err((
-                    "lb_config.least_request_lb_config.choice_count",
-                    "must be at least 2".into(),
-                ));
-            }
             LbPolicy::LeastRequest {
                 choice_count,
                 active_request_bias,
@@ -243,12 +241,6 @@ fn lb_config(
                 }
                 _ => (1024, 8 * 1024 * 1024),
             };
-            if min > max {
-                return Err((
-                    "lb_config.ring_hash_lb_config",
-                    format!("minimum_ring_size {min} > maximum_ring_size {max}"),
-                ));
-            }
             LbPolicy::RingHash {
                 min_ring_size: min,
                 max_ring_size: max,
@@ -261,12 +253,6 @@ fn lb_config(
                 }
                 _ => 65537,
             };
-            if !is_prime(table_size) {
-                return Err((
-                    "lb_config.maglev_lb_config.table_size",
-                    format!("{table_size} is not prime"),
-                ));
-            }
             LbPolicy::Maglev { table_size }
         }
         P::ClusterProvided if *discovery == Discovery::OriginalDst => LbPolicy::RoundRobin,
@@ -305,10 +291,6 @@ fn lb_config(
         panic_threshold,
         locality_weights: locality_weighted.then(Vec::new),
     })
-}
-
-fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
 
 /// Converts a `ClusterLoadAssignment` (static `load_assignment` now, EDS later).

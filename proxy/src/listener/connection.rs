@@ -60,16 +60,16 @@ pub async fn serve(
         return;
     };
     let mut entry = entry;
-    if entry.config.use_original_dst && downstream.restored {
-        if let Some(target) = snapshot
-            .handoff_target(downstream.local)
-            .filter(|t| !Arc::ptr_eq(t, &entry))
-        {
-            entry = target.clone();
-            let Some(()) = run_listener_filters(&entry, &mut downstream).await else {
-                return;
-            };
-        }
+    let handoff = (entry.config.use_original_dst && downstream.restored)
+        .then(|| snapshot.handoff_target(downstream.local))
+        .flatten()
+        .filter(|t| !Arc::ptr_eq(t, &entry))
+        .cloned();
+    if let Some(target) = handoff {
+        entry = target;
+        let Some(()) = run_listener_filters(&entry, &mut downstream).await else {
+            return;
+        };
     }
     serve_on(&worker, &snapshot, &entry, downstream).await;
 }
@@ -202,19 +202,16 @@ async fn inspect_tls(downstream: &mut Downstream) -> Option<()> {
     if downstream.transport_protocol == TLS_TRANSPORT_PROTOCOL {
         return Some(());
     }
-    match read_until(
+    let found = read_until(
         downstream,
         inspect::TLS_MAX_CLIENT_HELLO,
         inspect::inspect_tls,
     )
-    .await?
-    {
-        Some(tls) => {
-            downstream.transport_protocol = TLS_TRANSPORT_PROTOCOL;
-            downstream.server_name = tls.sni;
-            downstream.application_protocols = tls.alpn;
-        }
-        None => {}
+    .await?;
+    if let Some(tls) = found {
+        downstream.transport_protocol = TLS_TRANSPORT_PROTOCOL;
+        downstream.server_name = tls.sni;
+        downstream.application_protocols = tls.alpn;
     }
     Some(())
 }

@@ -82,7 +82,7 @@ fn rejections_name_the_field() {
         ),
         (
             json!({"name": "x", "lb_policy": "MAGLEV", "maglev_lb_config": {"table_size": 65536}}),
-            "cluster \"x\": lb_config.maglev_lb_config.table_size: 65536 is not prime",
+            "cluster \"x\": lb_config: maglev: table size 65536 is not a prime number",
         ),
         (
             json!({"name": "x", "load_assignment": {"cluster_name": "x", "endpoints": [{"lb_endpoints": [endpoint(1, json!({"load_balancing_weight": 0}))]}]}}),
