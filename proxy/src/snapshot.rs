@@ -338,7 +338,12 @@ impl SnapshotBuilder<'_> {
         }
         let config = Listener::try_from(source)?;
         let mut tcp_stats = HashMap::new();
-        for chain in config.filter_chains.chains() {
+        let all_chains = config
+            .filter_chains
+            .chains()
+            .iter()
+            .chain(config.filter_chains.default_chain());
+        for chain in all_chains {
             for filter in &chain.filters {
                 if let NetworkFilter::TcpProxy(tcp) = filter {
                     tcp_stats.entry(tcp.stat_prefix.clone()).or_insert_with(|| {

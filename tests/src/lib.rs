@@ -5,11 +5,13 @@
 //! - [`backend`]: small TCP servers on ephemeral ports that record what reached them.
 //! - [`process`]: run `tern` or Envoy as a child process from a bootstrap, learn its admin
 //!   address, wait for readiness, and always kill it.
+//! - [`inprocess`]: a Tern server inside the test process, from a YAML bootstrap.
 //! - [`netns`]: network namespaces, veth pairs and processes inside them (root only).
 //! - [`envoy`]: where the real Envoy 1.40.0 binary is (installed by `scripts/install-test-deps.sh`).
 
 pub mod backend;
 pub mod envoy;
+pub mod inprocess;
 pub mod netns;
 pub mod prereq;
 pub mod process;

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tern::config::bootstrap::Bootstrap;
-use tern::server::{self, ServerHandle, ServerOptions};
+use tern::server::ServerHandle;
 use tern_tests::backend::{Backend, round_trip};
+use tern_tests::inprocess::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xds_client::pb::envoy::config::bootstrap::v3 as bootstrap_proto;
 use xds_client::proto_json::{self, ReadOptions};
@@ -49,32 +49,21 @@ static_resources:
     )
 }
 
-struct Running {
-    handle: ServerHandle,
-    proxy: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.handle
-            .send(server::Command::Shutdown { graceful: false });
+async fn start(yaml: &str, concurrency: usize) -> Tested {
+    let running = Running::start(yaml, concurrency).await;
+    let proxy = running.listener("tcp").await;
+    Tested {
+        handle: running.handle.clone(),
+        proxy,
+        _running: running,
     }
 }
 
-async fn start(yaml: &str, concurrency: usize) -> Running {
-    let source: bootstrap_proto::Bootstrap =
-        proto_json::from_text(yaml, "bootstrap.yaml", ReadOptions::default())
-            .expect("bootstrap parses");
-    let bootstrap = Bootstrap::new(source, None, None).expect("bootstrap validates");
-    let options = ServerOptions {
-        concurrency,
-        drain_time: Duration::from_secs(5),
-        ..Default::default()
-    };
-    let (handle, manager) = server::start(bootstrap, options, Vec::new()).expect("server starts");
-    tokio::spawn(manager);
-    let proxy = handle.listener_addresses().await["tcp"];
-    Running { handle, proxy }
+/// A server plus the address of its `tcp` listener.
+struct Tested {
+    handle: ServerHandle,
+    proxy: SocketAddr,
+    _running: Running,
 }
 
 fn stat(handle: &ServerHandle, name: &str) -> i64 {
