@@ -45,8 +45,12 @@ pub async fn serve(
         return;
     }
     let original = downstream.restored.then_some(downstream.local);
+    // Envoy's source_ip hash: xxHash64 of the address as text.
+    let hash = config
+        .hash_source_ip
+        .then(|| crate::lb::hash_key(downstream.peer.ip().to_string().as_bytes()));
     let Some((upstream, picked)) =
-        connect_with_retries(worker, cluster, config.max_connect_attempts, original).await
+        connect_with_retries(worker, cluster, config.max_connect_attempts, hash, original).await
     else {
         return;
     };
@@ -84,12 +88,13 @@ async fn connect_with_retries(
     worker: &Worker,
     cluster: &Arc<ClusterEntry>,
     attempts: u32,
+    hash: Option<u64>,
     original: Option<SocketAddr>,
 ) -> Option<(TcpStream, upstream::PickedHost)> {
     let stats = &cluster.stats;
     let mut tried: Vec<SocketAddr> = Vec::new();
     for _ in 0..attempts {
-        let picked = match worker.clusters.pick(cluster, None, &tried, original) {
+        let picked = match worker.clusters.pick(cluster, hash, &tried, original) {
             Ok(picked) => picked,
             Err(NoHost::NoneHealthy | NoHost::NoOriginalDestination) => {
                 stats.upstream_cx_none_healthy.inc();

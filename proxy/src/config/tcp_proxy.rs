@@ -13,6 +13,8 @@ pub struct TcpProxy {
     pub idle_timeout: Option<Duration>,
     /// Upstream connect attempts before giving up (Envoy default 1).
     pub max_connect_attempts: u32,
+    /// `hash_policy: [{source_ip: {}}]`: consistent-hash balancers key on the client's IP.
+    pub hash_source_ip: bool,
 }
 
 /// Where the connection goes.
@@ -65,7 +67,22 @@ impl TryFrom<&proto::TcpProxy> for TcpProxy {
         if max_connect_attempts == 0 {
             return Err("tcp_proxy.max_connect_attempts must be at least 1".into());
         }
+        use xds_client::pb::envoy::r#type::v3::hash_policy::PolicySpecifier;
+        let mut hash_source_ip = false;
+        for policy in &p.hash_policy {
+            match &policy.policy_specifier {
+                Some(PolicySpecifier::SourceIp(_)) => hash_source_ip = true,
+                Some(PolicySpecifier::FilterState(f)) => {
+                    return Err(format!(
+                        "tcp_proxy.hash_policy filter_state {:?} is not supported",
+                        f.key
+                    ));
+                }
+                None => return Err("tcp_proxy.hash_policy needs a policy".into()),
+            }
+        }
         Ok(TcpProxy {
+            hash_source_ip,
             stat_prefix: p.stat_prefix.clone(),
             route,
             idle_timeout,
