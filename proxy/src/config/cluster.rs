@@ -18,11 +18,13 @@ pub enum Discovery {
     StrictDns {
         refresh: Duration,
         respect_ttl: bool,
+        family: DnsFamily,
     },
     /// Re-resolve every `refresh`; the first returned address is the one host.
     LogicalDns {
         refresh: Duration,
         respect_ttl: bool,
+        family: DnsFamily,
     },
     /// Endpoints arrive over EDS for `service_name` (the cluster name when empty).
     Eds {
@@ -30,6 +32,18 @@ pub enum Discovery {
     },
     /// The host is the downstream connection's original destination.
     OriginalDst,
+}
+
+/// `dns_lookup_family`: which address families a DNS answer contributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFamily {
+    /// IPv6 if there is any, else IPv4 (Envoy's AUTO).
+    Auto,
+    V4Only,
+    V6Only,
+    /// IPv4 if there is any, else IPv6.
+    V4Preferred,
+    All,
 }
 
 /// Envoy's per-cluster circuit breaker thresholds (the DEFAULT priority).
@@ -176,15 +190,25 @@ fn discovery(c: &proto::Cluster) -> Result<Discovery, String> {
         }
     };
     let refresh = opt_duration(c.dns_refresh_rate.as_ref())?.unwrap_or(DEFAULT_DNS_REFRESH);
+    use proto::cluster::DnsLookupFamily as F;
+    let family = match F::try_from(c.dns_lookup_family) {
+        Ok(F::V4Only) => DnsFamily::V4Only,
+        Ok(F::V6Only) => DnsFamily::V6Only,
+        Ok(F::V4Preferred) => DnsFamily::V4Preferred,
+        Ok(F::All) => DnsFamily::All,
+        _ => DnsFamily::Auto,
+    };
     Ok(match kind {
         DiscoveryType::Static => Discovery::Static,
         DiscoveryType::StrictDns => Discovery::StrictDns {
             refresh,
             respect_ttl: c.respect_dns_ttl,
+            family,
         },
         DiscoveryType::LogicalDns => Discovery::LogicalDns {
             refresh,
             respect_ttl: c.respect_dns_ttl,
+            family,
         },
         DiscoveryType::Eds => Discovery::Eds {
             service_name: c

@@ -6,20 +6,24 @@
 
 use super::{Command, ServerHandle};
 use crate::config::address::Address;
-use crate::config::cluster::{Cluster, Discovery, Endpoint};
+use crate::config::cluster::{Cluster, Discovery, DnsFamily, Endpoint};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Re-resolves `cluster` forever (the manager aborts the task when the cluster changes or goes).
 pub async fn resolve_forever(cluster: Cluster, handle: ServerHandle) {
-    let (refresh, logical) = match cluster.discovery {
-        Discovery::StrictDns { refresh, .. } => (refresh, false),
-        Discovery::LogicalDns { refresh, .. } => (refresh, true),
+    let (refresh, logical, family) = match cluster.discovery {
+        Discovery::StrictDns {
+            refresh, family, ..
+        } => (refresh, false, family),
+        Discovery::LogicalDns {
+            refresh, family, ..
+        } => (refresh, true, family),
         _ => return,
     };
     let refresh = refresh.max(Duration::from_millis(100));
     loop {
-        let endpoints = resolve(&cluster.load_assignment.endpoints, logical).await;
+        let endpoints = resolve(&cluster.load_assignment.endpoints, logical, family).await;
         handle.send(Command::SetHosts {
             cluster: cluster.name.clone(),
             endpoints,
@@ -30,14 +34,14 @@ pub async fn resolve_forever(cluster: Cluster, handle: ServerHandle) {
 
 /// Every configured endpoint becomes one host per resolved address (STRICT_DNS) or one host for
 /// the first address (LOGICAL_DNS). A name that fails to resolve contributes no hosts this round.
-async fn resolve(configured: &[Endpoint], logical: bool) -> Vec<Endpoint> {
+async fn resolve(configured: &[Endpoint], logical: bool, family: DnsFamily) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for endpoint in configured {
         let addresses: Vec<SocketAddr> = match &endpoint.address {
             Address::Socket(addr) => vec![*addr],
             Address::Named { host, port } => {
                 match tokio::net::lookup_host((host.as_str(), *port)).await {
-                    Ok(found) => found.collect(),
+                    Ok(found) => by_family(found.collect(), family),
                     Err(e) => {
                         tracing::debug!(%host, "DNS resolution failed: {e}");
                         Vec::new()
@@ -60,4 +64,37 @@ async fn resolve(configured: &[Endpoint], logical: bool) -> Vec<Endpoint> {
         }
     }
     out
+}
+
+/// Keeps the addresses `family` asks for, in the resolver's order.
+fn by_family(found: Vec<SocketAddr>, family: DnsFamily) -> Vec<SocketAddr> {
+    let (v4, v6): (Vec<SocketAddr>, Vec<SocketAddr>) = found.iter().partition(|a| a.is_ipv4());
+    match family {
+        DnsFamily::V4Only => v4,
+        DnsFamily::V6Only => v6,
+        DnsFamily::Auto if !v6.is_empty() => v6,
+        DnsFamily::Auto => v4,
+        DnsFamily::V4Preferred if !v4.is_empty() => v4,
+        DnsFamily::V4Preferred => v6,
+        DnsFamily::All => found,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_follow_envoys_lookup_rules() {
+        let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let both = vec![v4, v6];
+        assert_eq!(by_family(both.clone(), DnsFamily::Auto), [v6]);
+        assert_eq!(by_family(vec![v4], DnsFamily::Auto), [v4]);
+        assert_eq!(by_family(both.clone(), DnsFamily::V4Preferred), [v4]);
+        assert_eq!(by_family(vec![v6], DnsFamily::V4Preferred), [v6]);
+        assert_eq!(by_family(both.clone(), DnsFamily::V4Only), [v4]);
+        assert_eq!(by_family(both.clone(), DnsFamily::V6Only), [v6]);
+        assert_eq!(by_family(both.clone(), DnsFamily::All), both);
+    }
 }

@@ -110,7 +110,8 @@ fn dns_cluster_accepts_names_and_logical_needs_one_host() {
         c.discovery,
         Discovery::StrictDns {
             refresh: Duration::from_secs(2),
-            respect_ttl: false
+            respect_ttl: false,
+            family: DnsFamily::Auto,
         }
     );
     assert_eq!(

@@ -1,0 +1,64 @@
+//! STRICT_DNS and LOGICAL_DNS clusters resolve host names with the system resolver and route to
+//! what they find. `localhost` resolves from /etc/hosts, so no network is involved.
+
+use tern_tests::backend::{Backend, round_trip};
+use tern_tests::inprocess::Running;
+
+fn yaml(kind: &str, port: u16) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: l
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: l, cluster: named}}
+  clusters:
+  - name: named
+    type: {kind}
+    dns_lookup_family: V4_ONLY
+    dns_refresh_rate: 1s
+    load_assignment: {{cluster_name: named, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: localhost, port_value: {port}}}}}}}}}]}}]}}
+"#
+    )
+}
+
+async fn resolves_and_routes(kind: &str) {
+    let backend = Backend::start(kind).await.unwrap();
+    let tern = Running::start(&yaml(kind, backend.address.port()), 1).await;
+    let proxy = tern.listener("l").await;
+    // Until the first answer the cluster has no hosts; wait for membership, then route.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tern.stat("cluster.named.membership_total") < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kind}: localhost never resolved"
+        );
+        tokio::task::yield_now().await;
+    }
+    let (name, echoed) = round_trip(proxy, b"dns").await.unwrap();
+    assert_eq!(
+        (name.as_str(), echoed.as_slice()),
+        (kind, b"dns".as_slice())
+    );
+    let cluster = tern.handle.snapshot().clusters["named"].clone();
+    let hosts: Vec<String> = cluster
+        .hosts
+        .iter()
+        .map(|h| h.endpoint.address.to_string())
+        .collect();
+    assert_eq!(hosts, [format!("127.0.0.1:{}", backend.address.port())]);
+    assert_eq!(cluster.hosts[0].endpoint.hostname, "localhost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_dns_resolves_localhost_and_routes() {
+    resolves_and_routes("STRICT_DNS").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logical_dns_resolves_localhost_and_routes() {
+    resolves_and_routes("LOGICAL_DNS").await;
+}
