@@ -374,6 +374,17 @@ impl Manager {
     }
 
     fn publish(&self, next: Snapshot) {
+        let prev = self.handle.shared.snapshots.load();
+        let changed: Vec<Arc<ClusterEntry>> = next
+            .clusters
+            .iter()
+            .filter(|(name, entry)| {
+                prev.clusters
+                    .get(*name)
+                    .is_none_or(|old| !Arc::ptr_eq(old, entry))
+            })
+            .map(|(_, entry)| entry.clone())
+            .collect();
         let store = &self.handle.shared.store;
         store
             .gauge("cluster_manager.active_clusters")
@@ -382,6 +393,9 @@ impl Manager {
             .gauge("listener_manager.total_listeners_active")
             .set(next.listeners.len() as i64);
         self.handle.shared.snapshots.publish(next);
+        for entry in changed {
+            snapshot::update_membership(&entry.stats, &entry.hosts);
+        }
     }
 
     /// Drains listener versions that left, and counts adds, modifications and removals.

@@ -382,7 +382,6 @@ impl SnapshotBuilder<'_> {
                 .unwrap_or_default(),
         };
         let hosts = hosts_from(prev.map(|p| &p.hosts[..]).unwrap_or(&[]), endpoints);
-        update_membership(&stats, &hosts);
         Ok(Arc::new(ClusterEntry {
             config,
             source: source.clone(),
@@ -397,7 +396,6 @@ impl SnapshotBuilder<'_> {
 /// The same cluster with a new host set (DNS answer, EDS push); host stats carry over by address.
 pub fn with_hosts(entry: &ClusterEntry, endpoints: Vec<Endpoint>) -> ClusterEntry {
     let hosts = hosts_from(&entry.hosts, endpoints);
-    update_membership(&entry.stats, &hosts);
     entry.stats.membership_change.inc();
     ClusterEntry {
         config: entry.config.clone(),
@@ -422,7 +420,9 @@ fn hosts_from(prev: &[Host], endpoints: Vec<Endpoint>) -> Arc<[Host]> {
         .collect()
 }
 
-fn update_membership(stats: &ClusterStats, hosts: &[Host]) {
+/// Sets a cluster's `membership_*` gauges from its hosts. Called after the snapshot holding
+/// those hosts is published, so the stats never run ahead of what workers can see.
+pub fn update_membership(stats: &ClusterStats, hosts: &[Host]) {
     use crate::lb::HostHealth;
     let count = |f: &dyn Fn(&HostHealth) -> bool| {
         hosts.iter().filter(|h| f(&h.endpoint.health)).count() as i64
