@@ -7,6 +7,9 @@
 //! own upstream connections are not captured again (uid 1337); inbound capture on 15006 with the
 //! original port, forwarded to the app from 127.0.0.6; excluded ports bypass Tern.
 
+// Test harness code: an unwrap that fails is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -109,7 +112,7 @@ fn stat(pod: &Netns, admin: SocketAddr, name: &str) -> i64 {
         admin,
         &format!("/stats?filter=^{}$", name.replace('.', "\\.")),
     )
-    .unwrap();
+    .expect("admin reachable");
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
         .and_then(|v| v.trim().parse().ok())

@@ -2,6 +2,9 @@
 //! reaches the same host, and removing one of N hosts moves that host's clients and few others.
 //! Clients take 200 distinct source addresses from 127.0.0.0/8.
 
+// Test harness code: an unwrap that fails is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tern_tests::backend::Backend;

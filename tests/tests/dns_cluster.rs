@@ -1,6 +1,9 @@
 //! STRICT_DNS and LOGICAL_DNS clusters resolve host names with the system resolver and route to
 //! what they find. `localhost` resolves from /etc/hosts, so no network is involved.
 
+// Test harness code: an unwrap that fails is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use tern_tests::backend::{Backend, round_trip};
 use tern_tests::inprocess::Running;
 

@@ -2,6 +2,9 @@
 //! ClientHello, http_inspector recognises HTTP/1.1, and each connection lands on the chain
 //! Envoy's rules pick. The bytes the inspectors read are still delivered upstream.
 
+// Test harness code: an unwrap that fails is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use tern_tests::backend::Backend;
 use tern_tests::inprocess::Running;

@@ -1,5 +1,8 @@
 //! tcp_proxy through an in-process Tern: real sockets on ephemeral ports, real workers.
 
+// Test harness code: an unwrap that fails is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -317,7 +320,7 @@ async fn fifty_snapshot_swaps_under_load_fail_no_connection() {
     let tern = start(&bootstrap_yaml("", &[(a.address, "")]), 2).await;
     // Dynamic resources: a second listener and cluster replaced on every push.
     let push = |round: usize| {
-        let target = if round % 2 == 0 { &a } else { &b };
+        let target = if round.is_multiple_of(2) { &a } else { &b };
         let yaml = bootstrap_yaml(
             &format!("connect_timeout: {}s", 1 + round % 3),
             &[(target.address, "")],
