@@ -18,3 +18,25 @@ pub mod nftables;
 pub mod rules;
 
 pub use config::{CaptureConfig, ConfigError, RawConfig};
+
+/// The flags Istio's sidecar injector passes to istio-iptables (istio-init), without the program
+/// name: outbound to 15001, inbound to 15006, uid 1337 exempt, all inbound ports but Istio's own.
+pub const ISTIO_INJECTOR_ARGS: &[&str] = &[
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+];

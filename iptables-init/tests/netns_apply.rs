@@ -11,25 +11,7 @@ use iptables_init::config::RawConfig;
 use iptables_init::{CaptureConfig, iptables, nftables};
 
 const BIN: &str = env!("CARGO_BIN_EXE_iptables-init");
-const INJECTOR_FLAGS: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
+const INJECTOR_FLAGS: &[&str] = iptables_init::ISTIO_INJECTOR_ARGS;
 
 /// A network namespace removed on drop, even when the test panics.
 struct Netns {

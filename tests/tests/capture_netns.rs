@@ -181,24 +181,7 @@ fn outbound_handoff_inbound_capture_and_exclusions() {
     // Istio's injector flags.
     let status = pod
         .command(workspace_binary("iptables-init"))
-        .args([
-            "-p",
-            "15001",
-            "-z",
-            "15006",
-            "-u",
-            "1337",
-            "-m",
-            "REDIRECT",
-            "-i",
-            "*",
-            "-x",
-            "",
-            "-b",
-            "*",
-            "-d",
-            "15090,15021,15020",
-        ])
+        .args(iptables_init::ISTIO_INJECTOR_ARGS)
         .status()
         .unwrap();
     assert!(status.success(), "iptables-init failed");

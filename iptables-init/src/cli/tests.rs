@@ -6,26 +6,11 @@ use clap::Parser;
 
 use super::*;
 
-const INJECTOR: &[&str] = &[
-    "iptables-init",
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
+fn injector() -> Vec<&'static str> {
+    std::iter::once("iptables-init")
+        .chain(crate::ISTIO_INJECTOR_ARGS.iter().copied())
+        .collect()
+}
 
 fn resolve(args: &[&str], env: &[(&str, &str)]) -> Result<Invocation, CliError> {
     let env: HashMap<String, String> = env
@@ -43,7 +28,7 @@ fn resolve(args: &[&str], env: &[(&str, &str)]) -> Result<Invocation, CliError> 
 
 #[test]
 fn injector_command_line_resolves_to_istio_settings() {
-    let inv = resolve(INJECTOR, &[]).expect("resolves");
+    let inv = resolve(&injector(), &[]).expect("resolves");
     assert_eq!(inv.raw.proxy_port, "15001");
     assert_eq!(inv.raw.proxy_uid, "1337");
     assert_eq!(
