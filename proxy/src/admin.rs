@@ -108,7 +108,7 @@ async fn route(req: Request<Incoming>, handle: &ServerHandle, logs: &LogControl)
     {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("Method {method} not allowed, POST required.\n"),
+            format!("Method {method} not allowed, POST required."),
         );
     }
     match path.as_str() {

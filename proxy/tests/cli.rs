@@ -318,7 +318,7 @@ fn drain_listeners_needs_post_and_inboundonly_spares_outbound() {
     let (status, body) = http(tern.admin, "GET", "/drain_listeners");
     assert_eq!(
         (status, body.as_str()),
-        (405, "Method GET not allowed, POST required.\n")
+        (405, "Method GET not allowed, POST required.")
     );
     // The listener has no traffic_direction, so inboundonly leaves it alone.
     assert_eq!(

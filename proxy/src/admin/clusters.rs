@@ -66,6 +66,7 @@ fn write_cluster_text(out: &mut String, cluster: &ClusterEntry) {
             ("cx_total", counter(&s.cx_total)),
             ("rq_active", counter(&s.rq_active)),
             ("rq_error", counter(&s.rq_error)),
+            ("rq_pending_active", 0),
             ("rq_success", counter(&s.rq_success)),
             ("rq_timeout", counter(&s.rq_timeout)),
             ("rq_total", counter(&s.rq_total)),
@@ -153,7 +154,35 @@ fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
             }
         })
         .collect();
+    let cb = &cluster.config.circuit_breakers;
+    let thresholds = [core::RoutingPriority::Default, core::RoutingPriority::High]
+        .into_iter()
+        .map(
+            |priority| xds_client::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds {
+                priority: priority as i32,
+                max_connections: Some(xds_client::pb::google::protobuf::UInt32Value {
+                    value: cb.max_connections,
+                }),
+                max_pending_requests: Some(xds_client::pb::google::protobuf::UInt32Value {
+                    value: cb.max_pending_requests,
+                }),
+                max_requests: Some(xds_client::pb::google::protobuf::UInt32Value {
+                    value: cb.max_requests,
+                }),
+                max_retries: Some(xds_client::pb::google::protobuf::UInt32Value {
+                    value: cb.max_retries,
+                }),
+                ..Default::default()
+            },
+        )
+        .collect();
     admin::ClusterStatus {
+        circuit_breakers: Some(
+            xds_client::pb::envoy::config::cluster::v3::CircuitBreakers {
+                thresholds,
+                ..Default::default()
+            },
+        ),
         name: cluster.config.name.clone(),
         added_via_api: cluster.added_via_api,
         observability_name: cluster.config.stat_name.clone(),

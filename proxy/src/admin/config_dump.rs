@@ -27,30 +27,42 @@ pub fn config_dump(handle: &ServerHandle, query: &Query) -> Response<Body> {
         .unwrap_or_default();
     let out = match query.get("resource").filter(|r| !r.is_empty()) {
         Some(resource) => {
-            let items = configs
-                .iter()
-                .filter_map(|c| c.get(resource.as_str()))
-                .filter_map(Value::as_array)
-                .flatten()
-                .map(|item| with_type(item, resource))
-                .map(|item| apply_mask(item, mask.as_deref()))
-                .collect::<Vec<_>>();
-            if items.is_empty() && !configs.iter().any(|c| c.get(resource.as_str()).is_some()) {
+            if !configs.iter().any(|c| c.get(resource.as_str()).is_some()) {
                 return text(
                     StatusCode::NOT_FOUND,
                     format!("{resource} not found in config dump\n"),
                 );
             }
-            Value::Array(items)
-        }
-        None => Value::Array(
-            configs
+            let items: Vec<Value> = configs
+                .iter()
+                .filter_map(|c| c.get(resource.as_str()))
+                .filter_map(Value::as_array)
+                .flatten()
+                .map(|item| with_type(item, resource))
+                .collect();
+            if let Some(paths) = &mask {
+                // With ?resource= Envoy checks the mask against the resource's message type.
+                if let Some(bad) = items.first().and_then(|item| invalid_path(item, paths)) {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("FieldMask paths: \"{bad}\" could not be successfully used."),
+                    );
+                }
+            }
+            items
                 .into_iter()
-                .map(|c| apply_mask(c, mask.as_deref()))
-                .collect(),
-        ),
+                .map(|item| masked(item, mask.as_deref()))
+                .collect()
+        }
+        None => configs
+            .into_iter()
+            .map(|c| masked(c, mask.as_deref()))
+            .collect(),
     };
-    json(StatusCode::OK, &serde_json::json!({ "configs": out }))
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "configs": Value::Array(out) }),
+    )
 }
 
 fn build(handle: &ServerHandle) -> admin::ConfigDump {
@@ -60,7 +72,14 @@ fn build(handle: &ServerHandle) -> admin::ConfigDump {
         bootstrap: Some(info.bootstrap.clone()),
         last_updated: Some(timestamp(info.started_wall)),
     };
-    let version = snapshot.version.to_string();
+    // Envoy reports an xDS version only once dynamic resources exist; a static config has none.
+    let dynamic = snapshot.clusters.values().any(|c| c.added_via_api)
+        || snapshot.listeners.len() > statics_count(info);
+    let version = if dynamic {
+        snapshot.version.to_string()
+    } else {
+        String::new()
+    };
     let mut clusters = admin::ClustersConfigDump {
         version_info: version.clone(),
         ..Default::default()
@@ -121,6 +140,13 @@ fn build(handle: &ServerHandle) -> admin::ConfigDump {
     }
 }
 
+fn statics_count(info: &crate::server::ServerInfo) -> usize {
+    info.bootstrap
+        .static_resources
+        .as_ref()
+        .map_or(0, |s| s.listeners.len())
+}
+
 /// A resource listed alone carries its own `@type`, as Envoy prints it.
 fn with_type(item: &Value, resource: &str) -> Value {
     let type_name = match resource {
@@ -143,19 +169,53 @@ fn with_type(item: &Value, resource: &str) -> Value {
     Value::Object(out)
 }
 
-/// Keeps only the masked top-level fields (and `@type`), as Envoy's FieldMask handling does.
-fn apply_mask(value: Value, mask: Option<&[&str]>) -> Value {
-    let (Some(mask), Value::Object(fields)) = (mask, &value) else {
-        return value;
-    };
-    let kept = fields
-        .iter()
-        .filter(|(k, _)| {
-            k.as_str() == "@type" || mask.iter().any(|m| m.split('.').next() == Some(k.as_str()))
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Value::Object(kept)
+/// Applies a FieldMask as Envoy's `TrimMessage` does: only the named (possibly nested) fields
+/// remain, with the `@type` of every message on the way kept so it still reads as an Any.
+fn masked(value: Value, mask: Option<&[&str]>) -> Value {
+    let Some(paths) = mask else { return value };
+    let split: Vec<Vec<&str>> = paths.iter().map(|p| p.split('.').collect()).collect();
+    trim(&value, &split.iter().map(Vec::as_slice).collect::<Vec<_>>())
+}
+
+fn trim(value: &Value, paths: &[&[&str]]) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(|item| trim(item, paths)).collect()),
+        Value::Object(fields) => {
+            let mut out = serde_json::Map::new();
+            if let Some(t) = fields.get("@type") {
+                out.insert("@type".into(), t.clone());
+            }
+            for (key, child) in fields {
+                let deeper: Vec<&[&str]> = paths
+                    .iter()
+                    .filter(|p| p.first() == Some(&key.as_str()))
+                    .map(|p| &p[1..])
+                    .collect();
+                if deeper.is_empty() {
+                    continue;
+                }
+                let kept = if deeper.iter().any(|rest| rest.is_empty()) {
+                    child.clone()
+                } else {
+                    trim(child, &deeper)
+                };
+                out.insert(key.clone(), kept);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// The first mask path whose first field does not exist in the item's message type.
+fn invalid_path<'a>(item: &Value, paths: &[&'a str]) -> Option<&'a str> {
+    let type_url = item.get("@type")?.as_str()?;
+    let message =
+        xds_client::proto_json::pool().get_message_by_name(type_url.rsplit('/').next()?)?;
+    paths.iter().copied().find(|path| {
+        let first = path.split('.').next().unwrap_or_default();
+        message.get_field_by_name(first).is_none()
+    })
 }
 
 fn timestamp(t: SystemTime) -> Timestamp {
