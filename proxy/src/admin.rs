@@ -196,10 +196,13 @@ fn server_info(handle: &ServerHandle) -> serde_json::Value {
             disable_hot_restart: true,
             ..Default::default()
         }),
-        node: info.bootstrap.node.clone(),
+        node: Some(xds_client::pb::envoy::config::core::v3::Node {
+            user_agent_name: "tern".into(),
+            ..info.bootstrap.node.clone().unwrap_or_default()
+        }),
         hot_restart_initializing: false,
     };
-    xds_client::proto_json::to_value(&proto)
+    xds_client::proto_json::to_value_with_defaults(&proto)
         .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}))
 }
 

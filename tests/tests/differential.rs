@@ -678,3 +678,70 @@ async fn quitquitquit_needs_post_and_then_exits() {
         );
     }
 }
+
+// ----- /server_info, /logging, /memory ------------------------------------------------------
+
+#[tokio::test]
+async fn server_info_logging_and_memory_have_envoys_shape() {
+    let backends = weighted_backends().await;
+    let Some(pair) = Pair::start(WEIGHTED, &backends.each_ref()).await else {
+        return;
+    };
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    let envoy = json(&pair.envoy, "/server_info").await;
+    let tern = json(&pair.tern, "/server_info").await;
+    for field in [
+        "version",
+        "state",
+        "uptime_current_epoch",
+        "uptime_all_epochs",
+        "command_line_options",
+        "node",
+    ] {
+        assert!(
+            envoy.get(field).is_some(),
+            "Envoy /server_info lacks {field}: {envoy}"
+        );
+        assert!(
+            tern.get(field).is_some(),
+            "Tern /server_info lacks {field}: {tern}"
+        );
+    }
+    assert_eq!(tern["state"], envoy["state"]);
+    assert_eq!(
+        tern["command_line_options"]["concurrency"],
+        envoy["command_line_options"]["concurrency"]
+    );
+    assert_eq!(tern["node"]["id"], envoy["node"]["id"]);
+    assert_eq!(tern["node"]["cluster"], envoy["node"]["cluster"]);
+    // /memory: the same keys, values as decimal strings.
+    let envoy_memory = json(&pair.envoy, "/memory").await;
+    let tern_memory = json(&pair.tern, "/memory").await;
+    assert_eq!(keys(&tern_memory), keys(&envoy_memory));
+    // /logging: a POST changes every level and the listing says so, on both.
+    for proxy in [&pair.envoy, &pair.tern] {
+        let (status, body) = proxy
+            .post("/logging?level=debug")
+            .await
+            .expect("POST /logging");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("active loggers:\n"), "{body}");
+        let levels: Vec<&str> = body
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.rsplit(": ").next())
+            .collect();
+        assert!(
+            !levels.is_empty() && levels.iter().all(|l| *l == "debug"),
+            "{body}"
+        );
+    }
+}

@@ -423,3 +423,61 @@ async fn removed_listener_stops_accepting_and_drains_open_connections() {
     );
     assert_eq!(stat(&tern.handle, "listener_manager.listener_removed"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_clusters_split_connections_by_weight() {
+    let a = Backend::start("a").await.unwrap();
+    let b = Backend::start("b").await.unwrap();
+    let cluster = |name: &str, backend: &Backend| {
+        format!(
+            "  - {{name: {name}, load_assignment: {{cluster_name: {name}, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}}}]}}]}}}}\n",
+            backend.address.port()
+        )
+    };
+    let yaml = format!(
+        r#"
+static_resources:
+  listeners:
+  - name: tcp
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          weighted_clusters: {{clusters: [{{name: ca, weight: 3}}, {{name: cb, weight: 1}}]}}
+  clusters:
+{}{}"#,
+        cluster("ca", &a),
+        cluster("cb", &b)
+    );
+    let tern = start(&yaml, 1).await;
+    let counts = split(tern.proxy, 1000).await;
+    // A random choice per connection: 750 expected for "a", standard deviation ~13.7.
+    let to_a = counts.get("a").copied().unwrap_or(0);
+    assert!((680..=820).contains(&to_a), "{counts:?}");
+    assert_eq!(to_a + counts.get("b").copied().unwrap_or(0), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_a_silent_connection_and_counts_it() {
+    let a = Backend::start("a").await.unwrap();
+    let yaml = bootstrap_yaml("", &[(a.address, "")]).replace(
+        "cluster: backend",
+        "cluster: backend\n          idle_timeout: 0.3s",
+    );
+    let tern = start(&yaml, 1).await;
+    let mut stream = tokio::net::TcpStream::connect(tern.proxy).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut received = Vec::new();
+    // The backend's greeting is the only traffic; then both sides stay silent until the proxy closes.
+    stream.read_to_end(&mut received).await.unwrap();
+    assert_eq!(received, b"a\n");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stat(&tern.handle, "tcp.tcp.idle_timeout"), 1);
+}

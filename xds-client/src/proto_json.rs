@@ -190,6 +190,15 @@ pub fn from_text<M: Message + Name + Default>(
 
 /// Writes a message as JSON the way Envoy's admin does: proto field names, defaults omitted.
 pub fn to_value<M: Message + Name>(msg: &M) -> Result<Value, JsonError> {
+    write_value(msg, true)
+}
+
+/// Like [`to_value`] but printing default-valued fields too, as Envoy's `/server_info` does.
+pub fn to_value_with_defaults<M: Message + Name>(msg: &M) -> Result<Value, JsonError> {
+    write_value(msg, false)
+}
+
+fn write_value<M: Message + Name>(msg: &M, skip_defaults: bool) -> Result<Value, JsonError> {
     let type_name = M::full_name();
     let desc = pool()
         .get_message_by_name(&type_name)
@@ -201,7 +210,9 @@ pub fn to_value<M: Message + Name>(msg: &M) -> Result<Value, JsonError> {
                 source,
             }
         })?;
-    let options = SerializeOptions::new().use_proto_field_name(true);
+    let options = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(skip_defaults);
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &options)
         .map_err(|e| JsonError::Encode {
