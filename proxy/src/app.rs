@@ -57,6 +57,7 @@ async fn serve(
             "dynamic_resources (xDS) are not implemented yet: serving the static configuration only"
         );
     }
+    let signals = Signals::install()?;
     let (handle, manager) = server::start(bootstrap, options, std::env::args().collect())?;
     let admin = match admin_address.as_ref().and_then(|a| a.socket()) {
         Some(address) => {
@@ -75,7 +76,7 @@ async fn serve(
     if cli.mode == Mode::InitOnly {
         handle.send(Command::Shutdown { graceful: false });
     }
-    let signals = handle_signals(handle.clone());
+    let signals = signals.handle(handle.clone());
     tokio::select! {
         () = manager => {}
         result = signals => result?,
@@ -86,18 +87,33 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGTERM drains then exits; SIGINT exits at once; SIGUSR1 reopens log files.
-async fn handle_signals(handle: server::ServerHandle) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => handle.send(Command::Shutdown { graceful: true }),
-            _ = int.recv() => handle.send(Command::Shutdown { graceful: false }),
-            _ = usr1.recv() => {
-                // No file sinks are open yet (access logs arrive with the HTTP work); count it.
-                handle.store().counter("server.access_log_reopen").inc();
+/// The signals Tern acts on, installed before anything is announced (the admin address file,
+/// readiness), so an early signal is never met by the default action.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            usr1: signal(SignalKind::user_defined1())?,
+        })
+    }
+
+    /// SIGTERM drains then exits; SIGINT exits at once; SIGUSR1 reopens log files.
+    async fn handle(mut self, handle: server::ServerHandle) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => handle.send(Command::Shutdown { graceful: true }),
+                _ = self.int.recv() => handle.send(Command::Shutdown { graceful: false }),
+                _ = self.usr1.recv() => {
+                    // No file sinks are open yet (access logs arrive with the HTTP work); count it.
+                    handle.store().counter("server.access_log_reopen").inc();
+                }
             }
         }
     }
