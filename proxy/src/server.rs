@@ -475,7 +475,7 @@ impl Manager {
         for (name, entry) in &snapshot.clusters {
             let is_dns = matches!(
                 entry.config.discovery,
-                Discovery::StrictDns { .. } | Discovery::LogicalDns { .. }
+                Discovery::StrictDns(_) | Discovery::LogicalDns(_)
             );
             if is_dns && !self.resolvers.contains_key(name) {
                 let task = tokio::spawn(dns::resolve_forever(

@@ -2,6 +2,7 @@
 //!
 //! - [`prereq`]: what a test needs from the machine (root, a binary) and what to do when it is
 //!   missing: skip with one line locally, fail under `CI=true`.
+//! - [`dns_server`]: a name server whose answer a test can change, for DNS clusters.
 //! - [`backend`]: small TCP servers on ephemeral ports that record what reached them.
 //! - [`process`]: run `tern` or Envoy as a child process from a bootstrap, learn its admin
 //!   address, wait for readiness, and always kill it.
@@ -10,6 +11,7 @@
 //! - [`envoy`]: where the real Envoy 1.40.0 binary is (installed by `scripts/install-test-deps.sh`).
 
 pub mod backend;
+pub mod dns_server;
 pub mod envoy;
 pub mod inprocess;
 pub mod netns;

@@ -15,23 +15,28 @@ use xds_client::pb::envoy::config::endpoint::v3 as endpoint;
 pub enum Discovery {
     Static,
     /// Re-resolve every `refresh`; all returned addresses are hosts.
-    StrictDns {
-        refresh: Duration,
-        respect_ttl: bool,
-        family: DnsFamily,
-    },
+    StrictDns(DnsSettings),
     /// Re-resolve every `refresh`; the first returned address is the one host.
-    LogicalDns {
-        refresh: Duration,
-        respect_ttl: bool,
-        family: DnsFamily,
-    },
+    LogicalDns(DnsSettings),
     /// Endpoints arrive over EDS for `service_name` (the cluster name when empty).
     Eds {
         service_name: String,
     },
     /// The host is the downstream connection's original destination.
     OriginalDst,
+}
+
+/// How a DNS cluster resolves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSettings {
+    /// `dns_refresh_rate` (default 5 s).
+    pub refresh: Duration,
+    /// Re-resolve when the records' TTL runs out instead of every `refresh`.
+    pub respect_ttl: bool,
+    pub family: DnsFamily,
+    /// Name servers the cluster names (`typed_dns_resolver_config`, `dns_resolution_config`,
+    /// `dns_resolvers`); empty means the system's.
+    pub resolvers: Vec<SocketAddr>,
 }
 
 /// `dns_lookup_family`: which address families a DNS answer contributes.
@@ -124,7 +129,7 @@ impl TryFrom<&proto::Cluster> for Cluster {
         let lb = lb_config(c, &discovery).map_err(|(field, r)| err(field, r))?;
         let allow_names = matches!(
             discovery,
-            Discovery::StrictDns { .. } | Discovery::LogicalDns { .. }
+            Discovery::StrictDns(_) | Discovery::LogicalDns(_)
         );
         let load_assignment = match &c.load_assignment {
             Some(la) => {
@@ -135,8 +140,7 @@ impl TryFrom<&proto::Cluster> for Cluster {
                 ..Default::default()
             },
         };
-        if matches!(discovery, Discovery::LogicalDns { .. }) && load_assignment.endpoints.len() != 1
-        {
+        if matches!(discovery, Discovery::LogicalDns(_)) && load_assignment.endpoints.len() != 1 {
             return Err(err(
                 "load_assignment",
                 "LOGICAL_DNS clusters must have a single host".into(),
@@ -198,18 +202,18 @@ fn discovery(c: &proto::Cluster) -> Result<Discovery, String> {
         Ok(F::All) => DnsFamily::All,
         _ => DnsFamily::Auto,
     };
+    let dns = || -> Result<DnsSettings, String> {
+        Ok(DnsSettings {
+            refresh,
+            respect_ttl: c.respect_dns_ttl,
+            family,
+            resolvers: dns_resolvers(c)?,
+        })
+    };
     Ok(match kind {
         DiscoveryType::Static => Discovery::Static,
-        DiscoveryType::StrictDns => Discovery::StrictDns {
-            refresh,
-            respect_ttl: c.respect_dns_ttl,
-            family,
-        },
-        DiscoveryType::LogicalDns => Discovery::LogicalDns {
-            refresh,
-            respect_ttl: c.respect_dns_ttl,
-            family,
-        },
+        DiscoveryType::StrictDns => Discovery::StrictDns(dns()?),
+        DiscoveryType::LogicalDns => Discovery::LogicalDns(dns()?),
         DiscoveryType::Eds => Discovery::Eds {
             service_name: c
                 .eds_cluster_config
@@ -219,6 +223,35 @@ fn discovery(c: &proto::Cluster) -> Result<Discovery, String> {
         },
         DiscoveryType::OriginalDst => Discovery::OriginalDst,
     })
+}
+
+/// The name servers a cluster names, in Envoy's order of precedence: `typed_dns_resolver_config`
+/// (c-ares), then `dns_resolution_config`, then the deprecated `dns_resolvers`.
+#[allow(deprecated)]
+fn dns_resolvers(c: &proto::Cluster) -> Result<Vec<SocketAddr>, String> {
+    use xds_client::pb::envoy::extensions::network::dns_resolver::cares::v3::CaresDnsResolverConfig;
+    let addresses = if let Some(typed) = &c.typed_dns_resolver_config {
+        let any = typed
+            .typed_config
+            .as_ref()
+            .ok_or("typed_dns_resolver_config.typed_config is required")?;
+        let cares: CaresDnsResolverConfig = xds_client::any::unpack(any).map_err(|e| {
+            format!("typed_dns_resolver_config: only the c-ares resolver is supported: {e}")
+        })?;
+        cares.resolvers
+    } else if let Some(config) = &c.dns_resolution_config {
+        config.resolvers.clone()
+    } else {
+        c.dns_resolvers.clone()
+    };
+    addresses
+        .iter()
+        .map(|a| match address::convert(Some(a), false)? {
+            Address::Socket(addr) if addr.port() == 0 => Ok(SocketAddr::new(addr.ip(), 53)),
+            Address::Socket(addr) => Ok(addr),
+            other => Err(format!("DNS resolver {other} must be an IP address")),
+        })
+        .collect()
 }
 
 fn lb_config(

@@ -108,11 +108,12 @@ fn dns_cluster_accepts_names_and_logical_needs_one_host() {
     .unwrap();
     assert_eq!(
         c.discovery,
-        Discovery::StrictDns {
+        Discovery::StrictDns(DnsSettings {
             refresh: Duration::from_secs(2),
             respect_ttl: false,
             family: DnsFamily::Auto,
-        }
+            resolvers: Vec::new(),
+        })
     );
     assert_eq!(
         c.load_assignment.endpoints[0].address,
