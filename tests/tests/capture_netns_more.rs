@@ -68,11 +68,11 @@ fn injector_args(overrides: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
         .map(|a| a.to_string())
         .collect();
     for (flag, value) in overrides {
-        let at = args
+        let index = args
             .iter()
             .position(|a| a == flag)
             .unwrap_or_else(|| panic!("{flag} is not one of the injector's flags"));
-        args[at + 1] = value.to_string();
+        args[index + 1] = value.to_string();
     }
     args.extend(extra.iter().map(|a| a.to_string()));
     args
@@ -250,33 +250,11 @@ impl Drop for Sidecar<'_> {
     }
 }
 
-#[test]
-fn dual_stack_pod_captures_ipv4_and_ipv6() {
-    if !have_prerequisites() {
-        return;
-    }
-    const POD_V4: &str = "10.250.17.1";
-    const PEER_V4: &str = "10.250.17.2";
-    const POD_V6: &str = "fd00:250:17::1";
-    const PEER_V6: &str = "fd00:250:17::2";
-    let pod = Netns::create("pod6").unwrap();
-    let peer = Netns::create("peer6").unwrap();
-    veth(
-        &pod,
-        &[&format!("{POD_V4}/24"), &format!("{POD_V6}/64")],
-        &peer,
-        &[&format!("{PEER_V4}/24"), &format!("{PEER_V6}/64")],
-    )
-    .unwrap();
-
-    // Outside: a server on two ports. In the pod: the app on 8080. All dual-stack sockets.
-    serve_who(&peer, 8080, "server:8080");
-    serve_who(&peer, 9090, "server:9090");
-    serve_who(&pod, 8080, "app");
-
+/// Istio's sidecar listeners for a dual-stack pod with one service port, 8080.
+fn dual_stack_bootstrap() -> String {
     // Tern's sockets are IPv6-only, so each family has its own listeners and, since an upstream
     // bind address of the other family is skipped, its own inbound clusters.
-    let bootstrap = config::bootstrap(
+    config::bootstrap(
         &[
             config::virtual_outbound("virtualOutbound", at("0.0.0.0", 15001), "passthrough"),
             config::virtual_outbound("virtualOutbound6", at("::", 15001), "passthrough6"),
@@ -302,8 +280,34 @@ fn dual_stack_pod_captures_ipv4_and_ipv6() {
             config::original_dst_cluster("inbound6|8080||", Some("::6")),
             config::original_dst_cluster("InboundPassthroughClusterIpv6", Some("::6")),
         ],
-    );
-    let tern = Sidecar::start(&pod, &bootstrap);
+    )
+}
+
+#[test]
+fn dual_stack_pod_captures_ipv4_and_ipv6() {
+    if !have_prerequisites() {
+        return;
+    }
+    const POD_V4: &str = "10.250.17.1";
+    const PEER_V4: &str = "10.250.17.2";
+    const POD_V6: &str = "fd00:250:17::1";
+    const PEER_V6: &str = "fd00:250:17::2";
+    let pod = Netns::create("pod6").unwrap();
+    let peer = Netns::create("peer6").unwrap();
+    veth(
+        &pod,
+        &[&format!("{POD_V4}/24"), &format!("{POD_V6}/64")],
+        &peer,
+        &[&format!("{PEER_V4}/24"), &format!("{PEER_V6}/64")],
+    )
+    .unwrap();
+
+    // Outside: a server on two ports. In the pod: the app on 8080. All dual-stack sockets.
+    serve_who(&peer, 8080, "server:8080");
+    serve_who(&peer, 9090, "server:9090");
+    serve_who(&pod, 8080, "app");
+
+    let tern = Sidecar::start(&pod, &dual_stack_bootstrap());
 
     // Istio's dual-stack mode: IPv6 rules because the pod has an IPv6 address (and `::6` on lo).
     install_capture(&pod, &injector_args(&[], &["--dual-stack"]));
