@@ -8,6 +8,7 @@
 //!   address, wait for readiness, and always kill it.
 //! - [`inprocess`]: a Tern server inside the test process, from a YAML bootstrap.
 //! - [`netns`]: network namespaces, veth pairs and processes inside them (root only).
+//! - [`sidecar`]: Istio-shaped sidecar bootstraps and Tern running captured in a pod namespace.
 //! - [`envoy`]: where the real Envoy 1.40.0 binary is (installed by `scripts/install-test-deps.sh`).
 
 pub mod backend;
@@ -17,3 +18,4 @@ pub mod inprocess;
 pub mod netns;
 pub mod prereq;
 pub mod process;
+pub mod sidecar;
