@@ -57,7 +57,7 @@ static_resources:
         concurrency: 1,
         ..Default::default()
     };
-    let (handle, manager) = server::start(bootstrap, options, Vec::new())?;
+    let (handle, manager) = server::start(bootstrap, options)?;
     tokio::spawn(manager);
     let address = handle.listener_addresses().await["bench"];
     Ok((handle, address))

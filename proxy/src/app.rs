@@ -58,7 +58,7 @@ async fn serve(
         );
     }
     let signals = Signals::install()?;
-    let (handle, manager) = server::start(bootstrap, options, std::env::args().collect())?;
+    let (handle, manager) = server::start(bootstrap, options)?;
     let admin = match admin_address.as_ref().and_then(|a| a.socket()) {
         Some(address) => {
             let (bound, serve) = admin::bind(address, handle.clone(), logs)

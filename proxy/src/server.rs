@@ -111,7 +111,6 @@ pub struct ServerInfo {
     pub options: ServerOptions,
     pub node: crate::config::bootstrap::Node,
     pub bootstrap: bootstrap_proto::Bootstrap,
-    pub command_line: Vec<String>,
     pub state: Gauge,
 }
 
@@ -168,7 +167,6 @@ impl ServerHandle {
 pub fn start(
     bootstrap: Bootstrap,
     options: ServerOptions,
-    command_line: Vec<String>,
 ) -> Result<(ServerHandle, impl Future<Output = ()>), StartError> {
     let store = Store::new();
     let state = store.gauge("server.state");
@@ -189,7 +187,6 @@ pub fn start(
         options: options.clone(),
         node: bootstrap.node.clone(),
         bootstrap: bootstrap.source.clone(),
-        command_line,
         state,
     });
     let handle = ServerHandle {
@@ -539,9 +536,4 @@ impl Manager {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// The cluster entry for a name in the current snapshot (admin and tests).
-pub fn cluster(handle: &ServerHandle, name: &str) -> Option<Arc<ClusterEntry>> {
-    handle.snapshot().clusters.get(name).cloned()
 }

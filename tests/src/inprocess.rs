@@ -26,8 +26,7 @@ impl Running {
             drain_time: Duration::from_secs(5),
             ..Default::default()
         };
-        let (handle, manager) =
-            server::start(bootstrap, options, Vec::new()).expect("server starts");
+        let (handle, manager) = server::start(bootstrap, options).expect("server starts");
         tokio::spawn(manager);
         Running { handle }
     }

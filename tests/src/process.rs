@@ -41,24 +41,29 @@ impl ProxyKind {
     }
 }
 
-/// The workspace's debug `tern` binary, found next to the running test executable
-/// (`target/debug/deps/<test>` -> `target/debug/tern`). `TERN_BIN` overrides.
-pub fn tern_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TERN_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
+/// A binary of this workspace's build, found next to the running test executable
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`).
+pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
     let mut dir = exe.parent().expect("test executable has a directory");
     if dir.ends_with("deps") {
         dir = dir.parent().expect("deps/ has a parent");
     }
-    let tern = dir.join("tern");
+    let path = dir.join(name);
     assert!(
-        tern.is_file(),
-        "no tern binary at {}: run `cargo build -p tern` first",
-        tern.display()
+        path.is_file(),
+        "no {name} binary at {}: run `cargo build --workspace --bins` first",
+        path.display()
     );
-    tern
+    path
+}
+
+/// The `tern` binary under test: `TERN_BIN` when set, else the workspace's build.
+pub fn tern_binary() -> PathBuf {
+    match std::env::var_os("TERN_BIN").filter(|p| !p.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => workspace_binary("tern"),
+    }
 }
 
 /// A running proxy with its admin address learned and `/ready` answered 200.

@@ -10,8 +10,9 @@
 
 use crate::netns::{KillOnDrop, Netns, http_get_in, serve_in};
 use crate::prereq::{is_root, require};
+use crate::process::{tern_binary, workspace_binary};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -31,21 +32,6 @@ pub fn have_prerequisites() -> bool {
         have_iptables,
         "iptables is not installed (scripts/install-test-deps.sh)",
     )
-}
-
-pub fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
 }
 
 /// A server in `ns` on `[::]:port` (both families: std leaves `IPV6_V6ONLY` off) that answers
@@ -191,7 +177,7 @@ impl<'a> Sidecar<'a> {
         let config = dir.join("bootstrap.yaml");
         std::fs::write(&config, bootstrap).expect("write bootstrap");
         let process = pod
-            .command_as(1337, workspace_binary("tern"))
+            .command_as(1337, tern_binary())
             .args([
                 "-c",
                 config.to_str().expect("utf-8 temp path"),

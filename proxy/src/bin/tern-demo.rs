@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
         drain_time: Duration::from_secs(1),
         ..Default::default()
     };
-    let (handle, manager) = server::start(bootstrap, options, std::env::args().collect())?;
+    let (handle, manager) = server::start(bootstrap, options)?;
     let manager = tokio::spawn(manager);
     let logs = tern::admin::LogControl::new("info", None);
     let (admin, serve_admin) = tern::admin::bind(admin, handle.clone(), logs).await?;
