@@ -8,7 +8,10 @@
 pub mod address;
 pub mod bootstrap;
 pub mod cluster;
+pub mod http_connection_manager;
 pub mod listener;
+pub mod matcher;
+pub mod route;
 pub mod tcp_proxy;
 
 use std::time::Duration;

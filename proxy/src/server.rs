@@ -348,6 +348,7 @@ impl Manager {
             listeners,
             by_address,
             clusters,
+            routes: prev.routes.clone(),
         };
         self.record_changes(&prev, &next);
         self.publish(next);
@@ -453,6 +454,7 @@ impl Manager {
             listeners: prev.listeners.clone(),
             by_address: prev.by_address.clone(),
             clusters,
+            routes: prev.routes.clone(),
         };
         self.publish(next);
     }

@@ -33,6 +33,8 @@ pub struct Snapshot {
     /// Listeners by their address (bound or not), for binding and `use_original_dst` hand-off.
     pub by_address: HashMap<SocketAddr, Arc<ListenerEntry>>,
     pub clusters: BTreeMap<String, Arc<ClusterEntry>>,
+    /// Route configurations by name (RDS), for connection managers that name theirs.
+    pub routes: BTreeMap<String, Arc<crate::config::route::RouteConfig>>,
 }
 
 impl Snapshot {
@@ -96,6 +98,8 @@ pub struct ListenerEntry {
     pub stats: ListenerStats,
     /// tcp_proxy stats by stat_prefix, for every tcp_proxy in this listener's chains.
     pub tcp_stats: HashMap<String, Arc<TcpProxyStats>>,
+    /// HTTP connection manager stats by stat_prefix.
+    pub http_stats: HashMap<String, Arc<crate::http::HttpStats>>,
     /// Fired when this listener is removed or replaced: its connections finish or close by the deadline.
     pub drain: Drain,
     /// Seconds since the epoch when this version of the listener was accepted (for config_dump).
@@ -221,6 +225,8 @@ pub struct ClusterStats {
     pub lb_healthy_panic: Counter,
     pub max_host_weight: Gauge,
     pub circuit_breakers_cx_open: Gauge,
+    /// The `upstream_rq_*` family the HTTP router counts.
+    pub http: crate::http::stats::UpstreamRequestStats,
 }
 
 impl ClusterStats {
@@ -246,6 +252,7 @@ impl ClusterStats {
             lb_healthy_panic: store.counter(&name("lb_healthy_panic")),
             max_host_weight: store.gauge(&name("max_host_weight")),
             circuit_breakers_cx_open: store.gauge(&name("circuit_breakers.default.cx_open")),
+            http: crate::http::stats::UpstreamRequestStats::new(store, stat_name),
         }
     }
 }
@@ -338,6 +345,7 @@ impl SnapshotBuilder<'_> {
         }
         let config = Listener::try_from(source)?;
         let mut tcp_stats = HashMap::new();
+        let mut http_stats = HashMap::new();
         let all_chains = config
             .filter_chains
             .chains()
@@ -345,10 +353,20 @@ impl SnapshotBuilder<'_> {
             .chain(config.filter_chains.default_chain());
         for chain in all_chains {
             for filter in &chain.filters {
-                if let NetworkFilter::TcpProxy(tcp) = filter {
-                    tcp_stats.entry(tcp.stat_prefix.clone()).or_insert_with(|| {
-                        Arc::new(TcpProxyStats::new(self.store, &tcp.stat_prefix))
-                    });
+                match filter {
+                    NetworkFilter::TcpProxy(tcp) => {
+                        tcp_stats.entry(tcp.stat_prefix.clone()).or_insert_with(|| {
+                            Arc::new(TcpProxyStats::new(self.store, &tcp.stat_prefix))
+                        });
+                    }
+                    NetworkFilter::HttpConnectionManager(hcm) => {
+                        http_stats
+                            .entry(hcm.stat_prefix.clone())
+                            .or_insert_with(|| {
+                                Arc::new(crate::http::HttpStats::new(self.store, &hcm.stat_prefix))
+                            });
+                    }
+                    _ => {}
                 }
             }
         }
@@ -357,6 +375,7 @@ impl SnapshotBuilder<'_> {
             config,
             source: source.clone(),
             tcp_stats,
+            http_stats,
             drain: Drain::new(),
             last_updated: std::time::SystemTime::now(),
         }))

@@ -46,12 +46,18 @@ pub struct Worker {
     snapshots: SnapshotReader,
     pub clusters: WorkerClusters,
     pub rng: RefCell<SmallRng>,
+    http_pools: Rc<crate::http::pool::Pools>,
 }
 
 impl Worker {
     /// The current snapshot (one atomic load unless it changed).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshots.get()
+    }
+
+    /// This worker's upstream HTTP connection pools.
+    pub fn http_pools(&self) -> Rc<crate::http::pool::Pools> {
+        self.http_pools.clone()
     }
 }
 
@@ -120,6 +126,7 @@ fn run(
         shared,
         clusters: WorkerClusters::default(),
         rng: RefCell::new(SmallRng::from_os_rng()),
+        http_pools: Rc::default(),
     });
     local.block_on(&runtime, async move {
         let mut accepting: HashMap<BindKey, oneshot::Sender<()>> = HashMap::new();

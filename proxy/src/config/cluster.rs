@@ -105,8 +105,8 @@ pub struct Cluster {
     /// Source address for upstream connections (`upstream_bind_config`, port 0).
     pub bind_source: Option<SocketAddr>,
     pub circuit_breakers: CircuitBreakers,
-    /// The cluster asks for HTTP/2 upstream (`http2_protocol_options` or explicit h2 protocol options).
-    pub http2: bool,
+    /// How HTTP requests go upstream (`typed_extension_protocol_options` HttpProtocolOptions).
+    pub http: UpstreamHttp,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -171,7 +171,12 @@ impl TryFrom<&proto::Cluster> for Cluster {
             load_assignment,
             bind_source,
             circuit_breakers: circuit_breakers(c.circuit_breakers.as_ref()),
-            http2: wants_http2(c),
+            http: upstream_http(c).map_err(|r| {
+                err(
+                    "typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions]",
+                    r,
+                )
+            })?,
         })
     }
 }
@@ -456,30 +461,108 @@ fn circuit_breakers(cb: Option<&proto::CircuitBreakers>) -> CircuitBreakers {
     }
 }
 
-// The deprecated `http2_protocol_options` is still honoured by Envoy.
+/// Which HTTP version a cluster speaks upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    /// The downstream request's version (`use_downstream_protocol_config`).
+    UseDownstream,
+}
+
+/// A cluster's upstream HTTP settings, Envoy's defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHttp {
+    pub protocol: UpstreamProtocol,
+    /// Close an upstream connection idle this long (default 1 h; `None` = never).
+    pub idle_timeout: Option<Duration>,
+    /// Requests per connection before it is closed (`None` = unlimited).
+    pub max_requests_per_connection: Option<u32>,
+    pub http2: crate::config::http_connection_manager::Http2Settings,
+}
+
+const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+// The deprecated `http2_protocol_options` and `max_requests_per_connection` are still honoured.
 #[allow(deprecated)]
-fn wants_http2(c: &proto::Cluster) -> bool {
-    if c.http2_protocol_options.is_some() {
-        return true;
+fn upstream_http(c: &proto::Cluster) -> Result<UpstreamHttp, String> {
+    use crate::config::http_connection_manager::Http2Settings;
+    use xds_client::pb::envoy::extensions::upstreams::http::v3::{
+        HttpProtocolOptions,
+        http_protocol_options::{UpstreamProtocolOptions, explicit_http_config::ProtocolConfig},
+    };
+    let mut out = UpstreamHttp {
+        protocol: UpstreamProtocol::Http1,
+        idle_timeout: Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+        max_requests_per_connection: c
+            .max_requests_per_connection
+            .as_ref()
+            .map(|v| v.value)
+            .filter(|v| *v > 0),
+        http2: Http2Settings::default(),
+    };
+    if let Some(h2) = &c.http2_protocol_options {
+        out.protocol = UpstreamProtocol::Http2;
+        out.http2 = Http2Settings::from_proto(Some(h2))
+            .map_err(|(f, r)| format!("http2_protocol_options.{f}: {r}"))?;
     }
-    c.typed_extension_protocol_options
+    let Some(any) = c
+        .typed_extension_protocol_options
         .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
-        .and_then(|any| {
-            xds_client::any::unpack::<
-                xds_client::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions,
-            >(any)
-            .ok()
-        })
-        .is_some_and(|opts| {
-            use xds_client::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
-                UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
-            };
-            matches!(
-                opts.upstream_protocol_options,
-                Some(UpstreamProtocolOptions::ExplicitHttpConfig(ref e))
-                    if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
-            )
-        })
+    else {
+        return Ok(out);
+    };
+    let opts: HttpProtocolOptions = xds_client::any::unpack(any).map_err(|e| e.to_string())?;
+    if let Some(common) = &opts.common_http_protocol_options {
+        out.idle_timeout = match crate::config::opt_duration(common.idle_timeout.as_ref())
+            .map_err(|r| format!("common_http_protocol_options.idle_timeout: {r}"))?
+        {
+            None => out.idle_timeout,
+            Some(Duration::ZERO) => None,
+            Some(d) => Some(d),
+        };
+        if let Some(v) = common
+            .max_requests_per_connection
+            .as_ref()
+            .filter(|v| v.value > 0)
+        {
+            out.max_requests_per_connection = Some(v.value);
+        }
+    }
+    match &opts.upstream_protocol_options {
+        None => {}
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match &e.protocol_config {
+            Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
+                out.protocol = UpstreamProtocol::Http2;
+                out.http2 = Http2Settings::from_proto(Some(h2)).map_err(|(f, r)| {
+                    format!("explicit_http_config.http2_protocol_options.{f}: {r}")
+                })?;
+            }
+            Some(ProtocolConfig::HttpProtocolOptions(_)) | None => {
+                out.protocol = UpstreamProtocol::Http1;
+            }
+            Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                return Err("HTTP/3 upstreams are not supported".into());
+            }
+        },
+        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(d)) => {
+            out.protocol = UpstreamProtocol::UseDownstream;
+            if let Some(h2) = &d.http2_protocol_options {
+                out.http2 = Http2Settings::from_proto(Some(h2)).map_err(|(f, r)| {
+                    format!("use_downstream_protocol_config.http2_protocol_options.{f}: {r}")
+                })?;
+            }
+        }
+        Some(UpstreamProtocolOptions::AutoConfig(a)) => {
+            // Without TLS there is no ALPN to negotiate with: Envoy's auto config then uses HTTP/1.1.
+            out.protocol = UpstreamProtocol::Http1;
+            if let Some(h2) = &a.http2_protocol_options {
+                out.http2 = Http2Settings::from_proto(Some(h2))
+                    .map_err(|(f, r)| format!("auto_config.http2_protocol_options.{f}: {r}"))?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn transport_socket_is_plaintext(ts: &core::TransportSocket) -> Result<(), String> {

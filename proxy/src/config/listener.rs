@@ -2,6 +2,7 @@
 //! chain (selected by Envoy's `filter_chain_match` rules) handles it.
 
 use super::address::{self, Address};
+use super::http_connection_manager::HttpConnectionManager;
 use super::tcp_proxy::TcpProxy;
 use super::{ConfigError, opt_duration};
 use crate::listener::filter_chain_match::{FilterChainMatch, FilterChainSelector};
@@ -92,11 +93,8 @@ pub struct FilterChain {
 #[derive(Debug)]
 pub enum NetworkFilter {
     TcpProxy(Arc<TcpProxy>),
-    /// HTTP connection manager: parsed so bootstraps validate; the HTTP data path is its own work
-    /// item, and until it lands a connection reaching this filter is closed and counted.
-    HttpConnectionManager {
-        stat_prefix: String,
-    },
+    /// `envoy.filters.network.http_connection_manager`: the HTTP data path.
+    HttpConnectionManager(Arc<HttpConnectionManager>),
     /// Telemetry/metadata filters that change no traffic (Istio's stats and metadata exchange).
     NoOp {
         name: String,
@@ -276,7 +274,7 @@ fn network_filter(f: &proto::Filter) -> Result<NetworkFilter, String> {
     };
     let type_url = any::type_url(any);
     use xds_client::pb::envoy::extensions::filters::network::{
-        http_connection_manager::v3::HttpConnectionManager,
+        http_connection_manager::v3::HttpConnectionManager as HcmProto,
         tcp_proxy::v3::TcpProxy as TcpProxyProto,
     };
     if type_url == <TcpProxyProto as prost::Name>::type_url() {
@@ -285,12 +283,11 @@ fn network_filter(f: &proto::Filter) -> Result<NetworkFilter, String> {
             &proto,
         )?)));
     }
-    if type_url == <HttpConnectionManager as prost::Name>::type_url() {
-        let hcm: HttpConnectionManager =
-            any::unpack(any).map_err(|e| format!("{}: {e}", f.name))?;
-        return Ok(NetworkFilter::HttpConnectionManager {
-            stat_prefix: hcm.stat_prefix,
-        });
+    if type_url == <HcmProto as prost::Name>::type_url() {
+        let hcm: HcmProto = any::unpack(any).map_err(|e| format!("{}: {e}", f.name))?;
+        let config = HttpConnectionManager::from_proto(&hcm)
+            .map_err(|e| format!("{}: {}: {}", f.name, e.field, e.reason))?;
+        return Ok(NetworkFilter::HttpConnectionManager(Arc::new(config)));
     }
     if NO_OP_FILTER_TYPES.contains(&type_url.as_str()) {
         return Ok(NetworkFilter::NoOp {

@@ -74,10 +74,16 @@ pub async fn serve(
     serve_on(&worker, &snapshot, &entry, downstream).await;
 }
 
+/// A process-wide id for each downstream connection (`%CONNECTION_ID%`).
+pub fn next_connection_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Counts the connection on the listener that serves it and runs its filter chain.
 async fn serve_on(
-    worker: &Worker,
-    snapshot: &Snapshot,
+    worker: &Rc<Worker>,
+    snapshot: &Arc<Snapshot>,
     entry: &ListenerEntry,
     downstream: Downstream,
 ) {
@@ -103,8 +109,20 @@ async fn serve_on(
                 tracing::debug!(listener = %entry.config.name, filter = %name, "closing: filter not enforceable, failing closed");
                 return;
             }
-            NetworkFilter::HttpConnectionManager { stat_prefix } => {
-                tracing::warn!(listener = %entry.config.name, %stat_prefix, "HTTP connection manager is not implemented yet; closing");
+            NetworkFilter::HttpConnectionManager(hcm) => {
+                let Some(http_stats) = entry.http_stats.get(&hcm.stat_prefix).cloned() else {
+                    return;
+                };
+                let drain = entry.drain.watch();
+                crate::http::serve(
+                    worker.clone(),
+                    snapshot.clone(),
+                    hcm.clone(),
+                    http_stats,
+                    drain,
+                    downstream,
+                )
+                .await;
                 return;
             }
             NetworkFilter::TcpProxy(config) => {

@@ -1,0 +1,1225 @@
+//! One request through the connection manager and `envoy.filters.http.router`: checks, route
+//! selection, the route's action (direct response, redirect, forward) and, for forwarding, host
+//! selection, upstream request shaping, timeouts and retries.
+//!
+//! A retry happens only before anything of the response went downstream: the decision is taken
+//! on the upstream response headers (or on the failure), and the response handed to hyper is
+//! final.
+
+use super::ConnectionContext;
+use super::access_log::LogRecord;
+use super::filter::HttpFilter;
+use super::headers;
+use super::local_reply::{self, Body};
+use crate::config::cluster::UpstreamProtocol;
+use crate::config::http_connection_manager::{
+    EscapedSlashes, HttpConnectionManager, RouteSource, ServerHeader, StripPort, UnderscoreAction,
+};
+use crate::config::route::{
+    Action, ClusterSpecifier, ForwardAction, HashPolicy, HeaderOps, HostRewrite, RequestView,
+    RetryOn, RetryPolicy, Route, RouteConfig, VirtualHost, WeightedCluster,
+};
+use crate::http::pool::Failure;
+use crate::snapshot::ClusterEntry;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Request bodies up to this size are buffered so the request can be retried or mirrored
+/// (Envoy's default per-connection buffer limit).
+const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_ENVOY_EXPECTED_TIMEOUT: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+const X_ENVOY_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+const X_ENVOY_RQ_TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
+const X_ENVOY_MAX_RETRIES: &str = "x-envoy-max-retries";
+const X_ENVOY_RETRY_ON: &str = "x-envoy-retry-on";
+const X_ENVOY_RETRY_GRPC_ON: &str = "x-envoy-retry-grpc-on";
+
+/// The connection manager's entry point for one request.
+pub async fn handle(
+    ctx: Rc<ConnectionContext>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let stats = &ctx.stats;
+    let started = Instant::now();
+    stats.downstream_rq_total.inc();
+    stats.downstream_rq_active.inc();
+    let protocol = match request.version() {
+        http::Version::HTTP_2 => {
+            stats.downstream_rq_http2_total.inc();
+            "HTTP/2"
+        }
+        http::Version::HTTP_10 => {
+            stats.downstream_rq_http1_total.inc();
+            "HTTP/1.0"
+        }
+        _ => {
+            stats.downstream_rq_http1_total.inc();
+            "HTTP/1.1"
+        }
+    };
+    let mut log = LogRecord {
+        start_time: Some(std::time::SystemTime::now()),
+        method: request.method().to_string(),
+        path: request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| request.uri().path().to_string(), |p| p.to_string()),
+        protocol,
+        downstream_remote_address: Some(ctx.peer),
+        downstream_local_address: Some(ctx.local),
+        connection_id: ctx.connection_id,
+        ..Default::default()
+    };
+    let grpc = local_reply::is_grpc(request.headers());
+    let mut response = match process(&ctx, request, &mut log).await {
+        Ok(r) => r,
+        Err(reply) => {
+            log.response_flags = reply.flag.to_string();
+            log.response_code_details = reply.details.to_string();
+            local_reply::reply(reply.status, &reply.body, grpc)
+        }
+    };
+    let hcm = &ctx.hcm;
+    match hcm.server_header {
+        ServerHeader::Overwrite => {
+            if let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
+                response.headers_mut().insert(header::SERVER, v);
+            }
+        }
+        ServerHeader::AppendIfAbsent => {
+            if !response.headers().contains_key(header::SERVER)
+                && let Ok(v) = HeaderValue::from_str(&hcm.server_name)
+            {
+                response.headers_mut().insert(header::SERVER, v);
+            }
+        }
+        ServerHeader::PassThrough => {}
+    }
+    if hcm.always_set_request_id_in_response
+        && let Some(id) = log
+            .request_id
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        response.headers_mut().insert(X_REQUEST_ID, id);
+    }
+    let status = response.status().as_u16();
+    stats.classes.record(status);
+    stats.downstream_rq_active.dec();
+    stats.downstream_rq_completed.inc();
+    log.response_code = status;
+    log.response_headers = response.headers().clone();
+    log.duration = started.elapsed();
+    for sink in &hcm.access_log {
+        sink.log(&log);
+    }
+    Ok(response)
+}
+
+/// A local reply the connection manager sends instead of forwarding.
+struct LocalReply {
+    status: StatusCode,
+    body: String,
+    /// Envoy's response flag for the access log (`NR`, `UH`, ...).
+    flag: &'static str,
+    details: &'static str,
+}
+
+impl LocalReply {
+    fn new(status: StatusCode, body: &str, flag: &'static str, details: &'static str) -> Self {
+        LocalReply {
+            status,
+            body: body.to_string(),
+            flag,
+            details,
+        }
+    }
+}
+
+async fn process(
+    ctx: &ConnectionContext,
+    request: Request<Incoming>,
+    log: &mut LogRecord,
+) -> Result<Response<Body>, LocalReply> {
+    let hcm = &ctx.hcm;
+    let mut request = request;
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let (mut parts, body) = request.into_parts();
+    if headers::header_bytes(&parts.headers) > hcm.max_request_headers_bytes
+        || parts.headers.len() > hcm.max_headers_count
+    {
+        return Err(LocalReply::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "",
+            "",
+            "request_headers_too_large",
+        ));
+    }
+    check_underscores(hcm, &mut parts.headers)?;
+    let authority = authority_of(&parts)
+        .ok_or_else(|| LocalReply::new(StatusCode::BAD_REQUEST, "", "", "missing_host_header"))?;
+    let authority = strip_port(hcm, &authority, ctx.local.port());
+    log.authority = authority.clone();
+    let mut path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.to_string());
+    if parts.method != Method::CONNECT {
+        path = normalized(hcm, path)?;
+    }
+    prepare_request_headers(ctx, &mut parts.headers, log);
+    if let Some(name) = hcm.http_filters.iter().find_map(|f| match f {
+        HttpFilter::DenyAll { name } => Some(name),
+        _ => None,
+    }) {
+        tracing::debug!(filter = %name, "denying request: filter not enforceable");
+        return Err(LocalReply::new(
+            StatusCode::FORBIDDEN,
+            "RBAC: access denied",
+            "RBAC",
+            "rbac_access_denied_matched_policy[none]",
+        ));
+    }
+    let routes: Arc<RouteConfig> = match &hcm.routes {
+        RouteSource::Inline(r) => r.clone(),
+        RouteSource::Rds(name) => match ctx.snapshot.routes.get(name) {
+            Some(r) => r.clone(),
+            None => {
+                ctx.stats.no_route.inc();
+                return Err(LocalReply::new(
+                    StatusCode::NOT_FOUND,
+                    "",
+                    "NR",
+                    "route_not_found",
+                ));
+            }
+        },
+    };
+    let random: u64 = ctx.worker.rng.borrow_mut().random();
+    let view = RequestView {
+        method: &parts.method,
+        scheme: ctx.scheme,
+        authority: &authority,
+        path: &path,
+        headers: &parts.headers,
+    };
+    let Some((vhost, route)) = routes.route(&view, random) else {
+        ctx.stats.no_route.inc();
+        return Err(LocalReply::new(
+            StatusCode::NOT_FOUND,
+            "",
+            "NR",
+            "route_not_found",
+        ));
+    };
+    log.route_name = route.name.clone();
+    match &route.action {
+        Action::DirectResponse { status, body } => {
+            ctx.stats.rq_direct_response.inc();
+            let mut response = Response::new(local_reply::full(body.clone().unwrap_or_default()));
+            *response.status_mut() = *status;
+            if body.as_ref().is_some_and(|b| !b.is_empty()) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            apply_response_ops(&routes, vhost, route, None, response.headers_mut());
+            Ok(response)
+        }
+        Action::Redirect(redirect) => {
+            ctx.stats.rq_redirect.inc();
+            let location = redirect.location(&view, route.matcher.matched_prefix());
+            let mut response = Response::new(local_reply::empty());
+            *response.status_mut() = redirect.status;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            apply_response_ops(&routes, vhost, route, None, response.headers_mut());
+            Ok(response)
+        }
+        Action::Forward(action) => {
+            let request = Forward {
+                ctx,
+                routes: &routes,
+                vhost,
+                route,
+                action,
+                authority,
+                path,
+                random,
+            };
+            request.run(parts, body, on_upgrade, log).await
+        }
+    }
+}
+
+fn check_underscores(
+    hcm: &HttpConnectionManager,
+    headers: &mut HeaderMap,
+) -> Result<(), LocalReply> {
+    if hcm.headers_with_underscores == UnderscoreAction::Allow {
+        return Ok(());
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    if hcm.headers_with_underscores == UnderscoreAction::RejectRequest {
+        return Err(LocalReply::new(
+            StatusCode::BAD_REQUEST,
+            "",
+            "",
+            "http1.unexpected_underscore",
+        ));
+    }
+    for name in names {
+        headers.remove(name);
+    }
+    Ok(())
+}
+
+/// `:authority` (HTTP/2, absolute-form) or `Host`.
+fn authority_of(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .filter(|a| !a.is_empty())
+}
+
+fn strip_port(hcm: &HttpConnectionManager, authority: &str, listener_port: u16) -> String {
+    let split = split_port(authority);
+    match (hcm.strip_port, split) {
+        (StripPort::Any, Some((host, _))) => host.to_string(),
+        (StripPort::Matching, Some((host, port))) if port == listener_port => host.to_string(),
+        _ => authority.to_string(),
+    }
+}
+
+/// `host:port` → (host, port), IPv6 literals included; `None` without a port.
+fn split_port(authority: &str) -> Option<(&str, u16)> {
+    let colon = authority.rfind(':')?;
+    if authority[colon..].contains(']')
+        || (!authority.starts_with('[') && authority[..colon].contains(':'))
+    {
+        return None;
+    }
+    let port = authority[colon + 1..].parse().ok()?;
+    Some((&authority[..colon], port))
+}
+
+fn normalized(hcm: &HttpConnectionManager, path: String) -> Result<String, LocalReply> {
+    let mut path = path;
+    if headers::has_escaped_slash(path.split('?').next().unwrap_or_default()) {
+        match hcm.escaped_slashes {
+            EscapedSlashes::KeepUnchanged => {}
+            EscapedSlashes::RejectRequest => {
+                return Err(LocalReply::new(
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "",
+                    "path_normalization_failed",
+                ));
+            }
+            EscapedSlashes::UnescapeAndForward | EscapedSlashes::UnescapeAndRedirect => {
+                let (p, q) = path.split_at(path.find('?').unwrap_or(path.len()));
+                path = format!("{}{q}", headers::unescape_slashes(p));
+            }
+        }
+    }
+    if hcm.normalize_path || hcm.merge_slashes {
+        let merge = hcm.merge_slashes;
+        path = if hcm.normalize_path {
+            headers::normalize_path(&path, merge).ok_or_else(|| {
+                LocalReply::new(StatusCode::BAD_REQUEST, "", "", "path_normalization_failed")
+            })?
+        } else {
+            merge_slashes(&path)
+        };
+    }
+    Ok(path)
+}
+
+fn merge_slashes(path_and_query: &str) -> String {
+    let (p, q) = path_and_query.split_at(path_and_query.find('?').unwrap_or(path_and_query.len()));
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    out.push_str(q);
+    out
+}
+
+/// x-request-id, x-forwarded-proto and x-forwarded-for, as Envoy's connection manager sets them.
+fn prepare_request_headers(ctx: &ConnectionContext, headers: &mut HeaderMap, log: &mut LogRecord) {
+    let hcm = &ctx.hcm;
+    let external = hcm.use_remote_address && !is_internal(ctx.peer.ip());
+    if hcm.generate_request_id
+        && (!headers.contains_key(X_REQUEST_ID) || (external && !hcm.preserve_external_request_id))
+    {
+        let id = headers::uuid4(&mut *ctx.worker.rng.borrow_mut());
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            headers.insert(X_REQUEST_ID, v);
+        }
+    }
+    log.request_id = headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if hcm.use_remote_address || !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
+    }
+    if hcm.use_remote_address && !hcm.skip_xff_append {
+        let peer = ctx.peer.ip().to_string();
+        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(existing) => format!("{existing},{peer}"),
+            None => peer,
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+    }
+    if external {
+        // Envoy drops x-envoy-* control headers from external callers.
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-envoy-"))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
+    log.request_headers = headers.clone();
+}
+
+/// RFC 1918, loopback and unique-local addresses: Envoy's default internal address set.
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+/// Response header ops, least specific last unless the route config says otherwise.
+fn apply_response_ops(
+    routes: &RouteConfig,
+    vhost: &VirtualHost,
+    route: &Route,
+    weighted: Option<&WeightedCluster>,
+    headers: &mut HeaderMap,
+) {
+    let mut levels: Vec<&HeaderOps> = Vec::with_capacity(4);
+    if let Some(w) = weighted {
+        levels.push(&w.headers);
+    }
+    levels.extend([&route.headers, &vhost.headers, &routes.headers]);
+    if routes.most_specific_header_mutations_wins {
+        levels.reverse();
+    }
+    for ops in levels {
+        ops.apply_response(headers);
+    }
+}
+
+fn apply_request_ops(
+    routes: &RouteConfig,
+    vhost: &VirtualHost,
+    route: &Route,
+    weighted: Option<&WeightedCluster>,
+    headers: &mut HeaderMap,
+) {
+    let mut levels: Vec<&HeaderOps> = Vec::with_capacity(4);
+    if let Some(w) = weighted {
+        levels.push(&w.headers);
+    }
+    levels.extend([&route.headers, &vhost.headers, &routes.headers]);
+    if routes.most_specific_header_mutations_wins {
+        levels.reverse();
+    }
+    for ops in levels {
+        ops.apply_request(headers);
+    }
+}
+
+/// A request that a route forwards to a cluster.
+struct Forward<'a> {
+    ctx: &'a ConnectionContext,
+    routes: &'a RouteConfig,
+    vhost: &'a VirtualHost,
+    route: &'a Route,
+    action: &'a ForwardAction,
+    authority: String,
+    path: String,
+    random: u64,
+}
+
+/// The request body as the router holds it: buffered (replayable) or streaming (sent once).
+enum RequestBody {
+    Buffered(Bytes),
+    Streaming(Option<Incoming>),
+}
+
+impl RequestBody {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            RequestBody::Buffered(b) => Some(local_reply::full(b.clone())),
+            RequestBody::Streaming(s) => s.take().map(Body::new),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, RequestBody::Buffered(_))
+    }
+}
+
+/// Why an attempt failed, for retry decisions and the final reply.
+enum AttemptError {
+    Failure(Failure),
+    PerTryTimeout,
+}
+
+impl Forward<'_> {
+    async fn run(
+        self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        on_upgrade: hyper::upgrade::OnUpgrade,
+        log: &mut LogRecord,
+    ) -> Result<Response<Body>, LocalReply> {
+        let ctx = self.ctx;
+        let (cluster_name, weighted) = self.cluster_name(&parts.headers);
+        log.upstream_cluster = Some(cluster_name.clone());
+        let Some(cluster) = ctx.snapshot.clusters.get(&cluster_name).cloned() else {
+            ctx.stats.no_cluster.inc();
+            return Err(LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "NC",
+                "cluster_not_found",
+            ));
+        };
+        let trusted = !ctx.hcm.use_remote_address || is_internal(ctx.peer.ip());
+        let timeout = self.timeout(&parts.headers, trusted);
+        let policy = self.retry_policy(&parts.headers, trusted);
+        // The request body is buffered when a retry or mirror may need it again.
+        let upgrade = self.upgrade_type(&parts.headers);
+        let mut request_body = if hyper::body::Body::is_end_stream(&body) {
+            RequestBody::Buffered(Bytes::new())
+        } else if upgrade.is_none()
+            && (policy.num_retries > 0 || !self.action.mirror_policies.is_empty())
+            && hyper::body::Body::size_hint(&body)
+                .exact()
+                .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
+        {
+            match body.collect().await {
+                Ok(b) => RequestBody::Buffered(b.to_bytes()),
+                Err(_) => {
+                    ctx.stats.downstream_rq_rx_reset.inc();
+                    return Err(LocalReply::new(
+                        StatusCode::BAD_REQUEST,
+                        "",
+                        "DC",
+                        "downstream_remote_disconnect",
+                    ));
+                }
+            }
+        } else {
+            RequestBody::Streaming(Some(body))
+        };
+        let downstream_upgrade = upgrade.as_ref().map(|_| on_upgrade);
+        // Shape the upstream request headers once; attempts only add their own.
+        let mut headers = std::mem::take(&mut parts.headers);
+        headers::strip_hop_by_hop(&mut headers, upgrade.is_some());
+        for name in [
+            X_ENVOY_RQ_TIMEOUT,
+            X_ENVOY_MAX_RETRIES,
+            X_ENVOY_RETRY_ON,
+            X_ENVOY_RETRY_GRPC_ON,
+        ] {
+            headers.remove(name);
+        }
+        let mut upstream_path = self.path.clone();
+        if let Some(rewritten) = self.action.rewrite_path(&self.route.matcher, &self.path) {
+            if let Ok(v) = HeaderValue::from_str(&self.path) {
+                headers.insert(X_ENVOY_ORIGINAL_PATH, v);
+            }
+            log.original_path = Some(self.path.clone());
+            upstream_path = rewritten;
+        }
+        let mut authority = self.authority.clone();
+        if let Some(w) = weighted.and_then(|w| w.host_rewrite.as_ref()) {
+            authority = w.clone();
+        }
+        let mut auto_host_rewrite = false;
+        match &self.action.host_rewrite {
+            HostRewrite::None => {}
+            HostRewrite::Literal(h) => authority = h.clone(),
+            HostRewrite::Auto => auto_host_rewrite = true,
+            HostRewrite::Header(name) => {
+                if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                    authority = v.to_string();
+                }
+            }
+            HostRewrite::PathRegex(re, substitution) => {
+                let p = self.path.split('?').next().unwrap_or_default();
+                authority = re.replace_all(p, substitution.as_str()).into_owned();
+            }
+        }
+        if let Some(t) = timeout {
+            headers.insert(
+                X_ENVOY_EXPECTED_TIMEOUT,
+                HeaderValue::from(t.as_millis() as u64),
+            );
+        }
+        apply_request_ops(self.routes, self.vhost, self.route, weighted, &mut headers);
+        let hash = self.hash(&headers);
+        let original_destination = ctx.original_destination;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let http2 = match cluster.config.http.protocol {
+            UpstreamProtocol::Http2 => upgrade.is_none(),
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::UseDownstream => {
+                parts.version == http::Version::HTTP_2 && upgrade.is_none()
+            }
+        };
+        let stats = &cluster.stats.http;
+        let mut attempts: u32 = 0;
+        let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+        let started = Instant::now();
+        self.mirror(&parts, &headers, &request_body);
+        loop {
+            attempts += 1;
+            let picked = match ctx.worker.clusters.pick(
+                &cluster,
+                hash,
+                if policy.previous_hosts { &tried } else { &[] },
+                original_destination,
+            ) {
+                Ok(p) => p,
+                Err(_) => {
+                    cluster.stats.upstream_cx_none_healthy.inc();
+                    return Err(LocalReply::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        local_reply::NO_HEALTHY_UPSTREAM,
+                        "UH",
+                        "no_healthy_upstream",
+                    ));
+                }
+            };
+            if stats.upstream_rq_active.value()
+                >= i64::from(cluster.config.circuit_breakers.max_requests)
+            {
+                stats.upstream_rq_pending_overflow.inc();
+                return Err(LocalReply::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    local_reply::OVERFLOW,
+                    "UO",
+                    "upstream_reset_before_response_started{overflow}",
+                ));
+            }
+            let address = picked.address;
+            tried.push(address);
+            log.upstream_host = Some(address);
+            log.attempt_count = attempts;
+            let Some(body) = request_body.take() else {
+                break Err(self.reset_reply("UR"));
+            };
+            let mut request = Request::new(body);
+            *request.method_mut() = parts.method.clone();
+            *request.headers_mut() = headers.clone();
+            let host = if auto_host_rewrite {
+                picked
+                    .host
+                    .endpoint
+                    .hostname
+                    .clone()
+                    .chars()
+                    .next()
+                    .map(|_| picked.host.endpoint.hostname.clone())
+                    .unwrap_or_else(|| address.to_string())
+            } else {
+                authority.clone()
+            };
+            if self.vhost.include_request_attempt_count {
+                request
+                    .headers_mut()
+                    .insert(X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempts));
+            }
+            let uri = if http2 {
+                format!("http://{host}{upstream_path}")
+            } else {
+                upstream_path.clone()
+            };
+            match uri.parse::<http::Uri>() {
+                Ok(u) => *request.uri_mut() = u,
+                Err(_) => {
+                    return Err(LocalReply::new(
+                        StatusCode::BAD_REQUEST,
+                        "",
+                        "",
+                        "invalid_upstream_uri",
+                    ));
+                }
+            }
+            if http2 {
+                request.headers_mut().remove(header::HOST);
+                *request.version_mut() = http::Version::HTTP_2;
+            } else if let Ok(v) = HeaderValue::from_str(&host) {
+                request.headers_mut().insert(header::HOST, v);
+            }
+            stats.upstream_rq_total.inc();
+            stats.upstream_rq_active.inc();
+            picked
+                .host
+                .stats
+                .rq_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let active = ActiveRequest(cluster.clone());
+            let per_try = policy.per_try_timeout;
+            let attempt_deadline = match (deadline, per_try) {
+                (Some(d), Some(p)) => Some(d.min(Instant::now() + p)),
+                (Some(d), None) => Some(d),
+                (None, Some(p)) => Some(Instant::now() + p),
+                (None, None) => None,
+            };
+            let pools = ctx.worker.http_pools();
+            let send = pools.send(
+                &cluster,
+                address,
+                http2,
+                request,
+                Box::new((picked, active)),
+            );
+            let outcome = match attempt_deadline {
+                Some(at) => match tokio::time::timeout_at(at, send).await {
+                    Ok(r) => r.map_err(AttemptError::Failure),
+                    Err(_) => Err(AttemptError::PerTryTimeout),
+                },
+                None => send.await.map_err(AttemptError::Failure),
+            };
+            let global_expired = deadline.is_some_and(|d| Instant::now() >= d);
+            let can_retry = attempts <= policy.num_retries && !global_expired;
+            match outcome {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    stats.record_status(status);
+                    if can_retry
+                        && request_body.replayable()
+                        && retriable_response(&policy, &response)
+                        && self.retry_budget(&cluster)
+                    {
+                        drop(response);
+                        stats.upstream_rq_retry.inc();
+                        self.backoff(&policy, attempts).await;
+                        continue;
+                    }
+                    if attempts > 1 && status < 500 {
+                        stats.upstream_rq_retry_success.inc();
+                    }
+                    if attempts > policy.num_retries && attempts > 1 {
+                        stats.upstream_rq_retry_limit_exceeded.inc();
+                    }
+                    let mut response = response;
+                    if let (Some(downstream), true) = (downstream_upgrade, status == 101) {
+                        return Ok(splice_upgrade(downstream, response));
+                    }
+                    let upgraded = status == 101;
+                    headers::strip_hop_by_hop(response.headers_mut(), upgraded);
+                    response.headers_mut().insert(
+                        X_ENVOY_UPSTREAM_TIME,
+                        HeaderValue::from(started.elapsed().as_millis() as u64),
+                    );
+                    apply_response_ops(
+                        self.routes,
+                        self.vhost,
+                        self.route,
+                        weighted,
+                        response.headers_mut(),
+                    );
+                    return Ok(response);
+                }
+                Err(AttemptError::PerTryTimeout) => {
+                    if global_expired {
+                        stats.upstream_rq_timeout.inc();
+                        ctx.stats.downstream_rq_timeout.inc();
+                        return Err(LocalReply::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            local_reply::UPSTREAM_TIMEOUT,
+                            "UT",
+                            "upstream_response_timeout",
+                        ));
+                    }
+                    stats.upstream_rq_per_try_timeout.inc();
+                    let retriable = policy.retry_on.contains(RetryOn::FIVE_XX)
+                        || policy.retry_on.contains(RetryOn::GATEWAY_ERROR)
+                        || policy.retry_on.contains(RetryOn::RESET);
+                    if can_retry
+                        && retriable
+                        && request_body.replayable()
+                        && self.retry_budget(&cluster)
+                    {
+                        stats.upstream_rq_retry.inc();
+                        self.backoff(&policy, attempts).await;
+                        continue;
+                    }
+                    stats.upstream_rq_timeout.inc();
+                    return Err(LocalReply::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        local_reply::UPSTREAM_TIMEOUT,
+                        "UT",
+                        "upstream_per_try_timeout",
+                    ));
+                }
+                Err(AttemptError::Failure(failure)) => {
+                    let retriable = match &failure {
+                        Failure::Connect(_) => {
+                            policy.retry_on.contains(RetryOn::CONNECT_FAILURE)
+                                || policy.retry_on.contains(RetryOn::FIVE_XX)
+                                || policy.retry_on.contains(RetryOn::GATEWAY_ERROR)
+                                || policy.retry_on.contains(RetryOn::RESET)
+                                || policy.retry_on.contains(RetryOn::RESET_BEFORE_REQUEST)
+                        }
+                        Failure::RefusedStream => {
+                            policy.retry_on.contains(RetryOn::REFUSED_STREAM)
+                                || policy.retry_on.contains(RetryOn::FIVE_XX)
+                                || policy.retry_on.contains(RetryOn::RESET)
+                        }
+                        Failure::Reset(_) => {
+                            policy.retry_on.contains(RetryOn::RESET)
+                                || policy.retry_on.contains(RetryOn::FIVE_XX)
+                                || policy.retry_on.contains(RetryOn::GATEWAY_ERROR)
+                        }
+                        Failure::Overflow => false,
+                    };
+                    if matches!(failure, Failure::Reset(_)) {
+                        stats.upstream_rq_rx_reset.inc();
+                    }
+                    // A streaming body went with the failed attempt: only buffered ones replay.
+                    if can_retry
+                        && retriable
+                        && request_body.replayable()
+                        && self.retry_budget(&cluster)
+                    {
+                        stats.upstream_rq_retry.inc();
+                        log.response_flags = "URX".into();
+                        self.backoff(&policy, attempts).await;
+                        continue;
+                    }
+                    break Err(self.failure_reply(&failure));
+                }
+            }
+        }
+    }
+
+    fn failure_reply(&self, failure: &Failure) -> LocalReply {
+        match failure {
+            Failure::Overflow => LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                local_reply::OVERFLOW,
+                "UO",
+                "upstream_reset_before_response_started{overflow}",
+            ),
+            Failure::Connect(_) => LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                local_reply::CONNECTION_FAILURE,
+                "UF",
+                "upstream_reset_before_response_started{connection_failure}",
+            ),
+            Failure::RefusedStream | Failure::Reset(_) => self.reset_reply("UR"),
+        }
+    }
+
+    fn reset_reply(&self, flag: &'static str) -> LocalReply {
+        LocalReply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            local_reply::RESET_BEFORE_HEADERS,
+            flag,
+            "upstream_reset_before_response_started{connection_termination}",
+        )
+    }
+
+    /// The cluster's retry circuit breaker (`max_retries` concurrent retries).
+    fn retry_budget(&self, cluster: &ClusterEntry) -> bool {
+        let stats = &cluster.stats.http;
+        if stats.circuit_breakers_rq_retry_open.value() > 0 {
+            stats.upstream_rq_retry_overflow.inc();
+            return false;
+        }
+        // Concurrent retries are counted while a retry is in its back-off.
+        true
+    }
+
+    async fn backoff(&self, policy: &RetryPolicy, attempt: u32) {
+        let base = policy.backoff_base.as_millis().max(1) as u64;
+        let max = policy.backoff_max.as_millis().max(1) as u64;
+        let ceiling = base.saturating_mul(1u64 << attempt.min(20)).min(max);
+        let wait = self
+            .ctx
+            .worker
+            .rng
+            .borrow_mut()
+            .random_range(0..ceiling.max(1));
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+
+    fn cluster_name(&self, headers: &HeaderMap) -> (String, Option<&WeightedCluster>) {
+        match &self.action.cluster {
+            ClusterSpecifier::Name(n) => (n.clone(), None),
+            ClusterSpecifier::Header(h) => (
+                headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+                None,
+            ),
+            ClusterSpecifier::Weighted(w) => {
+                let picked = w.pick(self.random);
+                (picked.name.clone(), Some(picked))
+            }
+        }
+    }
+
+    /// The route timeout, overridden by a trusted `x-envoy-upstream-rq-timeout-ms`, capped by
+    /// `grpc-timeout` when the route honours it.
+    fn timeout(&self, headers: &HeaderMap, trusted: bool) -> Option<Duration> {
+        let mut timeout = match self.action.timeout {
+            Some(Duration::ZERO) => None,
+            Some(t) => Some(t),
+            None => None,
+        };
+        if trusted
+            && let Some(ms) = headers
+                .get(X_ENVOY_RQ_TIMEOUT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        {
+            timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(max) = self.action.max_grpc_timeout
+            && let Some(grpc) = headers
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout)
+        {
+            let grpc = if max.is_zero() { grpc } else { grpc.min(max) };
+            let grpc =
+                grpc.saturating_sub(self.action.grpc_timeout_header_offset.unwrap_or_default());
+            timeout = Some(grpc);
+        }
+        timeout
+    }
+
+    /// The route's (else the virtual host's) retry policy, with trusted header overrides.
+    fn retry_policy(&self, headers: &HeaderMap, trusted: bool) -> RetryPolicy {
+        let configured = self
+            .action
+            .retry_policy
+            .as_ref()
+            .or(self.vhost.retry_policy.as_ref());
+        let mut policy = configured.cloned().unwrap_or_else(RetryPolicy::none);
+        if trusted {
+            let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+            if let Some(on) = text(X_ENVOY_RETRY_ON) {
+                policy.retry_on = policy.retry_on.union(RetryOn::parse(on));
+                if configured.is_none() {
+                    policy.num_retries = 1;
+                }
+            }
+            if let Some(on) = text(X_ENVOY_RETRY_GRPC_ON) {
+                policy.retry_on = policy.retry_on.union(RetryOn::parse(on));
+                if configured.is_none() {
+                    policy.num_retries = 1;
+                }
+            }
+            if let Some(n) = text(X_ENVOY_MAX_RETRIES).and_then(|v| v.parse().ok()) {
+                policy.num_retries = n;
+            }
+        }
+        if policy.retry_on == RetryOn::default() {
+            policy.num_retries = 0;
+        }
+        policy
+    }
+
+    fn upgrade_type(&self, headers: &HeaderMap) -> Option<String> {
+        let connection_upgrade = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            });
+        let kind = headers
+            .get(header::UPGRADE)?
+            .to_str()
+            .ok()?
+            .to_ascii_lowercase();
+        (connection_upgrade && self.ctx.hcm.upgrades.iter().any(|u| *u == kind)).then_some(kind)
+    }
+
+    /// The consistent-hash key from the route's hash policies (Envoy combines them in order).
+    fn hash(&self, headers: &HeaderMap) -> Option<u64> {
+        let mut hash: Option<u64> = None;
+        for policy in &self.action.hash_policy {
+            let (value, terminal) = match policy {
+                HashPolicy::Header { name, terminal } => (
+                    headers.get(name).map(|v| crate::lb::hash_key(v.as_bytes())),
+                    *terminal,
+                ),
+                HashPolicy::Cookie { name, terminal, .. } => (
+                    cookie(headers, name).map(|v| crate::lb::hash_key(v.as_bytes())),
+                    *terminal,
+                ),
+                HashPolicy::QueryParameter { name, terminal } => (
+                    query_param(&self.path, name).map(|v| crate::lb::hash_key(v.as_bytes())),
+                    *terminal,
+                ),
+                HashPolicy::SourceIp { terminal } => (
+                    Some(crate::lb::hash_key(
+                        self.ctx.peer.ip().to_string().as_bytes(),
+                    )),
+                    *terminal,
+                ),
+            };
+            if let Some(v) = value {
+                hash = Some(match hash {
+                    Some(h) => h.rotate_left(1) ^ v,
+                    None => v,
+                });
+                if terminal {
+                    break;
+                }
+            }
+        }
+        hash
+    }
+
+    /// Fire-and-forget copies to the route's mirror clusters (`request_mirror_policies`).
+    fn mirror(&self, parts: &http::request::Parts, headers: &HeaderMap, body: &RequestBody) {
+        let RequestBody::Buffered(bytes) = body else {
+            return;
+        };
+        for policy in &self.action.mirror_policies {
+            let roll = self
+                .ctx
+                .worker
+                .rng
+                .borrow_mut()
+                .random_range(0..1_000_000u32);
+            if roll >= policy.fraction_ppm {
+                continue;
+            }
+            let Some(cluster) = self.ctx.snapshot.clusters.get(&policy.cluster).cloned() else {
+                continue;
+            };
+            let Ok(picked) = self.ctx.worker.clusters.pick(&cluster, None, &[], None) else {
+                continue;
+            };
+            let mut request = Request::new(local_reply::full(bytes.clone()));
+            *request.method_mut() = parts.method.clone();
+            *request.headers_mut() = headers.clone();
+            let shadow = shadow_authority(&self.authority);
+            if let Ok(v) = HeaderValue::from_str(&shadow) {
+                request.headers_mut().insert(header::HOST, v);
+            }
+            let Ok(uri) = self.path.parse::<http::Uri>() else {
+                continue;
+            };
+            *request.uri_mut() = uri;
+            let pools = self.ctx.worker.http_pools();
+            let address = picked.address;
+            tokio::task::spawn_local(async move {
+                if let Ok(response) = pools
+                    .send(&cluster, address, false, request, Box::new(picked))
+                    .await
+                {
+                    let _ = response.into_body().collect().await;
+                }
+            });
+        }
+    }
+}
+
+/// Envoy appends `-shadow` to the host of a mirrored request (before any port).
+fn shadow_authority(authority: &str) -> String {
+    match split_port(authority) {
+        Some((host, port)) => format!("{host}-shadow:{port}"),
+        None => format!("{authority}-shadow"),
+    }
+}
+
+/// Holds the cluster's active-request gauge up while the upstream response is alive.
+struct ActiveRequest(Arc<ClusterEntry>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.stats.http.upstream_rq_active.dec();
+        self.0.stats.http.upstream_rq_completed.inc();
+    }
+}
+
+fn retriable_response(policy: &RetryPolicy, response: &Response<Body>) -> bool {
+    let status = response.status().as_u16();
+    let on = policy.retry_on;
+    if on.contains(RetryOn::FIVE_XX) && status >= 500 {
+        return true;
+    }
+    if on.contains(RetryOn::GATEWAY_ERROR) && matches!(status, 502..=504) {
+        return true;
+    }
+    if on.contains(RetryOn::RETRIABLE_4XX) && status == 409 {
+        return true;
+    }
+    if on.contains(RetryOn::RETRIABLE_STATUS_CODES)
+        && policy.retriable_status_codes.contains(&status)
+    {
+        return true;
+    }
+    if on.contains(RetryOn::RETRIABLE_HEADERS)
+        && policy
+            .retriable_headers
+            .iter()
+            .any(|m| m.matches(response.headers()))
+    {
+        return true;
+    }
+    // gRPC statuses in a trailers-only response.
+    if let Some(code) = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        let want = match code {
+            1 => RetryOn::CANCELLED,
+            4 => RetryOn::DEADLINE_EXCEEDED,
+            13 => RetryOn::INTERNAL,
+            8 => RetryOn::RESOURCE_EXHAUSTED,
+            14 => RetryOn::UNAVAILABLE,
+            _ => return false,
+        };
+        return on.contains(want);
+    }
+    false
+}
+
+/// `grpc-timeout`: digits then a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+    let query = path.split_once('?')?.1;
+    query
+        .split('&')
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A 101 from upstream: both sides switch protocols and bytes are relayed until either ends.
+fn splice_upgrade(
+    downstream: hyper::upgrade::OnUpgrade,
+    mut response: Response<Body>,
+) -> Response<Body> {
+    let upstream = hyper::upgrade::on(&mut response);
+    tokio::task::spawn_local(async move {
+        let (Ok(down), Ok(up)) = (downstream.await, upstream.await) else {
+            return;
+        };
+        let mut down = hyper_util::rt::TokioIo::new(down);
+        let mut up = hyper_util::rt::TokioIo::new(up);
+        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, local_reply::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+    }
+
+    #[test]
+    fn ports_split_for_names_and_ipv6() {
+        assert_eq!(split_port("a.b:80"), Some(("a.b", 80)));
+        assert_eq!(split_port("[::1]:8080"), Some(("[::1]", 8080)));
+        assert_eq!(split_port("[::1]"), None);
+        assert_eq!(split_port("::1"), None);
+        assert_eq!(split_port("a.b"), None);
+        assert_eq!(shadow_authority("a.b:80"), "a.b-shadow:80");
+    }
+
+    #[test]
+    fn cookies_and_query_parameters() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; user=bob"));
+        assert_eq!(cookie(&h, "user"), Some("bob"));
+        assert_eq!(query_param("/p?x=1&y=2", "y"), Some("2"));
+        assert_eq!(query_param("/p", "y"), None);
+    }
+}
