@@ -4,6 +4,8 @@
 //!   missing: skip with one line locally, fail under `CI=true`.
 //! - [`dns_server`]: a name server whose answer a test can change, for DNS clusters.
 //! - [`backend`]: small TCP servers on ephemeral ports that record what reached them.
+//! - [`http_backend`]: HTTP/1.1 + h2c servers that answer with a JSON description of the request
+//!   that reached them, and a one-shot HTTP client.
 //! - [`process`]: run `tern` or Envoy as a child process from a bootstrap, learn its admin
 //!   address, wait for readiness, and always kill it.
 //! - [`inprocess`]: a Tern server inside the test process, from a YAML bootstrap.
@@ -14,6 +16,7 @@
 pub mod backend;
 pub mod dns_server;
 pub mod envoy;
+pub mod http_backend;
 pub mod inprocess;
 pub mod netns;
 pub mod prereq;

@@ -1,0 +1,412 @@
+//! HTTP backends and a plain HTTP client for route tests.
+//!
+//! [`HttpBackend`] answers every request (HTTP/1.1 or h2c prior knowledge, on an ephemeral
+//! loopback port) with a JSON description of what reached it, so a test can see the path,
+//! authority, protocol and headers a proxy forwarded. Request headers steer it:
+//!
+//! - `x-backend-status: 503` answers with that status instead of 200;
+//! - `x-backend-delay-ms: 250` waits that long before answering;
+//! - `x-backend-response-header: name=value` (repeatable) adds that response header.
+//!
+//! [`send`] (and its shorthands [`http_request`], [`http2_request`]) sends one request on a fresh
+//! connection and returns the whole response: no pooling, no retries, no redirects followed.
+//!
+//! Invariants: the JSON body always has the keys `backend`, `method`, `path`, `authority`,
+//! `version`, `headers` (lowercase name -> every value in arrival order) and `body_len`; the
+//! request counter is bumped before the answer is sent, so a client that has its response can
+//! read the count.
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Map, Value, json};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long one client request may take, connection included.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running HTTP backend; dropping it stops accepting.
+pub struct HttpBackend {
+    pub name: String,
+    pub address: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpBackend {
+    /// Starts backend `name` on 127.0.0.1 (port chosen by the kernel).
+    pub async fn start(name: &str) -> std::io::Result<HttpBackend> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let address = listener.local_addr()?;
+        let requests = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            requests: requests.clone(),
+        });
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(shared.answer(request).await) }
+                    });
+                    // A connection error (peer reset, malformed request) ends only that
+                    // connection.
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(HttpBackend {
+            name: name.to_string(),
+            address,
+            requests,
+            task,
+        })
+    }
+
+    /// Requests answered so far (every protocol, every connection).
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What every connection task of one backend shares.
+struct Shared {
+    name: String,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    async fn answer(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let body_len = body
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes().len())
+            .unwrap_or(0);
+        let knob = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::trim)
+        };
+        if let Some(ms) = knob("x-backend-delay-ms").and_then(|ms| ms.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let status = knob("x-backend-status")
+            .and_then(|code| code.parse::<u16>().ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or(StatusCode::OK);
+        let authority = parts
+            .uri
+            .authority()
+            .map(|authority| authority.as_str().to_string())
+            .or_else(|| header_text(&parts.headers, "host"));
+        let description = json!({
+            "backend": self.name,
+            "method": parts.method.as_str(),
+            "path": parts.uri.path_and_query().map_or("", |pq| pq.as_str()),
+            "authority": authority,
+            "version": version_name(parts.version),
+            "headers": headers_json(&parts.headers),
+            "body_len": body_len,
+        });
+        let mut response = hyper::Response::new(Full::new(Bytes::from(description.to_string())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        for extra in parts.headers.get_all("x-backend-response-header") {
+            let Some((name, value)) = extra.to_str().ok().and_then(|text| text.split_once('='))
+            else {
+                continue;
+            };
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.trim().as_bytes()),
+                HeaderValue::from_str(value.trim()),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        response
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+/// `{"name": ["first", "second"]}` in arrival order (names are lowercase in a [`HeaderMap`]).
+fn headers_json(headers: &HeaderMap) -> Value {
+    let mut out = Map::new();
+    for name in headers.keys() {
+        let values = headers
+            .get_all(name)
+            .iter()
+            .map(|value| Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect();
+        out.insert(name.as_str().to_string(), Value::Array(values));
+    }
+    Value::Object(out)
+}
+
+fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "unknown",
+    }
+}
+
+/// Which protocol the client speaks to the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge over cleartext (h2c, no upgrade).
+    Http2,
+}
+
+/// One request to send: on HTTP/1.1 `authority` goes out as the `Host` header and `path` as the
+/// request target; on HTTP/2 they become `:authority` and `:path` (with `:scheme: http`).
+#[derive(Clone, Debug, Default)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub authority: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+}
+
+/// A complete response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The body parsed as JSON, when it is JSON (an [`HttpBackend`] answered).
+    pub json: Option<Value>,
+}
+
+impl Response {
+    /// Every value of response header `name`, in order.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .collect()
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// HTTP/1.1 `method path` with `Host: authority` and `headers`, empty body.
+pub async fn http_request(
+    address: SocketAddr,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Response> {
+    let request = Request {
+        method,
+        authority,
+        path,
+        headers,
+        body: b"",
+    };
+    send(address, Protocol::Http1, &request).await
+}
+
+/// The same over h2c with prior knowledge.
+pub async fn http2_request(
+    address: SocketAddr,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Response> {
+    let request = Request {
+        method,
+        authority,
+        path,
+        headers,
+        body: b"",
+    };
+    send(address, Protocol::Http2, &request).await
+}
+
+/// Sends `request` on a new connection to `address` and reads the whole response, within
+/// [`REQUEST_DEADLINE`].
+pub async fn send(
+    address: SocketAddr,
+    protocol: Protocol,
+    request: &Request<'_>,
+) -> anyhow::Result<Response> {
+    tokio::time::timeout(REQUEST_DEADLINE, send_unbounded(address, protocol, request))
+        .await
+        .with_context(|| format!("{protocol:?} request to {address} timed out"))?
+}
+
+async fn send_unbounded(
+    address: SocketAddr,
+    protocol: Protocol,
+    request: &Request<'_>,
+) -> anyhow::Result<Response> {
+    let stream = TcpStream::connect(address)
+        .await
+        .with_context(|| format!("connecting to {address}"))?;
+    let io = TokioIo::new(stream);
+    let outgoing = build(protocol, request)?;
+    let response = match protocol {
+        Protocol::Http1 => {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(connection);
+            sender.send_request(outgoing).await?
+        }
+        Protocol::Http2 => {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(connection);
+            sender.send_request(outgoing).await?
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let json = serde_json::from_slice(&body).ok();
+    Ok(Response {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+        json,
+    })
+}
+
+fn build(protocol: Protocol, request: &Request<'_>) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    let method = Method::from_bytes(request.method.as_bytes())
+        .with_context(|| format!("bad method {:?}", request.method))?;
+    let mut builder = hyper::Request::builder().method(method);
+    builder = match protocol {
+        Protocol::Http1 => builder
+            .version(Version::HTTP_11)
+            .uri(request.path)
+            .header("host", request.authority),
+        Protocol::Http2 => builder
+            .version(Version::HTTP_2)
+            .uri(format!("http://{}{}", request.authority, request.path)),
+    };
+    for (name, value) in request.headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Full::new(Bytes::copy_from_slice(request.body)))
+        .with_context(|| {
+            format!(
+                "bad request {} {} {}",
+                request.method, request.authority, request.path
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn backend_describes_http1_requests_and_obeys_its_knobs() {
+        let backend = HttpBackend::start("a").await.unwrap();
+        let response = http_request(
+            backend.address,
+            "GET",
+            "example.test",
+            "/some/path?x=1",
+            &[
+                ("x-backend-status", "503"),
+                ("x-backend-response-header", "x-one=1"),
+                ("x-backend-response-header", "x-two=2"),
+                ("x-multi", "first"),
+                ("x-multi", "second"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status, 503);
+        assert_eq!(response.header_values("x-one"), ["1"]);
+        assert_eq!(response.header_values("x-two"), ["2"]);
+        let json = response.json.unwrap();
+        assert_eq!(json["backend"], "a");
+        assert_eq!(json["method"], "GET");
+        assert_eq!(json["path"], "/some/path?x=1");
+        assert_eq!(json["authority"], "example.test");
+        assert_eq!(json["version"], "HTTP/1.1");
+        assert_eq!(json["headers"]["x-multi"], json!(["first", "second"]));
+        assert_eq!(json["body_len"], 0);
+        assert_eq!(backend.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn backend_speaks_h2c_with_prior_knowledge() {
+        let backend = HttpBackend::start("b").await.unwrap();
+        let request = Request {
+            method: "POST",
+            authority: "h2.test:81",
+            path: "/h2?q",
+            headers: &[],
+            body: b"12345",
+        };
+        let response = send(backend.address, Protocol::Http2, &request)
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+        let json = response.json.unwrap();
+        assert_eq!(json["version"], "HTTP/2");
+        assert_eq!(json["authority"], "h2.test:81");
+        assert_eq!(json["path"], "/h2?q");
+        assert_eq!(json["body_len"], 5);
+        assert_eq!(backend.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn backend_delays_when_asked() {
+        let backend = HttpBackend::start("c").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let response = http_request(
+            backend.address,
+            "GET",
+            "c.test",
+            "/",
+            &[("x-backend-delay-ms", "100")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status, 200);
+        assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+}
