@@ -133,27 +133,22 @@ pub fn check(case: &Case, outcome: &Outcome) -> Vec<String> {
         format!("{:?}", outcome.reached),
     );
     if let (Some(_), Some(upstream)) = (expect.backend, &outcome.upstream) {
+        let path = expect.upstream_path.unwrap_or(case.path);
+        let authority = expect.upstream_authority.unwrap_or(case.authority);
         differ(
             "upstream method",
-            case.method.to_string(),
+            case.method.into(),
             upstream.method.clone(),
         );
-        differ(
-            "upstream path",
-            expect.upstream_path.unwrap_or(case.path).to_string(),
-            upstream.path.clone(),
-        );
+        differ("upstream path", path.into(), upstream.path.clone());
         differ(
             "upstream authority",
-            expect
-                .upstream_authority
-                .unwrap_or(case.authority)
-                .to_string(),
+            authority.into(),
             upstream.authority.clone(),
         );
         differ(
             "upstream version",
-            expect.upstream_version.to_string(),
+            expect.upstream_version.into(),
             upstream.version.clone(),
         );
         if let Some(len) = expect.upstream_body_len {
@@ -163,53 +158,51 @@ pub fn check(case: &Case, outcome: &Outcome) -> Vec<String> {
                 upstream.body_len.to_string(),
             );
         }
-        for (name, values) in &expect.upstream_headers {
-            differ(
-                &format!("upstream header {name}"),
-                format!("{values:?}"),
-                format!(
-                    "{:?}",
-                    upstream.headers.get(*name).cloned().unwrap_or_default()
-                ),
-            );
-        }
-        for name in &expect.upstream_absent {
-            if let Some(values) = upstream.headers.get(*name) {
-                differ(
-                    &format!("upstream header {name}"),
-                    "absent".into(),
-                    format!("{values:?}"),
-                );
-            }
-        }
-    }
-    for (name, values) in &expect.response_headers {
-        differ(
-            &format!("response header {name}"),
-            format!("{values:?}"),
-            format!(
-                "{:?}",
-                outcome
-                    .response_headers
-                    .get(*name)
-                    .cloned()
-                    .unwrap_or_default()
-            ),
+        check_headers(
+            &mut differ,
+            "upstream header",
+            (&expect.upstream_headers, &expect.upstream_absent),
+            &upstream.headers,
         );
     }
-    for name in &expect.response_absent {
-        if let Some(values) = outcome.response_headers.get(*name) {
+    check_headers(
+        &mut differ,
+        "response header",
+        (&expect.response_headers, &expect.response_absent),
+        &outcome.response_headers,
+    );
+    if let Some(body) = expect.body {
+        differ("body", format!("{body:?}"), format!("{:?}", outcome.body));
+    }
+    problems
+}
+
+/// Headers that must have exactly these values, and headers that must be absent.
+type HeaderExpectation<'a> = (&'a [(&'static str, Vec<&'static str>)], &'a [&'static str]);
+
+fn check_headers(
+    differ: &mut impl FnMut(&str, String, String),
+    what: &str,
+    (present, absent): HeaderExpectation<'_>,
+    got: &BTreeMap<String, Vec<String>>,
+) {
+    for (name, values) in present {
+        let seen = got.get(*name).cloned().unwrap_or_default();
+        differ(
+            &format!("{what} {name}"),
+            format!("{values:?}"),
+            format!("{seen:?}"),
+        );
+    }
+    for name in absent {
+        if let Some(values) = got.get(*name) {
             differ(
-                &format!("response header {name}"),
+                &format!("{what} {name}"),
                 "absent".into(),
                 format!("{values:?}"),
             );
         }
     }
-    if let Some(body) = expect.body {
-        differ("body", format!("{body:?}"), format!("{:?}", outcome.body));
-    }
-    problems
 }
 
 fn expected_reach(expect: &Expect) -> [usize; 3] {
