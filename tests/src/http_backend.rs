@@ -12,9 +12,9 @@
 //! connection and returns the whole response: no pooling, no retries, no redirects followed.
 //!
 //! Invariants: the JSON body always has the keys `backend`, `method`, `path`, `authority`,
-//! `version`, `headers` (lowercase name -> every value in arrival order) and `body_len`; the
-//! request counter is bumped before the answer is sent, so a client that has its response can
-//! read the count.
+//! `version`, `headers` (lowercase name -> every value in arrival order) and `body_len`; a
+//! request is counted as soon as its head is parsed, before its body is read or any delay, so a
+//! request a proxy gave up on (a route timeout) still counts as having reached the backend.
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -76,7 +76,7 @@ impl HttpBackend {
         })
     }
 
-    /// Requests answered so far (every protocol, every connection).
+    /// Requests received so far (every protocol, every connection), answered or not.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
@@ -96,6 +96,9 @@ struct Shared {
 
 impl Shared {
     async fn answer(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        // Counted on arrival, before the body and any delay: a proxy that gave up waiting
+        // (a route timeout) has still reached this backend.
+        self.requests.fetch_add(1, Ordering::SeqCst);
         let (parts, body) = request.into_parts();
         let body_len = body
             .collect()
@@ -146,7 +149,6 @@ impl Shared {
                 headers.append(name, value);
             }
         }
-        self.requests.fetch_add(1, Ordering::SeqCst);
         response
     }
 }
@@ -186,12 +188,15 @@ fn version_name(version: Version) -> &'static str {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     Http1,
+    /// HTTP/1.0, which Envoy refuses unless `http_protocol_options.accept_http_10` is set.
+    Http10,
     /// HTTP/2 with prior knowledge over cleartext (h2c, no upgrade).
     Http2,
 }
 
-/// One request to send: on HTTP/1.1 `authority` goes out as the `Host` header and `path` as the
-/// request target; on HTTP/2 they become `:authority` and `:path` (with `:scheme: http`).
+/// One request to send: on HTTP/1.x `authority` goes out as the `Host` header (none when it is
+/// empty) and `path` as the request target; on HTTP/2 they become `:authority` and `:path` (with
+/// `:scheme: http`).
 #[derive(Clone, Debug, Default)]
 pub struct Request<'a> {
     pub method: &'a str,
@@ -286,7 +291,7 @@ async fn send_unbounded(
     let io = TokioIo::new(stream);
     let outgoing = build(protocol, request)?;
     let response = match protocol {
-        Protocol::Http1 => {
+        Protocol::Http1 | Protocol::Http10 => {
             let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
             tokio::spawn(connection);
             sender.send_request(outgoing).await?
@@ -314,10 +319,19 @@ fn build(protocol: Protocol, request: &Request<'_>) -> anyhow::Result<hyper::Req
         .with_context(|| format!("bad method {:?}", request.method))?;
     let mut builder = hyper::Request::builder().method(method);
     builder = match protocol {
-        Protocol::Http1 => builder
-            .version(Version::HTTP_11)
-            .uri(request.path)
-            .header("host", request.authority),
+        Protocol::Http1 | Protocol::Http10 => {
+            let version = if protocol == Protocol::Http1 {
+                Version::HTTP_11
+            } else {
+                Version::HTTP_10
+            };
+            builder = builder.version(version).uri(request.path);
+            if request.authority.is_empty() {
+                builder
+            } else {
+                builder.header("host", request.authority)
+            }
+        }
         Protocol::Http2 => builder
             .version(Version::HTTP_2)
             .uri(format!("http://{}{}", request.authority, request.path)),
