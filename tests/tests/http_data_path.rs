@@ -80,7 +80,8 @@ async fn fixed_status(status: u16) -> SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = service_fn(move |_req| async move {
-                    let mut r = hyper::Response::new(Full::new(Bytes::from(format!("status {status}"))));
+                    let mut r =
+                        hyper::Response::new(Full::new(Bytes::from(format!("status {status}"))));
                     *r.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
                     Ok::<_, Infallible>(r)
                 });
@@ -116,9 +117,16 @@ async fn http1_client_reaches_http2_upstream_and_h2c_client_reaches_http1_upstre
     assert_eq!(json["version"], "HTTP/2");
     assert_eq!(json["path"], "/to-h2/x?y=1");
     assert_eq!(json["authority"], "test.local");
-    assert!(json["headers"]["x-request-id"][0].as_str().is_some_and(|v| v.len() == 36));
+    assert!(
+        json["headers"]["x-request-id"][0]
+            .as_str()
+            .is_some_and(|v| v.len() == 36)
+    );
     assert_eq!(json["headers"]["x-forwarded-proto"][0], "http");
-    assert_eq!(json["headers"]["x-envoy-expected-rq-timeout-ms"][0], "15000");
+    assert_eq!(
+        json["headers"]["x-envoy-expected-rq-timeout-ms"][0],
+        "15000"
+    );
     assert_eq!(r.headers["server"], "envoy");
     assert!(r.headers.contains_key("x-envoy-upstream-service-time"));
 
@@ -145,7 +153,11 @@ async fn keep_alive_connections_are_reused() {
         assert_eq!(get(proxy, "/", &[]).await.status, 200);
     }
     assert_eq!(a.requests(), 5);
-    assert_eq!(tern.stat("cluster.a.upstream_cx_total"), 1, "one pooled connection");
+    assert_eq!(
+        tern.stat("cluster.a.upstream_cx_total"),
+        1,
+        "one pooled connection"
+    );
     assert_eq!(tern.stat("cluster.a.upstream_rq_total"), 5);
 }
 
@@ -182,7 +194,8 @@ async fn without_retry_policy_a_503_passes_through_and_refused_connect_is_uf() {
     let r = get(proxy, "/r", &[]).await;
     assert_eq!(r.status, 503);
     assert!(
-        r.text().starts_with("upstream connect error or disconnect/reset before headers"),
+        r.text()
+            .starts_with("upstream connect error or disconnect/reset before headers"),
         "{}",
         r.text()
     );
@@ -196,13 +209,19 @@ async fn route_timeout_answers_504() {
     let tern = Running::start(&bootstrap(routes, &cluster("slow", &[slow.address], "")), 1).await;
     let proxy = tern.listener("http").await;
     let r = get(proxy, "/", &[("x-backend-delay-ms", "3000")]).await;
-    assert_eq!((r.status, r.text().as_str()), (504, "upstream request timeout"));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (504, "upstream request timeout")
+    );
     assert_eq!(tern.stat("cluster.slow.upstream_rq_timeout"), 1);
     // A trusted caller may shorten it with x-envoy-upstream-rq-timeout-ms.
     let r = get(
         proxy,
         "/",
-        &[("x-backend-delay-ms", "3000"), ("x-envoy-upstream-rq-timeout-ms", "100")],
+        &[
+            ("x-backend-delay-ms", "3000"),
+            ("x-envoy-upstream-rq-timeout-ms", "100"),
+        ],
     )
     .await;
     assert_eq!(r.status, 504);
@@ -249,19 +268,31 @@ async fn max_requests_circuit_breaker_overflows_with_503() {
     let slow = HttpBackend::start("slow").await.expect("backend");
     let breakers = "    circuit_breakers: { thresholds: [{ max_requests: 1 }] }\n";
     let routes = "              - match: { prefix: / }\n                route: { cluster: slow }\n";
-    let tern = Running::start(&bootstrap(routes, &cluster("slow", &[slow.address], breakers)), 1).await;
+    let tern = Running::start(
+        &bootstrap(routes, &cluster("slow", &[slow.address], breakers)),
+        1,
+    )
+    .await;
     let proxy = tern.listener("http").await;
-    let first = tokio::spawn(async move { get(proxy, "/", &[("x-backend-delay-ms", "1500")]).await });
+    let first =
+        tokio::spawn(async move { get(proxy, "/", &[("x-backend-delay-ms", "1500")]).await });
     // The second request is sent once the first one is in flight upstream.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while tern.stat("cluster.slow.upstream_rq_active") < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "first request never went upstream");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first request never went upstream"
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let second = get(proxy, "/", &[]).await;
     assert_eq!(second.status, 503);
-    assert!(second.text().ends_with("reset reason: overflow"), "{}", second.text());
+    assert!(
+        second.text().ends_with("reset reason: overflow"),
+        "{}",
+        second.text()
+    );
     assert_eq!(tern.stat("cluster.slow.upstream_rq_pending_overflow"), 1);
     assert_eq!(first.await.expect("first").status, 200);
 }
@@ -273,25 +304,29 @@ async fn upgrade_echo() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let service = service_fn(|mut req: hyper::Request<hyper::body::Incoming>| async move {
-                    let upgrade = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        if let Ok(upgraded) = upgrade.await {
-                            let mut io = TokioIo::new(upgraded);
-                            let mut buf = [0u8; 64];
-                            while let Ok(n) = io.read(&mut buf).await {
-                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                    break;
+                let service = service_fn(
+                    |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                        let upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(upgraded) = upgrade.await {
+                                let mut io = TokioIo::new(upgraded);
+                                let mut buf = [0u8; 64];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
                                 }
                             }
-                        }
-                    });
-                    let mut r = hyper::Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-                    r.headers_mut().insert("upgrade", "websocket".parse().expect("value"));
-                    r.headers_mut().insert("connection", "upgrade".parse().expect("value"));
-                    Ok::<_, Infallible>(r)
-                });
+                        });
+                        let mut r = hyper::Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                        r.headers_mut()
+                            .insert("upgrade", "websocket".parse().expect("value"));
+                        r.headers_mut()
+                            .insert("connection", "upgrade".parse().expect("value"));
+                        Ok::<_, Infallible>(r)
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
@@ -316,7 +351,11 @@ async fn websocket_upgrade_relays_bytes_both_ways() {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).await.expect("read"), 1, "closed early: {head:?}");
+        assert_eq!(
+            stream.read(&mut byte).await.expect("read"),
+            1,
+            "closed early: {head:?}"
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_lowercase();
@@ -333,7 +372,11 @@ async fn request_body_is_forwarded_and_replayed_on_retry() {
     let good = HttpBackend::start("good").await.expect("backend");
     let failing = fixed_status(503).await;
     let routes = "              - match: { prefix: / }\n                route:\n                  cluster: svc\n                  retry_policy: { retry_on: 5xx, num_retries: 3, retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } }] }\n";
-    let tern = Running::start(&bootstrap(routes, &cluster("svc", &[failing, good.address], "")), 1).await;
+    let tern = Running::start(
+        &bootstrap(routes, &cluster("svc", &[failing, good.address], "")),
+        1,
+    )
+    .await;
     let proxy = tern.listener("http").await;
     let body = vec![b'z'; 10_000];
     for protocol in [Protocol::Http1, Protocol::Http2] {
@@ -344,7 +387,9 @@ async fn request_body_is_forwarded_and_replayed_on_retry() {
             headers: &[("content-length", "10000")],
             body: &body,
         };
-        let r = http_backend::send(proxy, protocol, &request).await.expect("request");
+        let r = http_backend::send(proxy, protocol, &request)
+            .await
+            .expect("request");
         assert_eq!(r.status, 200, "{protocol:?}: {}", r.text());
         assert_eq!(r.json.expect("backend")["body_len"], 10_000);
     }

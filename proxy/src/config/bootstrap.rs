@@ -136,7 +136,8 @@ impl Bootstrap {
         unique("listener", listeners.iter().map(|l| l.name.as_str()))?;
         let bound: Vec<SocketAddr> = listeners
             .iter()
-            .filter(|l| l.bind_to_port)
+            // Port 0 asks the kernel for a fresh port each time: never a clash (Envoy agrees).
+            .filter(|l| l.bind_to_port && l.address.port() != 0)
             .map(|l| l.address)
             .collect();
         unique(

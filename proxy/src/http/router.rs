@@ -91,7 +91,13 @@ pub async fn handle(
         Err(reply) => {
             log.response_flags = reply.flag.to_string();
             log.response_code_details = reply.details.to_string();
-            local_reply::reply(reply.status, &reply.body, grpc)
+            let mut response = local_reply::reply(reply.status, &reply.body, grpc);
+            if reply.close {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
     };
     let hcm = &ctx.hcm;
@@ -138,6 +144,8 @@ struct LocalReply {
     /// Envoy's response flag for the access log (`NR`, `UH`, ...).
     flag: &'static str,
     details: &'static str,
+    /// The connection closes after this reply (a request the codec cannot carry on from).
+    close: bool,
 }
 
 impl LocalReply {
@@ -147,7 +155,13 @@ impl LocalReply {
             body: body.to_string(),
             flag,
             details,
+            close: false,
         }
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 }
 
@@ -170,9 +184,14 @@ async fn process(
             "request_headers_too_large",
         ));
     }
+    if parts.version == http::Version::HTTP_10 || parts.version == http::Version::HTTP_09 {
+        // Envoy's default `accept_http_10: false`.
+        return Err(LocalReply::new(StatusCode::UPGRADE_REQUIRED, "", "", "low_version").closing());
+    }
     check_underscores(hcm, &mut parts.headers)?;
-    let authority = authority_of(&parts)
-        .ok_or_else(|| LocalReply::new(StatusCode::BAD_REQUEST, "", "", "missing_host_header"))?;
+    let authority = authority_of(&parts).ok_or_else(|| {
+        LocalReply::new(StatusCode::BAD_REQUEST, "", "", "missing_host_header").closing()
+    })?;
     let authority = strip_port(hcm, &authority, ctx.local.port());
     log.authority = authority.clone();
     let mut path = parts
@@ -263,7 +282,18 @@ async fn process(
                 path,
                 random,
             };
-            request.run(parts, body, on_upgrade, log).await
+            let grpc = local_reply::is_grpc(&parts.headers);
+            match request.run(parts, body, on_upgrade, log).await {
+                Ok(response) => Ok(response),
+                Err(reply) => {
+                    // Local replies after route selection carry the route's response headers.
+                    log.response_flags = reply.flag.to_string();
+                    log.response_code_details = reply.details.to_string();
+                    let mut response = local_reply::reply(reply.status, &reply.body, grpc);
+                    apply_response_ops(&routes, vhost, route, None, response.headers_mut());
+                    Ok(response)
+                }
+            }
         }
     }
 }
@@ -382,9 +412,11 @@ fn merge_slashes(path_and_query: &str) -> String {
 /// x-request-id, x-forwarded-proto and x-forwarded-for, as Envoy's connection manager sets them.
 fn prepare_request_headers(ctx: &ConnectionContext, headers: &mut HeaderMap, log: &mut LogRecord) {
     let hcm = &ctx.hcm;
-    let external = hcm.use_remote_address && !is_internal(ctx.peer.ip());
+    let internal = internal_request(ctx);
+    let external = !internal;
     if hcm.generate_request_id
-        && (!headers.contains_key(X_REQUEST_ID) || (external && !hcm.preserve_external_request_id))
+        && (!headers.contains_key(X_REQUEST_ID)
+            || (hcm.use_remote_address && external && !hcm.preserve_external_request_id))
     {
         let id = headers::uuid4(&mut *ctx.worker.rng.borrow_mut());
         if let Ok(v) = HeaderValue::from_str(&id) {
@@ -409,17 +441,26 @@ fn prepare_request_headers(ctx: &ConnectionContext, headers: &mut HeaderMap, log
         }
     }
     if external {
-        // Envoy drops x-envoy-* control headers from external callers.
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-envoy-"))
-            .cloned()
-            .collect();
-        for name in names {
+        // Envoy ignores (and drops) the router's control headers from external callers.
+        for name in [
+            X_ENVOY_RQ_TIMEOUT,
+            X_ENVOY_MAX_RETRIES,
+            X_ENVOY_RETRY_ON,
+            X_ENVOY_RETRY_GRPC_ON,
+            "x-envoy-internal",
+        ] {
             headers.remove(name);
         }
+    } else if hcm.use_remote_address {
+        headers.insert("x-envoy-internal", HeaderValue::from_static("true"));
     }
     log.request_headers = headers.clone();
+}
+
+/// Envoy trusts a request (its `x-envoy-*` control headers) only when it is the edge
+/// (`use_remote_address`) and the caller's address is internal.
+fn internal_request(ctx: &ConnectionContext) -> bool {
+    ctx.hcm.use_remote_address && is_internal(ctx.peer.ip())
 }
 
 /// RFC 1918, loopback and unique-local addresses: Envoy's default internal address set.
@@ -528,7 +569,7 @@ impl Forward<'_> {
                 "cluster_not_found",
             ));
         };
-        let trusted = !ctx.hcm.use_remote_address || is_internal(ctx.peer.ip());
+        let trusted = internal_request(ctx);
         let timeout = self.timeout(&parts.headers, trusted);
         let policy = self.retry_policy(&parts.headers, trusted);
         // The request body is buffered when a retry or mirror may need it again.
@@ -581,6 +622,11 @@ impl Forward<'_> {
             authority = w.clone();
         }
         let mut auto_host_rewrite = false;
+        if !matches!(self.action.host_rewrite, HostRewrite::None)
+            && let Ok(v) = HeaderValue::from_str(&self.authority)
+        {
+            headers.insert(HeaderName::from_static("x-envoy-original-host"), v);
+        }
         match &self.action.host_rewrite {
             HostRewrite::None => {}
             HostRewrite::Literal(h) => authority = h.clone(),
