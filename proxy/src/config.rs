@@ -9,6 +9,8 @@ pub mod address;
 pub mod bootstrap;
 pub mod cluster;
 pub mod listener;
+pub mod matcher;
+
 pub mod tcp_proxy;
 
 use std::time::Duration;
