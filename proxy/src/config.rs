@@ -10,7 +10,7 @@ pub mod bootstrap;
 pub mod cluster;
 pub mod listener;
 pub mod matcher;
-
+pub mod route;
 pub mod tcp_proxy;
 
 use std::time::Duration;
