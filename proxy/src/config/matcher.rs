@@ -6,7 +6,8 @@
 //! - `safe_regex` is RE2 matched against the whole string; we compile it anchored
 //!   (`^(?:...)$`) with a size limit, so a hostile pattern is a config error, not a memory spike;
 //! - `ignore_case` is ASCII case folding and never applies to regexes;
-//! - a header with several values is matched as its values joined by `,`;
+//! - a header with several values matches when any one of its values does (Envoy 1.40 checks
+//!   each value; `invert_match` then fails if any value matches);
 //! - the pseudo-headers `:method`, `:authority`, `:scheme` and `:path` resolve to the request
 //!   line through [`RequestView`]. `host` never matches: Envoy keeps an HTTP/1 `Host` as
 //!   `:authority`, and its docs tell users to match that instead.
@@ -315,18 +316,30 @@ impl HeaderMatcher {
             HeaderKey::Scheme => non_empty(req.scheme).map(Cow::Borrowed),
             HeaderKey::Path => non_empty(req.path).map(Cow::Borrowed),
             HeaderKey::Absent => None,
-            HeaderKey::Name(name) => joined_values(req.headers, name),
+            HeaderKey::Name(name) => return self.matches_values(req.headers, name),
         };
         self.matches_value(value)
     }
 
     /// Matches against a bare header map (e.g. response headers); pseudo-headers are absent.
     pub fn matches(&self, headers: &HeaderMap) -> bool {
-        let value = match &self.key {
-            HeaderKey::Name(name) => joined_values(headers, name),
-            _ => None,
-        };
-        self.matches_value(value)
+        match &self.key {
+            HeaderKey::Name(name) => self.matches_values(headers, name),
+            _ => self.matches_value(None),
+        }
+    }
+
+    /// A regular header: any of its values matching counts (inverted: none may match).
+    fn matches_values(&self, headers: &HeaderMap, name: &http::HeaderName) -> bool {
+        let mut values = headers.get_all(name).iter().peekable();
+        if values.peek().is_none() {
+            return self.matches_value(None);
+        }
+        let any = values.any(|v| {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            self.rule_matches(&v)
+        });
+        any != self.invert
     }
 
     fn matches_value(&self, value: Option<Cow<'_, str>>) -> bool {
@@ -337,34 +350,20 @@ impl HeaderMatcher {
             // inverted, for presence).
             None => return matches!(self.rule, HeaderRule::Present(p) if p == self.invert),
         };
-        let matched = match &self.rule {
-            HeaderRule::String(m) => m.matches(&value),
+        self.rule_matches(&value) != self.invert
+    }
+
+    fn rule_matches(&self, value: &str) -> bool {
+        match &self.rule {
+            HeaderRule::String(m) => m.matches(value),
             HeaderRule::AnyValue => true,
             HeaderRule::Range { start, end } => value
                 .trim_matches(|c: char| c.is_ascii_whitespace())
                 .parse::<i64>()
                 .is_ok_and(|v| v >= *start && v < *end),
             HeaderRule::Present(p) => *p,
-        };
-        matched != self.invert
+        }
     }
-}
-
-/// Every value of `name` joined with `,` (Envoy's rule for multi-valued headers); `None` when
-/// the header is absent. Non-UTF-8 bytes are replaced, so they can only match a regex or a
-/// `contains` that does not touch them.
-pub fn joined_values<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Option<Cow<'h, str>> {
-    let mut values = headers.get_all(name).iter();
-    let first = String::from_utf8_lossy(values.next()?.as_bytes());
-    let Some(second) = values.next() else {
-        return Some(first);
-    };
-    let mut all = first.into_owned();
-    for v in std::iter::once(second).chain(values) {
-        all.push(',');
-        all.push_str(&String::from_utf8_lossy(v.as_bytes()));
-    }
-    Some(Cow::Owned(all))
 }
 
 /// All of `matchers` match the request (an empty list matches).

@@ -186,7 +186,13 @@ async fn process(
     }
     if parts.version == http::Version::HTTP_10 || parts.version == http::Version::HTTP_09 {
         // Envoy's default `accept_http_10: false`.
-        return Err(LocalReply::new(StatusCode::UPGRADE_REQUIRED, "", "", "low_version").closing());
+        return Err(LocalReply::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "Upgrade Required",
+            "",
+            "low_version",
+        )
+        .closing());
     }
     check_underscores(hcm, &mut parts.headers)?;
     let authority = authority_of(&parts).ok_or_else(|| {
@@ -700,9 +706,22 @@ impl Forward<'_> {
             let Some(body) = request_body.take() else {
                 break Err(self.reset_reply("UR"));
             };
+            let empty_body = hyper::body::Body::is_end_stream(&body);
             let mut request = Request::new(body);
             *request.method_mut() = parts.method.clone();
             *request.headers_mut() = headers.clone();
+            // Envoy's HTTP/1 codec states an empty body explicitly, except where none is expected.
+            if !http2
+                && empty_body
+                && !matches!(parts.method, Method::GET | Method::HEAD)
+                && !request.headers().contains_key(header::CONTENT_LENGTH)
+                && !request.headers().contains_key(header::TRANSFER_ENCODING)
+                && upgrade.is_none()
+            {
+                request
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            }
             let host = if auto_host_rewrite {
                 picked
                     .host
@@ -993,17 +1012,17 @@ impl Forward<'_> {
             .retry_policy
             .as_ref()
             .or(self.vhost.retry_policy.as_ref());
-        let mut policy = configured.cloned().unwrap_or_else(RetryPolicy::none);
+        let mut policy = configured.cloned().unwrap_or_else(no_retries);
         if trusted {
             let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
             if let Some(on) = text(X_ENVOY_RETRY_ON) {
-                policy.retry_on = policy.retry_on.union(RetryOn::parse(on));
+                policy.retry_on = policy.retry_on | RetryOn::parse(on);
                 if configured.is_none() {
                     policy.num_retries = 1;
                 }
             }
             if let Some(on) = text(X_ENVOY_RETRY_GRPC_ON) {
-                policy.retry_on = policy.retry_on.union(RetryOn::parse(on));
+                policy.retry_on = policy.retry_on | RetryOn::parse(on);
                 if configured.is_none() {
                     policy.num_retries = 1;
                 }
@@ -1115,6 +1134,23 @@ impl Forward<'_> {
                 }
             });
         }
+    }
+}
+
+/// The policy of a route without one: no retries, Envoy's back-off defaults for header overrides.
+fn no_retries() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: RetryOn::NONE,
+        num_retries: 0,
+        per_try_timeout: None,
+        per_try_idle_timeout: None,
+        retriable_status_codes: Vec::new(),
+        retriable_headers: Vec::new(),
+        retriable_request_headers: Vec::new(),
+        previous_hosts: false,
+        host_selection_retry_max_attempts: 1,
+        backoff_base: Duration::from_millis(25),
+        backoff_max: Duration::from_millis(250),
     }
 }
 

@@ -231,16 +231,22 @@ fn treat_missing_header_as_empty_matches_the_empty_string() {
     }
 }
 
+/// Envoy 1.40 (checked in tests/tests/http_routes.rs): any one value of a repeated header
+/// matching is enough, values are not joined, and an inverted matcher fails if any value matches.
 #[test]
-fn multiple_values_are_joined_with_commas() {
+fn any_value_of_a_repeated_header_matches() {
     let req = TestRequest::get("a", "/")
         .header("x-multi", "a")
         .header("x-multi", "b");
     let joined = header_matcher(json!({"name": "x-multi", "string_match": {"exact": "a,b"}}));
-    let first = header_matcher(json!({"name": "x-multi", "string_match": {"exact": "a"}}));
-    assert!(joined.matches_request(&req.view()));
-    assert!(!first.matches_request(&req.view()));
-    assert!(joined.matches(&req.headers));
+    let second = header_matcher(json!({"name": "x-multi", "string_match": {"exact": "b"}}));
+    let inverted = header_matcher(
+        json!({"name": "x-multi", "string_match": {"exact": "a"}, "invert_match": true}),
+    );
+    assert!(!joined.matches_request(&req.view()));
+    assert!(second.matches_request(&req.view()));
+    assert!(second.matches(&req.headers));
+    assert!(!inverted.matches_request(&req.view()));
 }
 
 #[test]
