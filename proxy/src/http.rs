@@ -101,7 +101,6 @@ pub async fn serve(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
             }
-            return;
         }
         deadline = drain.started() => {
             conn.as_mut().graceful_shutdown();

@@ -289,6 +289,9 @@ fn classify(e: &hyper::Error) -> Failure {
     Failure::Reset(e.to_string())
 }
 
+/// A multiplexed connection with its open-stream and lifetime-request counts.
+type SharedH2 = (http2::SendRequest<Body>, Rc<Cell<u32>>, Rc<Cell<u32>>);
+
 impl HostPool {
     fn take_h1(&self) -> Option<IdleConnection> {
         let mut idle = self.idle.borrow_mut();
@@ -300,10 +303,7 @@ impl HostPool {
         None
     }
 
-    fn take_h2(
-        &self,
-        settings: &UpstreamHttp,
-    ) -> Option<(http2::SendRequest<Body>, Rc<Cell<u32>>, Rc<Cell<u32>>)> {
+    fn take_h2(&self, settings: &UpstreamHttp) -> Option<SharedH2> {
         let mut conns = self.h2.borrow_mut();
         conns.retain(|c| !c.sender.is_closed());
         let max_requests = settings.max_requests_per_connection.unwrap_or(u32::MAX);

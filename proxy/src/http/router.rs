@@ -1051,7 +1051,7 @@ impl Forward<'_> {
             .to_str()
             .ok()?
             .to_ascii_lowercase();
-        (connection_upgrade && self.ctx.hcm.upgrades.iter().any(|u| *u == kind)).then_some(kind)
+        (connection_upgrade && self.ctx.hcm.upgrades.contains(&kind)).then_some(kind)
     }
 
     /// The consistent-hash key from the route's hash policies (Envoy combines them in order).
