@@ -38,6 +38,9 @@ const NO_OP_TYPES: &[&str] = &[
     "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
     "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig",
     "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+    // Response compression is optional in HTTP: an identity response is always valid, so the
+    // compressors Istio's bootstrap puts on its Prometheus listener can be skipped safely.
+    "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
 ];
 
 /// Security filters: skipping them would let through what they would stop.
