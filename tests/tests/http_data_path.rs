@@ -394,3 +394,18 @@ async fn request_body_is_forwarded_and_replayed_on_retry() {
         assert_eq!(r.json.expect("backend")["body_len"], 10_000);
     }
 }
+
+#[tokio::test]
+async fn retry_circuit_breaker_overflows() {
+    let failing = fixed_status(503).await;
+    let breakers = "    circuit_breakers: { thresholds: [{ max_retries: 0 }] }\n";
+    let routes = "              - match: { prefix: / }\n                route: { cluster: svc, retry_policy: { retry_on: 5xx, num_retries: 3 } }\n";
+    let tern = Running::start(&bootstrap(routes, &cluster("svc", &[failing], breakers)), 1).await;
+    let proxy = tern.listener("http").await;
+    // The 503 would be retried, but no retry slot is free.
+    let r = get(proxy, "/", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (503, "status 503"));
+    assert_eq!(tern.stat("cluster.svc.upstream_rq_retry_overflow"), 1);
+    assert_eq!(tern.stat("cluster.svc.upstream_rq_retry"), 0);
+    assert_eq!(tern.stat("cluster.svc.upstream_rq_total"), 1);
+}

@@ -666,6 +666,11 @@ impl Forward<'_> {
         };
         let stats = &cluster.stats.http;
         let mut attempts: u32 = 0;
+        let mut retry_slot: Option<RetrySlot> = None;
+        let request_retriable = policy
+            .retriable_request_headers
+            .iter()
+            .all(|m| m.matches(&headers));
         let mut tried: Vec<std::net::SocketAddr> = Vec::new();
         let started = Instant::now();
         self.mirror(&parts, &headers, &request_body);
@@ -793,7 +798,7 @@ impl Forward<'_> {
                 None => send.await.map_err(AttemptError::Failure),
             };
             let global_expired = deadline.is_some_and(|d| Instant::now() >= d);
-            let can_retry = attempts <= policy.num_retries && !global_expired;
+            let can_retry = attempts <= policy.num_retries && !global_expired && request_retriable;
             match outcome {
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -801,7 +806,7 @@ impl Forward<'_> {
                     if can_retry
                         && request_body.replayable()
                         && retriable_response(&policy, &response)
-                        && self.retry_budget(&cluster)
+                        && self.retry_budget(&cluster, &mut retry_slot)
                     {
                         drop(response);
                         stats.upstream_rq_retry.inc();
@@ -851,7 +856,7 @@ impl Forward<'_> {
                     if can_retry
                         && retriable
                         && request_body.replayable()
-                        && self.retry_budget(&cluster)
+                        && self.retry_budget(&cluster, &mut retry_slot)
                     {
                         stats.upstream_rq_retry.inc();
                         self.backoff(&policy, attempts).await;
@@ -893,7 +898,7 @@ impl Forward<'_> {
                     if can_retry
                         && retriable
                         && request_body.replayable()
-                        && self.retry_budget(&cluster)
+                        && self.retry_budget(&cluster, &mut retry_slot)
                     {
                         stats.upstream_rq_retry.inc();
                         log.response_flags = "URX".into();
@@ -933,14 +938,28 @@ impl Forward<'_> {
         )
     }
 
-    /// The cluster's retry circuit breaker (`max_retries` concurrent retries).
-    fn retry_budget(&self, cluster: &ClusterEntry) -> bool {
+    /// The cluster's retry circuit breaker: at most `max_retries` requests retrying at once,
+    /// across workers. A request that got a slot keeps it until it finishes.
+    fn retry_budget(&self, cluster: &Arc<ClusterEntry>, slot: &mut Option<RetrySlot>) -> bool {
+        if slot.is_some() {
+            return true;
+        }
         let stats = &cluster.stats.http;
-        if stats.circuit_breakers_rq_retry_open.value() > 0 {
+        let max = cluster.config.circuit_breakers.max_retries;
+        let taken = stats
+            .retries_active
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |n| (n < max).then_some(n + 1),
+            )
+            .is_ok();
+        if !taken {
             stats.upstream_rq_retry_overflow.inc();
+            stats.circuit_breakers_rq_retry_open.set(1);
             return false;
         }
-        // Concurrent retries are counted while a retry is in its back-off.
+        *slot = Some(RetrySlot(cluster.clone()));
         true
     }
 
@@ -1159,6 +1178,19 @@ fn shadow_authority(authority: &str) -> String {
     match split_port(authority) {
         Some((host, port)) => format!("{host}-shadow:{port}"),
         None => format!("{authority}-shadow"),
+    }
+}
+
+/// One of the cluster's `max_retries` concurrent-retry slots.
+struct RetrySlot(Arc<ClusterEntry>);
+
+impl Drop for RetrySlot {
+    fn drop(&mut self) {
+        let stats = &self.0.stats.http;
+        stats
+            .retries_active
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        stats.circuit_breakers_rq_retry_open.set(0);
     }
 }
 

@@ -111,6 +111,8 @@ pub struct UpstreamRequestStats {
     pub circuit_breakers_rq_open: Gauge,
     pub circuit_breakers_rq_pending_open: Gauge,
     pub circuit_breakers_rq_retry_open: Gauge,
+    /// Requests currently retrying (the `max_retries` circuit breaker), across workers.
+    pub retries_active: std::sync::Arc<std::sync::atomic::AtomicU32>,
     pub classes: CodeClasses,
     /// `upstream_rq_<code>`, created the first time a code is seen.
     codes: OnceLock<Box<[OnceLock<Counter>]>>,
@@ -157,6 +159,7 @@ impl UpstreamRequestStats {
                 .gauge(&name("circuit_breakers.default.rq_pending_open")),
             circuit_breakers_rq_retry_open: store
                 .gauge(&name("circuit_breakers.default.rq_retry_open")),
+            retries_active: Default::default(),
             classes: CodeClasses::new(store, &name("upstream_rq")),
             codes: OnceLock::new(),
             prefix,
