@@ -14,6 +14,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod http;
 pub mod lb;
 pub mod listener;
 pub mod server;
