@@ -84,6 +84,7 @@ async fn serve(
     if let Some(admin) = admin {
         admin.abort();
     }
+    crate::http::access_log::flush_all();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -111,8 +112,7 @@ impl Signals {
                 _ = self.term.recv() => handle.send(Command::Shutdown { graceful: true }),
                 _ = self.int.recv() => handle.send(Command::Shutdown { graceful: false }),
                 _ = self.usr1.recv() => {
-                    // No file sinks are open yet (access logs arrive with the HTTP work); count it.
-                    handle.store().counter("server.access_log_reopen").inc();
+                    crate::http::access_log::reopen_files();
                 }
             }
         }

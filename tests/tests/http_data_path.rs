@@ -409,3 +409,64 @@ async fn retry_circuit_breaker_overflows() {
     assert_eq!(tern.stat("cluster.svc.upstream_rq_retry"), 0);
     assert_eq!(tern.stat("cluster.svc.upstream_rq_total"), 1);
 }
+
+#[tokio::test]
+async fn access_log_writes_envoys_default_line_when_the_response_ends() {
+    let a = HttpBackend::start("a").await.expect("backend");
+    let path = std::env::temp_dir().join(format!(
+        "tern-access-{}-{}.log",
+        std::process::id(),
+        a.address.port()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let routes = "              - match: { prefix: /old }\n                route: { cluster: a, prefix_rewrite: /new }\n";
+    let with_log = bootstrap(routes, &cluster("a", &[a.address], "")).replace(
+        "          upgrade_configs:",
+        &format!(
+            "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n          upgrade_configs:",
+            path.display()
+        ),
+    );
+    let tern = Running::start(&with_log, 1).await;
+    let proxy = tern.listener("http").await;
+    let r = get(
+        proxy,
+        "/old/x",
+        &[("user-agent", "probe/1"), ("x-request-id", "rid-1")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let nothing = get(proxy, "/missing", &[]).await;
+    assert_eq!(nothing.status, 404);
+    assert!(tern::http::access_log::flush_all(), "writer confirmed");
+    let text = std::fs::read_to_string(&path).expect("log written");
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let upstream = a.address.to_string();
+    let first = lines[0];
+    // [time] "GET /old/x HTTP/1.1" 200 - 0 <bytes> <ms> <ms> "-" "probe/1" "rid-1" "test.local" "<host>"
+    assert!(first.starts_with('['), "{first}");
+    let after_time = &first[first.find("] ").expect("time") + 2..];
+    assert!(
+        after_time.starts_with("\"GET /old/x HTTP/1.1\" 200 - 0 "),
+        "{first}"
+    );
+    assert!(
+        after_time.ends_with(&format!(
+            "\"-\" \"probe/1\" \"rid-1\" \"test.local\" \"{upstream}\""
+        )),
+        "{first}"
+    );
+    let bytes_sent: u64 = after_time
+        .split(" ")
+        .nth(6)
+        .and_then(|b| b.parse().ok())
+        .expect("bytes");
+    assert_eq!(bytes_sent, r.body.len() as u64);
+    assert!(
+        lines[1].contains("\"GET /missing HTTP/1.1\" 404 NR 0 0 "),
+        "{}",
+        lines[1]
+    );
+}

@@ -128,13 +128,83 @@ pub async fn handle(
     stats.classes.record(status);
     stats.downstream_rq_active.dec();
     stats.downstream_rq_completed.inc();
+    if hcm.access_log.is_empty() {
+        return Ok(response);
+    }
     log.response_code = status;
     log.response_headers = response.headers().clone();
-    log.duration = started.elapsed();
-    for sink in &hcm.access_log {
-        sink.log(&log);
+    log.response_duration = Some(started.elapsed());
+    // The entry is written when the response body has gone out (or the stream ended early).
+    let (parts, body) = response.into_parts();
+    let body = LoggedBody {
+        inner: body,
+        record: Some(Box::new(log)),
+        hcm: ctx.hcm.clone(),
+        started,
+    };
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// A response body that writes the request's access log entry when it ends.
+struct LoggedBody {
+    inner: Body,
+    record: Option<Box<LogRecord>>,
+    hcm: Arc<HttpConnectionManager>,
+    started: Instant,
+}
+
+impl LoggedBody {
+    fn finish(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.duration = self.started.elapsed();
+            for sink in &self.hcm.access_log {
+                sink.log(&record);
+            }
+        }
     }
-    Ok(response)
+}
+
+impl hyper::body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = local_reply::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &poll {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(record) = self.record.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        record.bytes_sent += data.len() as u64;
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        record.response_trailers = trailers.clone();
+                    }
+                }
+                if self.inner.is_end_stream() {
+                    self.finish();
+                }
+            }
+            std::task::Poll::Ready(_) => self.finish(),
+            std::task::Poll::Pending => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// A local reply the connection manager sends instead of forwarding.
@@ -621,6 +691,7 @@ impl Forward<'_> {
                 headers.insert(X_ENVOY_ORIGINAL_PATH, v);
             }
             log.original_path = Some(self.path.clone());
+            log.path = rewritten.clone();
             upstream_path = rewritten;
         }
         let mut authority = self.authority.clone();
