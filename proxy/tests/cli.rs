@@ -145,10 +145,22 @@ static_resources:
     - filters:
       - name: envoy.filters.network.tcp_proxy
         typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: tcp, cluster: b}}
+  - name: http
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: http
+          access_log: [{{name: file, typed_config: {{"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: {}}}}}]
+          http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
+          route_config: {{virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200}}}}]}}]}}
   clusters:
   - name: b
     load_assignment: {{cluster_name: b, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}}}]}}]}}
 "#,
+        access_log_path(backend).display(),
         backend.port()
     );
     let config = temp_file(&format!("signals-{}.yaml", backend.port()), &bootstrap);
@@ -200,10 +212,20 @@ fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, String) {
     )
 }
 
+/// Where `start_tern`'s HTTP listener writes its access log.
+fn access_log_path(backend: SocketAddr) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tern-cli-access-{}.log", backend.port()))
+}
+
 fn listener_address(admin: SocketAddr) -> SocketAddr {
+    named_listener(admin, "tcp")
+}
+
+fn named_listener(admin: SocketAddr, name: &str) -> SocketAddr {
     let (_, body) = http(admin, "GET", "/listeners");
+    let prefix = format!("{name}::");
     body.lines()
-        .find_map(|l| l.strip_prefix("tcp::"))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|a| a.parse().ok())
         .expect("tcp listener")
 }
@@ -294,17 +316,41 @@ fn sigint_exits_at_once_even_with_open_connections() {
 
 #[test]
 fn sigusr1_reopens_logs_and_keeps_serving() {
-    let tern = start_tern(&[], backend());
-    signal(&tern.child, nix::sys::signal::Signal::SIGUSR1);
+    let upstream = backend();
+    let log = access_log_path(upstream);
+    let _ = std::fs::remove_file(&log);
+    let tern = start_tern(&[], upstream);
+    let proxy = named_listener(tern.admin, "http");
+    assert_eq!(
+        http(proxy, "GET", "/before").0,
+        426,
+        "HTTP/1.0 is refused, and logged"
+    );
+    // Log rotation: the file is moved away, SIGUSR1 makes Tern open a new one at the path.
+    let rotated = log.with_extension("log.1");
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = http(tern.admin, "GET", "/stats?filter=access_log_reopen");
-        if body.contains("server.access_log_reopen: 1") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "SIGUSR1 not handled: {body}");
+    while std::fs::read_to_string(&log).unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "first line never written");
         std::thread::yield_now();
     }
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(&tern.child, nix::sys::signal::Signal::SIGUSR1);
+    loop {
+        http(proxy, "GET", "/after");
+        if std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/after")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGUSR1 did not reopen {}",
+            log.display()
+        );
+        std::thread::yield_now();
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("\"GET /before HTTP/1.0\" 426"), "{old}");
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&rotated);
     assert_eq!(
         http(tern.admin, "GET", "/ready"),
         (200, "LIVE\n".to_string())
