@@ -7,10 +7,15 @@
 //! streams are spawned with `spawn_local`, so nothing on the request path needs `Send`.
 
 pub mod access_log;
+pub mod cors;
+pub mod fault;
 pub mod filter;
+pub mod fraction;
 pub mod headers;
 mod io;
+pub mod local_ratelimit;
 pub mod local_reply;
+pub mod matcher;
 pub mod pool;
 pub mod router;
 pub mod stats;

@@ -57,6 +57,18 @@ pub fn empty() -> Body {
 /// `grpc-status` mapped from the HTTP status and `grpc-message` carrying the text (Envoy's
 /// `Grpc::Utility::httpToGrpcStatus`).
 pub fn reply(status: StatusCode, body: &str, grpc: bool) -> Response<Body> {
+    reply_with_grpc_status(status, body, grpc, None)
+}
+
+/// [`reply`] with the `grpc-status` a filter chose (Envoy's `sendLocalReply` with an explicit gRPC
+/// status, e.g. a fault abort's `grpc_status`); `None` maps it from `status`. Only a gRPC request
+/// sees it: anything else gets the plain `status` reply.
+pub fn reply_with_grpc_status(
+    status: StatusCode,
+    body: &str,
+    grpc: bool,
+    grpc_status: Option<u32>,
+) -> Response<Body> {
     if grpc {
         let mut response = Response::new(empty());
         let headers = response.headers_mut();
@@ -64,7 +76,8 @@ pub fn reply(status: StatusCode, body: &str, grpc: bool) -> Response<Body> {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        headers.insert("grpc-status", HeaderValue::from(grpc_status(status)));
+        let code = grpc_status.unwrap_or_else(|| u32::from(self::grpc_status(status)));
+        headers.insert("grpc-status", HeaderValue::from(code));
         if !body.is_empty()
             && let Ok(v) = HeaderValue::from_str(&percent_encode_grpc_message(body))
         {
@@ -135,6 +148,18 @@ mod tests {
         assert_eq!(r.headers()["grpc-status"], "14");
         assert_eq!(r.headers()["grpc-message"], "no healthy upstream");
         assert_eq!(r.headers()["content-type"], "application/grpc");
+    }
+
+    #[test]
+    fn explicit_grpc_status_wins_for_grpc_requests_only() {
+        let r = reply_with_grpc_status(StatusCode::OK, "fault filter abort", true, Some(5));
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "5");
+        assert_eq!(r.headers()["grpc-message"], "fault filter abort");
+        let r = reply_with_grpc_status(StatusCode::OK, "fault filter abort", false, Some(5));
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(!r.headers().contains_key("grpc-status"));
+        assert_eq!(r.headers()["content-type"], "text/plain");
     }
 
     #[test]
