@@ -15,7 +15,6 @@ pub mod headers;
 mod io;
 pub mod local_ratelimit;
 pub mod local_reply;
-pub mod matcher;
 pub mod pool;
 pub mod router;
 pub mod stats;

@@ -19,8 +19,8 @@
 //! - `filter_enabled` (default 100%) and `shadow_enabled` (default off) are drawn once per
 //!   request; shadow-only still counts the origin stats but changes nothing.
 
+use crate::config::matcher::StringMatcher;
 use crate::http::fraction::Fraction;
-use crate::http::matcher::StringMatcher;
 use crate::stats::{Counter, Store};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use rand::Rng;
@@ -136,7 +136,13 @@ impl CorsPolicy {
             .allow_origin_string_match
             .iter()
             .enumerate()
-            .map(|(i, m)| StringMatcher::from_proto(m, &format!("allow_origin_string_match[{i}]")))
+            .map(|(i, m)| {
+                StringMatcher::try_from(m).map_err(|e| {
+                    let field = format!("allow_origin_string_match[{i}]");
+                    let e = e.within(&field);
+                    format!("{}: {}", e.field, e.reason)
+                })
+            })
             .collect::<Result<_, _>>()?;
         let header = |value: &str, field: &str| -> Result<Option<HeaderValue>, String> {
             if value.is_empty() {

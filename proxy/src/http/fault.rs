@@ -15,9 +15,9 @@
 //! `*_runtime` keys and `fault.http.<downstream-cluster>.*`; Tern has no runtime), and the
 //! per-downstream-cluster stats `fault.<cluster>.{aborts,delays}_injected`.
 
+use crate::config::matcher::HeaderMatcher;
 use crate::http::fraction::Fraction;
 use crate::http::local_reply::{self, Body};
-use crate::http::matcher::{self, HeaderMatcher};
 use crate::stats::{Counter, Gauge, Store};
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 use rand::Rng;
@@ -102,7 +102,12 @@ impl TryFrom<&proto::HttpFault> for FaultConfig {
             .headers
             .iter()
             .enumerate()
-            .map(|(i, h)| HeaderMatcher::from_proto(h, &format!("headers[{i}]")))
+            .map(|(i, h)| {
+                HeaderMatcher::try_from(h).map_err(|e| {
+                    let e = e.within(&format!("headers[{i}]"));
+                    format!("{}: {}", e.field, e.reason)
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok(FaultConfig {
             delay: p.delay.as_ref().map(delay_spec).transpose()?,
@@ -237,7 +242,7 @@ impl FaultConfig {
                 return false;
             }
         }
-        matcher::all_match(&self.headers, headers)
+        self.headers.iter().all(|m| m.matches(headers))
     }
 
     fn delay_for(&self, headers: &HeaderMap, rng: &mut impl Rng) -> Option<Duration> {
