@@ -173,9 +173,13 @@ impl VirtualHost {
         }
     }
 
-    /// The reference lookup the index must agree with.
+    /// Envoy's scan, and the reference the index must agree with.
     fn find_route_linear(&self, req: &RequestView<'_>, random: u64) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches(req, random))
+        let first = self.routes.first()?;
+        let cut = matching::CutPath::new(req.path, first.matcher.ignore_path_parameters);
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches_cut(req, cut, random))
     }
 }
 
