@@ -8,7 +8,7 @@
 //! - `ignore_case` is ASCII case folding and never applies to regexes;
 //! - a header with several values is matched as its values joined by `,`;
 //! - the pseudo-headers `:method`, `:authority`, `:scheme` and `:path` resolve to the request
-//!   line through [`RequestView`]. `host` never matches: Envoy keeps an HTTP/1 `Host` as
+//!   line through [`RequestView`], and `:status` to a response's status. `host` never matches: Envoy keeps an HTTP/1 `Host` as
 //!   `:authority`, and its docs tell users to match that instead.
 //!
 //! Conversion errors carry the field path relative to the matcher and an empty resource; the
@@ -201,6 +201,8 @@ enum HeaderKey {
     Authority,
     Scheme,
     Path,
+    /// Responses only.
+    Status,
     /// Another pseudo-header, or `host`: never present (see the module docs).
     Absent,
     Name(http::HeaderName),
@@ -213,6 +215,7 @@ impl HeaderKey {
             ":authority" => Self::Authority,
             ":scheme" => Self::Scheme,
             ":path" => Self::Path,
+            ":status" => Self::Status,
             "host" => Self::Absent,
             pseudo if pseudo.starts_with(':') => Self::Absent,
             _ => Self::Name(
@@ -314,13 +317,24 @@ impl HeaderMatcher {
             HeaderKey::Authority => non_empty(req.authority).map(Cow::Borrowed),
             HeaderKey::Scheme => non_empty(req.scheme).map(Cow::Borrowed),
             HeaderKey::Path => non_empty(req.path).map(Cow::Borrowed),
-            HeaderKey::Absent => None,
+            HeaderKey::Status | HeaderKey::Absent => None,
             HeaderKey::Name(name) => joined_values(req.headers, name),
         };
         self.matches_value(value)
     }
 
-    /// Matches against a bare header map (e.g. response headers); pseudo-headers are absent.
+    /// Matches against response headers, `:status` resolving to the status code (as for a retry
+    /// policy's `retriable_headers`).
+    pub fn matches_response(&self, status: http::StatusCode, headers: &HeaderMap) -> bool {
+        let value = match &self.key {
+            HeaderKey::Status => Some(Cow::Borrowed(status.as_str())),
+            HeaderKey::Name(name) => joined_values(headers, name),
+            _ => None,
+        };
+        self.matches_value(value)
+    }
+
+    /// Matches against a bare header map; pseudo-headers are absent.
     pub fn matches(&self, headers: &HeaderMap) -> bool {
         let value = match &self.key {
             HeaderKey::Name(name) => joined_values(headers, name),

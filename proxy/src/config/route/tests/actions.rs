@@ -286,6 +286,9 @@ fn per_filter_config_is_kept_raw() {
     let cfg = config(
         r#"
 name: r
+typed_per_filter_config:
+  envoy.filters.http.fault:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
 virtual_hosts:
 - name: v
   domains: ["*"]
