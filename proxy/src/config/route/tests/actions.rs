@@ -339,7 +339,12 @@ fn applied(ops: &HeaderOps, start: &[(&'static str, &str)]) -> Vec<(String, Stri
     ops.apply_request(&mut headers);
     let mut out: Vec<_> = headers
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8(v.as_bytes().to_vec()).unwrap(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -366,6 +371,7 @@ fn append_actions_follow_envoy() {
 - {header: {key: x-kept-empty, value: ""}, keep_empty_value: true}
 - {header: {key: X-Gone, value: back}}
 - {header: {key: x-pct, value: "100%%"}}
+- {header: {key: x-utf8, value: "café"}}
 "#,
     );
     let result = applied(
@@ -391,6 +397,7 @@ fn append_actions_follow_envoy() {
         ("x-over", "new"),
         ("x-pct", "100%"),
         ("x-present", "old"),
+        ("x-utf8", "café"),
     ]);
     assert_eq!(result, expected);
     assert!(!ops.is_empty());
