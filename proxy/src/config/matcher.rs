@@ -9,7 +9,7 @@
 //! - a header with several values matches when any one of its values does (Envoy 1.40 checks
 //!   each value; `invert_match` then fails if any value matches);
 //! - the pseudo-headers `:method`, `:authority`, `:scheme` and `:path` resolve to the request
-//!   line through [`RequestView`]. `host` never matches: Envoy keeps an HTTP/1 `Host` as
+//!   line through [`RequestView`], and `:status` to a response's status. `host` never matches: Envoy keeps an HTTP/1 `Host` as
 //!   `:authority`, and its docs tell users to match that instead.
 //!
 //! Conversion errors carry the field path relative to the matcher and an empty resource; the
@@ -202,6 +202,8 @@ enum HeaderKey {
     Authority,
     Scheme,
     Path,
+    /// Responses only.
+    Status,
     /// Another pseudo-header, or `host`: never present (see the module docs).
     Absent,
     Name(http::HeaderName),
@@ -214,6 +216,7 @@ impl HeaderKey {
             ":authority" => Self::Authority,
             ":scheme" => Self::Scheme,
             ":path" => Self::Path,
+            ":status" => Self::Status,
             "host" => Self::Absent,
             pseudo if pseudo.starts_with(':') => Self::Absent,
             _ => Self::Name(
@@ -315,13 +318,23 @@ impl HeaderMatcher {
             HeaderKey::Authority => non_empty(req.authority).map(Cow::Borrowed),
             HeaderKey::Scheme => non_empty(req.scheme).map(Cow::Borrowed),
             HeaderKey::Path => non_empty(req.path).map(Cow::Borrowed),
-            HeaderKey::Absent => None,
+            HeaderKey::Status | HeaderKey::Absent => None,
             HeaderKey::Name(name) => return self.matches_values(req.headers, name),
         };
         self.matches_value(value)
     }
 
-    /// Matches against a bare header map (e.g. response headers); pseudo-headers are absent.
+    /// Matches against response headers, `:status` resolving to the status code (as for a retry
+    /// policy's `retriable_headers`).
+    pub fn matches_response(&self, status: http::StatusCode, headers: &HeaderMap) -> bool {
+        match &self.key {
+            HeaderKey::Status => self.matches_value(Some(Cow::Borrowed(status.as_str()))),
+            HeaderKey::Name(name) => self.matches_values(headers, name),
+            _ => self.matches_value(None),
+        }
+    }
+
+    /// Matches against a bare header map; pseudo-headers are absent.
     pub fn matches(&self, headers: &HeaderMap) -> bool {
         match &self.key {
             HeaderKey::Name(name) => self.matches_values(headers, name),

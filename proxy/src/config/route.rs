@@ -68,6 +68,8 @@ pub struct RouteConfig {
     pub most_specific_header_mutations_wins: bool,
     /// Headers removed from requests that do not come from inside the mesh (the HCM decides).
     pub internal_only_headers: Vec<http::HeaderName>,
+    /// Route-configuration-level `typed_per_filter_config`, below virtual hosts and routes.
+    pub per_filter_config: PerFilterConfig,
     domains: DomainIndex,
 }
 
@@ -132,7 +134,9 @@ impl RouteConfig {
         Some((vhost, vhost.find_route(req, random)?))
     }
 
-    /// The request header mutations for a route, in the order to apply them: the later ones win.
+    /// The header mutations for a route, in the order to apply them (the later ones win). With
+    /// weighted clusters, the picked cluster's own `headers` go before these, as in Envoy.
+    /// Each [`HeaderOps`] carries both sides: call `apply_request` on these.
     pub fn request_header_ops<'a>(
         &'a self,
         vhost: &'a VirtualHost,
@@ -141,13 +145,13 @@ impl RouteConfig {
         self.ordered(&self.headers, &vhost.headers, &route.headers)
     }
 
-    /// The response header mutations for a route, in the order to apply them.
+    /// Like [`Self::request_header_ops`], for `apply_response` (the order is the same).
     pub fn response_header_ops<'a>(
         &'a self,
         vhost: &'a VirtualHost,
         route: &'a Route,
     ) -> [&'a HeaderOps; 3] {
-        self.request_header_ops(vhost, route)
+        self.ordered(&self.headers, &vhost.headers, &route.headers)
     }
 
     fn ordered<'a>(
@@ -173,9 +177,13 @@ impl VirtualHost {
         }
     }
 
-    /// The reference lookup the index must agree with.
+    /// Envoy's scan, and the reference the index must agree with.
     fn find_route_linear(&self, req: &RequestView<'_>, random: u64) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches(req, random))
+        let first = self.routes.first()?;
+        let cut = matching::CutPath::new(req.path, first.matcher.ignore_path_parameters);
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches_cut(req, cut, random))
     }
 }
 
@@ -353,6 +361,7 @@ fn convert_config(c: &proto::RouteConfiguration) -> Result<RouteConfig, ConfigEr
         ignore_port_in_host_matching: c.ignore_port_in_host_matching,
         most_specific_header_mutations_wins: c.most_specific_header_mutations_wins,
         internal_only_headers,
+        per_filter_config: PerFilterConfig::from_proto(&c.typed_per_filter_config),
         domains,
     })
 }

@@ -320,3 +320,13 @@ fn re2_substitutions_become_regex_crate_replacements() {
     let out = re.replace_all("/ab", re2_substitution(&re, r"\2\1$").unwrap().as_str());
     assert_eq!(out, "ba$");
 }
+
+#[test]
+fn status_pseudo_header_matches_responses_only() {
+    let m = header_matcher(json!({"name": ":status", "range_match": {"start": 500, "end": 600}}));
+    let headers = HeaderMap::new();
+    assert!(m.matches_response(http::StatusCode::BAD_GATEWAY, &headers));
+    assert!(!m.matches_response(http::StatusCode::OK, &headers));
+    assert!(!m.matches(&headers));
+    assert!(!m.matches_request(&TestRequest::get("a", "/").view()));
+}

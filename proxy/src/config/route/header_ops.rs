@@ -44,7 +44,8 @@ pub enum AppendAction {
 }
 
 impl HeaderAdd {
-    /// A header to add; `Err` when the value is not a valid header value.
+    /// A header to add; `Err` when the value is not a valid header value (control characters;
+    /// UTF-8 beyond ASCII is allowed, as in Envoy).
     pub fn new(
         name: HeaderName,
         value: impl Into<String>,
@@ -52,7 +53,7 @@ impl HeaderAdd {
         keep_empty_value: bool,
     ) -> Result<Self, http::header::InvalidHeaderValue> {
         let value = value.into();
-        let encoded = HeaderValue::from_str(&value)?;
+        let encoded = HeaderValue::from_bytes(value.as_bytes())?;
         Ok(Self {
             name,
             value,

@@ -9,7 +9,7 @@
 //! exactly the route a linear scan would pick: the index only skips routes that cannot match.
 
 use super::Route;
-use super::matching::{PathMatch, RouteMatch, path_for_matching};
+use super::matching::{CutPath, PathMatch, RouteMatch};
 use crate::config::matcher::RequestView;
 use std::collections::HashMap;
 
@@ -53,7 +53,8 @@ impl RouteIndex {
         req: &RequestView<'_>,
         random: u64,
     ) -> Option<&'r Route> {
-        let keyed: &[u32] = first_segment(path_for_matching(req.path, self.ignore_path_parameters))
+        let cut = CutPath::new(req.path, self.ignore_path_parameters);
+        let keyed: &[u32] = first_segment(cut.path)
             .and_then(|segment| self.by_segment.get(segment))
             .map_or(&[], Vec::as_slice);
         let (mut a, mut b) = (keyed.iter().peekable(), self.rest.iter().peekable());
@@ -65,7 +66,7 @@ impl RouteIndex {
                 (None, None) => return None,
             };
             let route = next.and_then(|&i| routes.get(i as usize))?;
-            if route.matcher.matches(req, random) {
+            if route.matcher.matches_cut(req, cut, random) {
                 return Some(route);
             }
         }

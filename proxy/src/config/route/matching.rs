@@ -153,12 +153,26 @@ fn first_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 /// The part of a path that path rules see: before the first `?` or `#` (and `;`, if parameters
 /// are ignored).
 pub(super) fn path_for_matching(path: &str, ignore_parameters: bool) -> &str {
-    let end = if ignore_parameters {
-        path.find(['?', '#', ';'])
-    } else {
-        path.find(['?', '#'])
-    };
+    let end = path
+        .bytes()
+        .position(|b| b == b'?' || b == b'#' || (ignore_parameters && b == b';'));
     end.map_or(path, |at| &path[..at])
+}
+
+/// A request path cut by [`path_for_matching`], remembering how.
+#[derive(Clone, Copy)]
+pub(super) struct CutPath<'p> {
+    pub path: &'p str,
+    pub ignore_parameters: bool,
+}
+
+impl<'p> CutPath<'p> {
+    pub fn new(path: &'p str, ignore_parameters: bool) -> Self {
+        Self {
+            path: path_for_matching(path, ignore_parameters),
+            ignore_parameters,
+        }
+    }
 }
 
 /// `path` without query and fragment.
@@ -169,7 +183,22 @@ pub(super) fn path_only(path: &str) -> &str {
 impl RouteMatch {
     /// Whether the route applies. `random` drives `runtime_fraction`.
     pub fn matches(&self, req: &RequestView<'_>, random: u64) -> bool {
-        self.path_matches(req)
+        self.matches_cut(
+            req,
+            CutPath::new(req.path, self.ignore_path_parameters),
+            random,
+        )
+    }
+
+    /// [`Self::matches`] with the request's path already cut (the same for every route of a
+    /// configuration), so a scan over many routes cuts it once.
+    pub(super) fn matches_cut(&self, req: &RequestView<'_>, cut: CutPath<'_>, random: u64) -> bool {
+        let path = if cut.ignore_parameters == self.ignore_path_parameters {
+            cut.path
+        } else {
+            path_for_matching(req.path, self.ignore_path_parameters)
+        };
+        self.path_matches(req, path)
             && self.runtime_fraction.is_none_or(|f| f.sample(random))
             && (!self.grpc || is_grpc(req.headers))
             && matcher::all_match(&self.headers, req)
@@ -179,14 +208,13 @@ impl RouteMatch {
             })
     }
 
-    fn path_matches(&self, req: &RequestView<'_>) -> bool {
+    fn path_matches(&self, req: &RequestView<'_>, path: &str) -> bool {
         if let PathMatch::Connect = self.path {
             return req.method == http::Method::CONNECT;
         }
         if req.path.is_empty() {
             return false;
         }
-        let path = path_for_matching(req.path, self.ignore_path_parameters);
         let ic = !self.case_sensitive;
         match &self.path {
             PathMatch::Prefix(p) => matcher::starts_with(path, p, ic),

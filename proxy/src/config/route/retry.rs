@@ -93,7 +93,7 @@ pub struct RetryPolicy {
     pub per_try_timeout: Option<Duration>,
     pub per_try_idle_timeout: Option<Duration>,
     pub retriable_status_codes: Vec<u16>,
-    /// Matched against upstream response headers for `retriable-headers`.
+    /// For `retriable-headers`: matched with [`HeaderMatcher::matches_response`].
     pub retriable_headers: Vec<HeaderMatcher>,
     /// The request must match all of these for any retry.
     pub retriable_request_headers: Vec<HeaderMatcher>,

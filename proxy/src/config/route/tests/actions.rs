@@ -286,6 +286,9 @@ fn per_filter_config_is_kept_raw() {
     let cfg = config(
         r#"
 name: r
+typed_per_filter_config:
+  envoy.filters.http.fault:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
 virtual_hosts:
 - name: v
   domains: ["*"]
@@ -336,7 +339,12 @@ fn applied(ops: &HeaderOps, start: &[(&'static str, &str)]) -> Vec<(String, Stri
     ops.apply_request(&mut headers);
     let mut out: Vec<_> = headers
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8(v.as_bytes().to_vec()).unwrap(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -363,6 +371,7 @@ fn append_actions_follow_envoy() {
 - {header: {key: x-kept-empty, value: ""}, keep_empty_value: true}
 - {header: {key: X-Gone, value: back}}
 - {header: {key: x-pct, value: "100%%"}}
+- {header: {key: x-utf8, value: "café"}}
 "#,
     );
     let result = applied(
@@ -388,6 +397,7 @@ fn append_actions_follow_envoy() {
         ("x-over", "new"),
         ("x-pct", "100%"),
         ("x-present", "old"),
+        ("x-utf8", "café"),
     ]);
     assert_eq!(result, expected);
     assert!(!ops.is_empty());
