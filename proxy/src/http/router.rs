@@ -1296,7 +1296,7 @@ fn retriable_response(policy: &RetryPolicy, response: &Response<Body>) -> bool {
         && policy
             .retriable_headers
             .iter()
-            .any(|m| m.matches(response.headers()))
+            .any(|m| m.matches_response(response.status(), response.headers()))
     {
         return true;
     }
