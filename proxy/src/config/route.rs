@@ -64,7 +64,7 @@ pub struct RouteConfig {
     /// Match virtual hosts on the authority without its port.
     pub ignore_port_in_host_matching: bool,
     /// Header mutations apply route-config, then virtual host, then route (so the route's win)
-    /// instead of the reverse; see [`RouteConfig::request_header_ops`].
+    /// instead of the reverse; see [`RouteConfig::header_ops`].
     pub most_specific_header_mutations_wins: bool,
     /// Headers removed from requests that do not come from inside the mesh (the HCM decides).
     pub internal_only_headers: Vec<http::HeaderName>,
@@ -136,17 +136,8 @@ impl RouteConfig {
 
     /// The header mutations for a route, in the order to apply them (the later ones win). With
     /// weighted clusters, the picked cluster's own `headers` go before these, as in Envoy.
-    /// Each [`HeaderOps`] carries both sides: call `apply_request` on these.
-    pub fn request_header_ops<'a>(
-        &'a self,
-        vhost: &'a VirtualHost,
-        route: &'a Route,
-    ) -> [&'a HeaderOps; 3] {
-        self.ordered(&self.headers, &vhost.headers, &route.headers)
-    }
-
-    /// Like [`Self::request_header_ops`], for `apply_response` (the order is the same).
-    pub fn response_header_ops<'a>(
+    /// Each [`HeaderOps`] carries both sides; the order is the same for requests and responses.
+    pub fn header_ops<'a>(
         &'a self,
         vhost: &'a VirtualHost,
         route: &'a Route,

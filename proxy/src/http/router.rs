@@ -547,7 +547,27 @@ fn is_internal(ip: std::net::IpAddr) -> bool {
     }
 }
 
-/// Response header ops, least specific last unless the route config says otherwise.
+/// The header mutation levels in the order they apply: weighted cluster, route, virtual host,
+/// route config (least specific last, so it wins), reversed by
+/// `most_specific_header_mutations_wins`.
+fn header_levels<'a>(
+    routes: &'a RouteConfig,
+    vhost: &'a VirtualHost,
+    route: &'a Route,
+    weighted: Option<&'a WeightedCluster>,
+) -> Vec<&'a HeaderOps> {
+    let mut levels: Vec<&HeaderOps> = Vec::with_capacity(4);
+    let most_specific_last = routes.most_specific_header_mutations_wins;
+    if let Some(w) = weighted.filter(|_| !most_specific_last) {
+        levels.push(&w.headers);
+    }
+    levels.extend(routes.header_ops(vhost, route));
+    if let Some(w) = weighted.filter(|_| most_specific_last) {
+        levels.push(&w.headers);
+    }
+    levels
+}
+
 fn apply_response_ops(
     routes: &RouteConfig,
     vhost: &VirtualHost,
@@ -555,15 +575,7 @@ fn apply_response_ops(
     weighted: Option<&WeightedCluster>,
     headers: &mut HeaderMap,
 ) {
-    let mut levels: Vec<&HeaderOps> = Vec::with_capacity(4);
-    if let Some(w) = weighted {
-        levels.push(&w.headers);
-    }
-    levels.extend([&route.headers, &vhost.headers, &routes.headers]);
-    if routes.most_specific_header_mutations_wins {
-        levels.reverse();
-    }
-    for ops in levels {
+    for ops in header_levels(routes, vhost, route, weighted) {
         ops.apply_response(headers);
     }
 }
@@ -575,15 +587,7 @@ fn apply_request_ops(
     weighted: Option<&WeightedCluster>,
     headers: &mut HeaderMap,
 ) {
-    let mut levels: Vec<&HeaderOps> = Vec::with_capacity(4);
-    if let Some(w) = weighted {
-        levels.push(&w.headers);
-    }
-    levels.extend([&route.headers, &vhost.headers, &routes.headers]);
-    if routes.most_specific_header_mutations_wins {
-        levels.reverse();
-    }
-    for ops in levels {
+    for ops in header_levels(routes, vhost, route, weighted) {
         ops.apply_request(headers);
     }
 }

@@ -441,7 +441,7 @@ virtual_hosts:
         let cfg = config(&text(most_specific));
         let (vh, route) = (&cfg.virtual_hosts[0], &cfg.virtual_hosts[0].routes[0]);
         let mut headers = HeaderMap::new();
-        for ops in cfg.request_header_ops(vh, route) {
+        for ops in cfg.header_ops(vh, route) {
             ops.apply_request(&mut headers);
         }
         assert_eq!(headers["x-level"], winner);
