@@ -8,6 +8,7 @@
 pub mod address;
 pub mod bootstrap;
 pub mod cluster;
+pub mod fraction;
 pub mod http_connection_manager;
 pub mod listener;
 pub mod matcher;
@@ -39,6 +40,12 @@ impl ConfigError {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+
+    /// `"<outer>.<field>: <reason>"`, for converters whose errors are plain strings.
+    pub fn relative_to(self, outer: &str) -> String {
+        let e = self.within(outer);
+        format!("{}: {}", e.field, e.reason)
     }
 
     /// Prefixes the field path with the enclosing field, for errors raised by nested converters.

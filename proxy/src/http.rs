@@ -10,7 +10,6 @@ pub mod access_log;
 pub mod cors;
 pub mod fault;
 pub mod filter;
-pub mod fraction;
 pub mod headers;
 mod io;
 pub mod local_ratelimit;

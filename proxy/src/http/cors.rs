@@ -19,8 +19,8 @@
 //! - `filter_enabled` (default 100%) and `shadow_enabled` (default off) are drawn once per
 //!   request; shadow-only still counts the origin stats but changes nothing.
 
+use crate::config::fraction::Fraction;
 use crate::config::matcher::StringMatcher;
-use crate::http::fraction::Fraction;
 use crate::stats::{Counter, Store};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use rand::Rng;
@@ -137,11 +137,8 @@ impl CorsPolicy {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                StringMatcher::try_from(m).map_err(|e| {
-                    let field = format!("allow_origin_string_match[{i}]");
-                    let e = e.within(&field);
-                    format!("{}: {}", e.field, e.reason)
-                })
+                StringMatcher::try_from(m)
+                    .map_err(|e| e.relative_to(&format!("allow_origin_string_match[{i}]")))
             })
             .collect::<Result<_, _>>()?;
         let header = |value: &str, field: &str| -> Result<Option<HeaderValue>, String> {
@@ -162,12 +159,14 @@ impl CorsPolicy {
             allow_private_network_access: f.allow_private_network_access.map(|b| b.value),
             forward_not_matching_preflights: f.forward_not_matching_preflights.map(|b| b.value),
             enabled: match f.filter_enabled {
-                Some(r) => Fraction::from_runtime(r, "filter_enabled")?,
+                Some(r) => {
+                    Fraction::from_runtime(r).map_err(|e| e.relative_to("filter_enabled"))?
+                }
                 None => Fraction::ALL,
             },
             shadow: f
                 .shadow_enabled
-                .map(|r| Fraction::from_runtime(r, "shadow_enabled"))
+                .map(|r| Fraction::from_runtime(r).map_err(|e| e.relative_to("shadow_enabled")))
                 .transpose()?,
         })
     }
@@ -230,8 +229,8 @@ impl<'a> Cors<'a> {
         headers: &HeaderMap,
         rng: &mut impl Rng,
     ) -> CorsVerdict {
-        let enabled = self.enabled.sample(rng);
-        let shadow = self.shadow.is_some_and(|s| s.sample(rng));
+        let enabled = self.enabled.draw(rng);
+        let shadow = self.shadow.is_some_and(|s| s.draw(rng));
         if !enabled && !shadow {
             return CorsVerdict::Forward(None);
         }

@@ -15,8 +15,8 @@
 //! `*_runtime` keys and `fault.http.<downstream-cluster>.*`; Tern has no runtime), and the
 //! per-downstream-cluster stats `fault.<cluster>.{aborts,delays}_injected`.
 
+use crate::config::fraction::Fraction;
 use crate::config::matcher::HeaderMatcher;
-use crate::http::fraction::Fraction;
 use crate::http::local_reply::{self, Body};
 use crate::stats::{Counter, Gauge, Store};
 use http::{HeaderMap, HeaderName, Response, StatusCode};
@@ -103,10 +103,7 @@ impl TryFrom<&proto::HttpFault> for FaultConfig {
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                HeaderMatcher::try_from(h).map_err(|e| {
-                    let e = e.within(&format!("headers[{i}]"));
-                    format!("{}: {}", e.field, e.reason)
-                })
+                HeaderMatcher::try_from(h).map_err(|e| e.relative_to(&format!("headers[{i}]")))
             })
             .collect::<Result<_, _>>()?;
         Ok(FaultConfig {
@@ -178,7 +175,7 @@ fn percentage(
     p: Option<&xds_client::pb::envoy::r#type::v3::FractionalPercent>,
     field: &str,
 ) -> Result<Fraction, String> {
-    Fraction::from_proto(&p.cloned().unwrap_or_default(), field)
+    Fraction::from_proto(&p.cloned().unwrap_or_default()).map_err(|e| e.relative_to(field))
 }
 
 impl FaultConfig {
@@ -253,7 +250,7 @@ impl FaultConfig {
                 header_percentage(spec.percentage, headers, DELAY_REQUEST_PERCENTAGE)
             }
         };
-        if !enabled.sample(rng) {
+        if !enabled.draw(rng) {
             return None;
         }
         let duration = match spec.duration {
@@ -271,7 +268,7 @@ impl FaultConfig {
             }
             _ => spec.percentage,
         };
-        if !enabled.sample(rng) {
+        if !enabled.draw(rng) {
             return None;
         }
         let (http_status, grpc_status) = match spec.status {

@@ -21,7 +21,7 @@
 //! Not supported (refused at config time): `descriptors`, `rate_limits`,
 //! `local_cluster_rate_limit`, and `%...%` substitutions in header values.
 
-use crate::http::fraction::Fraction;
+use crate::config::fraction::Fraction;
 use crate::http::local_reply::{self, Body};
 use crate::stats::{Counter, Store};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -122,8 +122,10 @@ impl LocalRateLimit {
             return Err("token_bucket: required in a per-route config".into());
         }
         let per_connection = p.local_rate_limit_per_downstream_connection;
-        let fraction =
-            |f: Option<_>, field: &str| f.map(|r| Fraction::from_runtime(r, field)).transpose();
+        let fraction = |f: Option<_>, field: &str| {
+            f.map(|r| Fraction::from_runtime(r).map_err(|e| e.relative_to(field)))
+                .transpose()
+        };
         let status = p
             .status
             .as_ref()
@@ -170,7 +172,7 @@ impl LocalRateLimit {
         request_headers: &mut HeaderMap,
         connection: &ConnectionBuckets,
     ) -> RateDecision<'_> {
-        if !self.enabled.is_some_and(|f| f.sample(rng)) {
+        if !self.enabled.is_some_and(|f| f.draw(rng)) {
             return RateDecision::Allowed { x_ratelimit: None };
         }
         self.stats.enabled.inc();
@@ -188,7 +190,7 @@ impl LocalRateLimit {
             return RateDecision::Allowed { x_ratelimit };
         }
         self.stats.rate_limited.inc();
-        if !self.enforced.is_some_and(|f| f.sample(rng)) {
+        if !self.enforced.is_some_and(|f| f.draw(rng)) {
             for action in &self.request_headers_to_add_when_not_enforced {
                 action.apply(request_headers);
             }

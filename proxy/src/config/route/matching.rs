@@ -14,11 +14,10 @@
 
 use super::err;
 use crate::config::ConfigError;
+pub use crate::config::fraction::Fraction;
 use crate::config::matcher::{self, HeaderMatcher, RequestView, StringMatcher};
 use regex::Regex;
-use xds_client::pb::envoy::config::core::v3 as core;
 use xds_client::pb::envoy::config::route::v3 as proto;
-use xds_client::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 
 /// A validated route match.
 #[derive(Debug, Clone)]
@@ -45,53 +44,6 @@ pub enum PathMatch {
     Regex(Regex),
     /// `connect_matcher`: any CONNECT request.
     Connect,
-}
-
-/// A `FractionalPercent`: `numerator` out of `denominator` (100, 10 000 or 1 000 000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fraction {
-    pub numerator: u32,
-    pub denominator: u32,
-}
-
-impl Fraction {
-    pub const ALL: Fraction = Fraction {
-        numerator: 1_000_000,
-        denominator: 1_000_000,
-    };
-
-    pub(super) fn from_proto(p: &FractionalPercent) -> Result<Self, String> {
-        let denominator = match DenominatorType::try_from(p.denominator) {
-            Ok(DenominatorType::Hundred) => 100,
-            Ok(DenominatorType::TenThousand) => 10_000,
-            Ok(DenominatorType::Million) => 1_000_000,
-            Err(_) => return Err(format!("unknown denominator {}", p.denominator)),
-        };
-        Ok(Self {
-            numerator: p.numerator,
-            denominator,
-        })
-    }
-
-    /// The `default_value` of a `RuntimeFractionalPercent` (runtime keys are not consulted).
-    pub(super) fn from_runtime(p: &core::RuntimeFractionalPercent) -> Result<Self, ConfigError> {
-        let default = p
-            .default_value
-            .as_ref()
-            .ok_or_else(|| err("default_value", "is required"))?;
-        Self::from_proto(default).map_err(|r| err("default_value.denominator", r))
-    }
-
-    /// Envoy's sampling: true when `random % denominator < numerator`.
-    pub fn sample(&self, random: u64) -> bool {
-        random % u64::from(self.denominator.max(1)) < u64::from(self.numerator)
-    }
-
-    /// Parts per million, capped at 1 000 000.
-    pub fn ppm(&self) -> u32 {
-        let scaled = u64::from(self.numerator) * 1_000_000 / u64::from(self.denominator.max(1));
-        scaled.min(1_000_000) as u32
-    }
 }
 
 /// A validated `QueryParameterMatcher`.

@@ -9,13 +9,13 @@
 
 use super::LogRecord;
 use super::format::RESPONSE_FLAGS;
+use crate::config::fraction::Fraction;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
 use xds_client::pb::envoy::config::accesslog::v3::{
     self as proto, access_log_filter::FilterSpecifier, comparison_filter,
 };
-use xds_client::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 
 /// A parsed access log filter.
 #[derive(Debug, Clone)]
@@ -38,8 +38,7 @@ pub(super) struct Comparison {
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Sampling {
-    numerator: u64,
-    denominator: u64,
+    fraction: Fraction,
     independent: bool,
 }
 
@@ -168,27 +167,11 @@ impl Sampling {
         if f.runtime_key.is_empty() {
             return Err(format!("{path}.runtime_key: must not be empty"));
         }
-        let (numerator, denominator) = match &f.percent_sampled {
-            // Unset is Envoy's default FractionalPercent: 0/100.
-            None => (0, 100),
-            Some(p) => {
-                let denominator = match DenominatorType::try_from(p.denominator) {
-                    Ok(DenominatorType::Hundred) => 100,
-                    Ok(DenominatorType::TenThousand) => 10_000,
-                    Ok(DenominatorType::Million) => 1_000_000,
-                    Err(_) => {
-                        return Err(format!(
-                            "{path}.percent_sampled.denominator: unknown denominator {}",
-                            p.denominator
-                        ));
-                    }
-                };
-                (u64::from(p.numerator), denominator)
-            }
-        };
+        // Unset is Envoy's default FractionalPercent: 0/100.
+        let fraction = Fraction::from_proto(&f.percent_sampled.unwrap_or_default())
+            .map_err(|e| e.relative_to(&format!("{path}.percent_sampled")))?;
         Ok(Sampling {
-            numerator,
-            denominator,
+            fraction,
             independent: f.use_independent_randomness,
         })
     }
@@ -200,7 +183,7 @@ impl Sampling {
             .then(|| request_id_integer(record))
             .flatten();
         let value = from_request_id.unwrap_or_else(random);
-        value % self.denominator < self.numerator
+        self.fraction.sample(value)
     }
 }
 
