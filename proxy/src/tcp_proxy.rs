@@ -54,7 +54,7 @@ pub async fn serve(
     else {
         return;
     };
-    let _open = UpstreamConnection::open(cluster, &picked.host);
+    let _open = UpstreamConnection::open(cluster, &picked.host.stats);
     let counters = Counters {
         downstream_rx: &stats.downstream_cx_rx_bytes_total,
         downstream_tx: &stats.downstream_cx_tx_bytes_total,

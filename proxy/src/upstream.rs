@@ -5,7 +5,7 @@
 use crate::config::address::Address;
 use crate::config::cluster::Discovery;
 use crate::lb::{HostInfo, LoadBalancer, PickContext};
-use crate::snapshot::{ClusterEntry, Host};
+use crate::snapshot::{ClusterEntry, ClusterStats, Host, HostStats};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -180,25 +180,29 @@ pub async fn connect(
 }
 
 /// Keeps a host's and its cluster's active-connection counts right however a connection ends.
-pub struct UpstreamConnection<'a> {
-    cluster: &'a ClusterEntry,
-    host: &'a Host,
+/// It owns its stats handles, so it can live in a spawned connection task.
+pub struct UpstreamConnection {
+    cluster: Arc<ClusterStats>,
+    host: Arc<HostStats>,
 }
 
-impl<'a> UpstreamConnection<'a> {
-    pub fn open(cluster: &'a ClusterEntry, host: &'a Host) -> Self {
+impl UpstreamConnection {
+    pub fn open(cluster: &ClusterEntry, host: &Arc<HostStats>) -> Self {
         cluster.stats.upstream_cx_total.inc();
         cluster.stats.upstream_cx_active.inc();
-        host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
-        host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
-        UpstreamConnection { cluster, host }
+        host.cx_total.fetch_add(1, Ordering::Relaxed);
+        host.cx_active.fetch_add(1, Ordering::Relaxed);
+        UpstreamConnection {
+            cluster: cluster.stats.clone(),
+            host: host.clone(),
+        }
     }
 }
 
-impl Drop for UpstreamConnection<'_> {
+impl Drop for UpstreamConnection {
     fn drop(&mut self) {
-        self.cluster.stats.upstream_cx_active.dec();
-        self.cluster.stats.upstream_cx_destroy.inc();
-        self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+        self.cluster.upstream_cx_active.dec();
+        self.cluster.upstream_cx_destroy.inc();
+        self.host.cx_active.fetch_sub(1, Ordering::Relaxed);
     }
 }

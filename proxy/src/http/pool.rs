@@ -11,7 +11,8 @@ use super::io::LocalExec;
 use super::local_reply::Body;
 use crate::config::cluster::UpstreamHttp;
 use crate::snapshot::ClusterEntry;
-use crate::upstream::{self, ConnectError};
+use crate::snapshot::HostStats;
+use crate::upstream::{self, ConnectError, UpstreamConnection};
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -99,12 +100,14 @@ enum LeaseKind {
 }
 
 impl Pools {
-    /// Sends `request` to `address` of `cluster`, reusing a pooled connection when there is one.
-    /// `keep` is dropped when the response body ends (or the response is dropped).
+    /// Sends `request` to `address` of `cluster` (a host whose counters are `host`), reusing a
+    /// pooled connection when there is one. `keep` is dropped when the response body ends (or the
+    /// response is dropped).
     pub async fn send(
         self: &Rc<Self>,
         cluster: &Arc<ClusterEntry>,
         address: SocketAddr,
+        host: &Arc<HostStats>,
         http2: bool,
         mut request: Request<Body>,
         keep: Box<dyn std::any::Any>,
@@ -121,7 +124,7 @@ impl Pools {
             let (sender, streams, requests) = match pool.take_h2(&settings) {
                 Some(c) => c,
                 None => {
-                    let sender = self.connect_h2(cluster, address, &settings).await?;
+                    let sender = self.connect_h2(cluster, address, host, &settings).await?;
                     let streams = Rc::new(Cell::new(0));
                     let requests = Rc::new(Cell::new(0));
                     pool.h2.borrow_mut().push(H2Connection {
@@ -156,7 +159,7 @@ impl Pools {
             let (mut sender, id, requests, reused) = match pool.take_h1() {
                 Some(idle) => (idle.sender, idle.id, idle.requests, true),
                 None => {
-                    let sender = self.connect_h1(cluster, address).await?;
+                    let sender = self.connect_h1(cluster, address, host).await?;
                     (sender, self.new_id(), 0, false)
                 }
             };
@@ -199,9 +202,10 @@ impl Pools {
         &self,
         cluster: &Arc<ClusterEntry>,
         address: SocketAddr,
+        host: &Arc<HostStats>,
     ) -> Result<http1::SendRequest<Body>, Failure> {
-        let stream = open(cluster, address).await?;
-        let guard = ConnectionGuard::open(cluster, address);
+        let stream = open(cluster, address, host).await?;
+        let guard = UpstreamConnection::open(cluster, host);
         cluster.stats.http.upstream_cx_http1_total.inc();
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -218,10 +222,11 @@ impl Pools {
         &self,
         cluster: &Arc<ClusterEntry>,
         address: SocketAddr,
+        host: &Arc<HostStats>,
         settings: &UpstreamHttp,
     ) -> Result<http2::SendRequest<Body>, Failure> {
-        let stream = open(cluster, address).await?;
-        let guard = ConnectionGuard::open(cluster, address);
+        let stream = open(cluster, address, host).await?;
+        let guard = UpstreamConnection::open(cluster, host);
         cluster.stats.http.upstream_cx_http2_total.inc();
         let (sender, conn) = http2::Builder::new(LocalExec)
             .timer(TokioTimer::new())
@@ -242,6 +247,7 @@ impl Pools {
 async fn open(
     cluster: &ClusterEntry,
     address: SocketAddr,
+    host: &HostStats,
 ) -> Result<tokio::net::TcpStream, Failure> {
     if cluster.stats.upstream_cx_active.value()
         >= i64::from(cluster.config.circuit_breakers.max_connections)
@@ -263,13 +269,7 @@ async fn open(
             if matches!(e, ConnectError::Timeout(_)) {
                 cluster.stats.upstream_cx_connect_timeout.inc();
             }
-            if let Some(host) = cluster
-                .hosts
-                .iter()
-                .find(|h| h.endpoint.address.socket() == Some(address))
-            {
-                host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
-            }
+            host.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
             Err(Failure::Connect(e))
         }
     }
@@ -376,44 +376,6 @@ impl Lease {
             }
         }
     }
-}
-
-/// Counts an upstream connection on its cluster and host while it is open.
-struct ConnectionGuard {
-    cluster: Arc<ClusterEntry>,
-    address: SocketAddr,
-}
-
-impl ConnectionGuard {
-    fn open(cluster: &Arc<ClusterEntry>, address: SocketAddr) -> Self {
-        cluster.stats.upstream_cx_total.inc();
-        cluster.stats.upstream_cx_active.inc();
-        if let Some(h) = host_of(cluster, address) {
-            h.stats.cx_total.fetch_add(1, Ordering::Relaxed);
-            h.stats.cx_active.fetch_add(1, Ordering::Relaxed);
-        }
-        ConnectionGuard {
-            cluster: cluster.clone(),
-            address,
-        }
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.cluster.stats.upstream_cx_active.dec();
-        self.cluster.stats.upstream_cx_destroy.inc();
-        if let Some(h) = host_of(&self.cluster, self.address) {
-            h.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-fn host_of(cluster: &ClusterEntry, address: SocketAddr) -> Option<&crate::snapshot::Host> {
-    cluster
-        .hosts
-        .iter()
-        .find(|h| h.endpoint.address.socket() == Some(address))
 }
 
 /// A response body from a pooled connection; hands the connection back when it ends.

@@ -530,7 +530,10 @@ fn prepare_request_headers(ctx: &ConnectionContext, headers: &mut HeaderMap, log
     } else if hcm.use_remote_address {
         headers.insert("x-envoy-internal", HeaderValue::from_static("true"));
     }
-    log.request_headers = headers.clone();
+    // Only an access log reads them; copying every request's headers otherwise is waste.
+    if !hcm.access_log.is_empty() {
+        log.request_headers = headers.clone();
+    }
 }
 
 /// Envoy trusts a request (its `x-envoy-*` control headers) only when it is the edge
@@ -802,16 +805,12 @@ impl Forward<'_> {
                     .headers_mut()
                     .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             }
+            // auto_host_rewrite: the endpoint's hostname, else its address.
             let host = if auto_host_rewrite {
-                picked
-                    .host
-                    .endpoint
-                    .hostname
-                    .clone()
-                    .chars()
-                    .next()
-                    .map(|_| picked.host.endpoint.hostname.clone())
-                    .unwrap_or_else(|| address.to_string())
+                match picked.host.endpoint.hostname.as_str() {
+                    "" => address.to_string(),
+                    hostname => hostname.to_string(),
+                }
             } else {
                 authority.clone()
             };
@@ -858,9 +857,11 @@ impl Forward<'_> {
                 (None, None) => None,
             };
             let pools = ctx.worker.http_pools();
+            let host_stats = picked.host.stats.clone();
             let send = pools.send(
                 &cluster,
                 address,
+                &host_stats,
                 http2,
                 request,
                 Box::new((picked, active)),
@@ -1219,9 +1220,10 @@ impl Forward<'_> {
             *request.uri_mut() = uri;
             let pools = self.ctx.worker.http_pools();
             let address = picked.address;
+            let host = picked.host.stats.clone();
             tokio::task::spawn_local(async move {
                 if let Ok(response) = pools
-                    .send(&cluster, address, false, request, Box::new(picked))
+                    .send(&cluster, address, &host, false, request, Box::new(picked))
                     .await
                 {
                     let _ = response.into_body().collect().await;
