@@ -333,7 +333,14 @@ async fn process(
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
-            apply_response_ops(&routes, vhost, route, None, response.headers_mut());
+            apply_header_ops(
+                &routes,
+                vhost,
+                route,
+                None,
+                response.headers_mut(),
+                HeaderOps::apply_response,
+            );
             Ok(response)
         }
         Action::Redirect(redirect) => {
@@ -344,7 +351,14 @@ async fn process(
             if let Ok(v) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, v);
             }
-            apply_response_ops(&routes, vhost, route, None, response.headers_mut());
+            apply_header_ops(
+                &routes,
+                vhost,
+                route,
+                None,
+                response.headers_mut(),
+                HeaderOps::apply_response,
+            );
             Ok(response)
         }
         Action::Forward(action) => {
@@ -366,7 +380,14 @@ async fn process(
                     log.response_flags = reply.flag.to_string();
                     log.response_code_details = reply.details.to_string();
                     let mut response = local_reply::reply(reply.status, &reply.body, grpc);
-                    apply_response_ops(&routes, vhost, route, None, response.headers_mut());
+                    apply_header_ops(
+                        &routes,
+                        vhost,
+                        route,
+                        None,
+                        response.headers_mut(),
+                        HeaderOps::apply_response,
+                    );
                     Ok(response)
                 }
             }
@@ -571,27 +592,18 @@ fn header_levels<'a>(
     levels
 }
 
-fn apply_response_ops(
+/// Applies one side of every level's header ops (`HeaderOps::apply_request` or
+/// `HeaderOps::apply_response`) in Envoy's order.
+fn apply_header_ops(
     routes: &RouteConfig,
     vhost: &VirtualHost,
     route: &Route,
     weighted: Option<&WeightedCluster>,
     headers: &mut HeaderMap,
+    side: fn(&HeaderOps, &mut HeaderMap),
 ) {
     for ops in header_levels(routes, vhost, route, weighted) {
-        ops.apply_response(headers);
-    }
-}
-
-fn apply_request_ops(
-    routes: &RouteConfig,
-    vhost: &VirtualHost,
-    route: &Route,
-    weighted: Option<&WeightedCluster>,
-    headers: &mut HeaderMap,
-) {
-    for ops in header_levels(routes, vhost, route, weighted) {
-        ops.apply_request(headers);
+        side(ops, headers);
     }
 }
 
@@ -731,7 +743,14 @@ impl Forward<'_> {
                 HeaderValue::from(t.as_millis() as u64),
             );
         }
-        apply_request_ops(self.routes, self.vhost, self.route, weighted, &mut headers);
+        apply_header_ops(
+            self.routes,
+            self.vhost,
+            self.route,
+            weighted,
+            &mut headers,
+            HeaderOps::apply_request,
+        );
         let hash = self.hash(&headers);
         let original_destination = ctx.original_destination;
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -905,12 +924,13 @@ impl Forward<'_> {
                         X_ENVOY_UPSTREAM_TIME,
                         HeaderValue::from(started.elapsed().as_millis() as u64),
                     );
-                    apply_response_ops(
+                    apply_header_ops(
                         self.routes,
                         self.vhost,
                         self.route,
                         weighted,
                         response.headers_mut(),
+                        HeaderOps::apply_response,
                     );
                     return Ok(response);
                 }
