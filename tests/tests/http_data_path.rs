@@ -94,6 +94,38 @@ async fn fixed_status(status: u16) -> SocketAddr {
     address
 }
 
+/// A backend that reports each request's arrival and answers it (200) only when released.
+async fn held_backend() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| {
+                    let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
+                    async move {
+                        let _ = arrived_tx.send(());
+                        gate.notified().await;
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("held"))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (address, arrived, release)
+}
+
 /// A port nothing listens on (bound, then released).
 async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -265,27 +297,17 @@ async fn local_replies_match_envoy() {
 
 #[tokio::test]
 async fn max_requests_circuit_breaker_overflows_with_503() {
-    let slow = HttpBackend::start("slow").await.expect("backend");
+    let (held, mut arrived, release) = held_backend().await;
     let breakers = "    circuit_breakers: { thresholds: [{ max_requests: 1 }] }\n";
     let routes = "              - match: { prefix: / }\n                route: { cluster: slow }\n";
-    let tern = Running::start(
-        &bootstrap(routes, &cluster("slow", &[slow.address], breakers)),
-        1,
-    )
-    .await;
+    let tern = Running::start(&bootstrap(routes, &cluster("slow", &[held], breakers)), 1).await;
     let proxy = tern.listener("http").await;
-    let first =
-        tokio::spawn(async move { get(proxy, "/", &[("x-backend-delay-ms", "1500")]).await });
-    // The second request is sent once the first one is in flight upstream.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tern.stat("cluster.slow.upstream_rq_active") < 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "first request never went upstream"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let first = tokio::spawn(async move { get(proxy, "/", &[]).await });
+    // The second request goes once the first is held at the backend (one request active).
+    arrived
+        .recv()
+        .await
+        .expect("first request reached the backend");
     let second = get(proxy, "/", &[]).await;
     assert_eq!(second.status, 503);
     assert!(
@@ -294,6 +316,7 @@ async fn max_requests_circuit_breaker_overflows_with_503() {
         second.text()
     );
     assert_eq!(tern.stat("cluster.slow.upstream_rq_pending_overflow"), 1);
+    release.notify_one();
     assert_eq!(first.await.expect("first").status, 200);
 }
 
