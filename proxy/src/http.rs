@@ -41,6 +41,8 @@ pub struct ConnectionContext {
     /// `https` when the connection arrived over TLS.
     pub scheme: &'static str,
     pub connection_id: u64,
+    /// Token buckets of local rate limits configured per downstream connection.
+    pub rate_limit_buckets: local_ratelimit::ConnectionBuckets,
 }
 
 /// Serves one downstream connection with the HTTP connection manager until it ends or drains.
@@ -65,6 +67,7 @@ pub async fn serve(
         original_destination: downstream.restored.then_some(downstream.local),
         scheme: "http",
         connection_id: crate::listener::connection::next_connection_id(),
+        rate_limit_buckets: Default::default(),
     });
     let io = TokioIo::new(io::Prefixed::new(
         downstream.prefix.freeze(),

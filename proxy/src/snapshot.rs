@@ -363,7 +363,11 @@ impl SnapshotBuilder<'_> {
                         http_stats
                             .entry(hcm.stat_prefix.clone())
                             .or_insert_with(|| {
-                                Arc::new(crate::http::HttpStats::new(self.store, &hcm.stat_prefix))
+                                Arc::new(crate::http::HttpStats::new(
+                                    self.store,
+                                    &hcm.stat_prefix,
+                                    &hcm.http_filters,
+                                ))
                             });
                     }
                     _ => {}

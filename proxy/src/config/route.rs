@@ -5,7 +5,7 @@
 //! redirects...) and rejects what we do not implement when ignoring it would change where or how
 //! traffic goes (VHDS, cluster specifier plugins, filter actions, matcher trees, ...). Purely
 //! informational fields (decorator, metadata, tracing, stat prefixes) are accepted and dropped;
-//! `typed_per_filter_config` values are kept as raw `Any` for the HTTP filters to parse.
+//! `typed_per_filter_config` entries are parsed here, by type, into the HTTP filters' own configs.
 //!
 //! Lookup follows Envoy exactly, with indexes that never change the answer:
 //! - virtual host: exact domain (hash map), then the longest `*suffix` wildcard, then the longest
@@ -34,22 +34,30 @@ pub use redirect::{PathRedirect, Redirect};
 pub use retry::{RetryOn, RetryPolicy};
 
 use super::ConfigError;
+use crate::http::filter::FilterOverride;
 use index::RouteIndex;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use xds_client::pb::envoy::config::route::v3 as proto;
 use xds_client::pb::google::protobuf::Any;
 
-/// `typed_per_filter_config` by filter name. Values stay `Any`: each HTTP filter parses its own.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PerFilterConfig(pub BTreeMap<String, Any>);
+/// `typed_per_filter_config` by filter name, each entry parsed by its type.
+#[derive(Debug, Clone, Default)]
+pub struct PerFilterConfig(pub BTreeMap<String, FilterOverride>);
 
 impl PerFilterConfig {
-    fn from_proto(map: &HashMap<String, Any>) -> Self {
-        Self(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    fn from_proto(map: &HashMap<String, Any>) -> Result<Self, ConfigError> {
+        map.iter()
+            .map(|(name, value)| {
+                FilterOverride::from_any(value)
+                    .map(|parsed| (name.clone(), parsed))
+                    .map_err(|e| err(format!("typed_per_filter_config[{name:?}]"), e))
+            })
+            .collect::<Result<_, _>>()
+            .map(PerFilterConfig)
     }
 
-    pub fn get(&self, filter: &str) -> Option<&Any> {
+    pub fn get(&self, filter: &str) -> Option<&FilterOverride> {
         self.0.get(filter)
     }
 }
@@ -352,7 +360,7 @@ fn convert_config(c: &proto::RouteConfiguration) -> Result<RouteConfig, ConfigEr
         ignore_port_in_host_matching: c.ignore_port_in_host_matching,
         most_specific_header_mutations_wins: c.most_specific_header_mutations_wins,
         internal_only_headers,
-        per_filter_config: PerFilterConfig::from_proto(&c.typed_per_filter_config),
+        per_filter_config: PerFilterConfig::from_proto(&c.typed_per_filter_config)?,
         domains,
     })
 }
@@ -396,7 +404,7 @@ fn convert_virtual_host(
             &vh.response_headers_to_remove,
         )?,
         retry_policy,
-        per_filter_config: PerFilterConfig::from_proto(&vh.typed_per_filter_config),
+        per_filter_config: PerFilterConfig::from_proto(&vh.typed_per_filter_config)?,
         include_request_attempt_count: vh.include_request_attempt_count,
         include_attempt_count_in_response: vh.include_attempt_count_in_response,
     })
@@ -501,6 +509,6 @@ fn convert_route(r: &proto::Route, inherited: &Inherited<'_>) -> Result<Route, C
             &r.response_headers_to_add,
             &r.response_headers_to_remove,
         )?,
-        per_filter_config: PerFilterConfig::from_proto(&r.typed_per_filter_config),
+        per_filter_config: PerFilterConfig::from_proto(&r.typed_per_filter_config)?,
     })
 }

@@ -27,8 +27,8 @@ use crate::stats::{Counter, Store};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use rand::Rng;
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use xds_client::any;
 use xds_client::pb::envoy::config::core::v3::HeaderValueOption;
@@ -67,7 +67,9 @@ pub enum ConfigLevel {
 pub struct LocalRateLimit {
     /// Identifies this config's per-connection buckets.
     id: u64,
-    stats: LocalRateLimitStats,
+    stat_prefix: String,
+    /// Created in the server's store by the first request (configs are parsed without one).
+    stats: OnceLock<LocalRateLimitStats>,
     status: StatusCode,
     grpc_status: Option<u32>,
     bucket: Option<BucketSpec>,
@@ -87,17 +89,15 @@ pub struct LocalRateLimit {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl LocalRateLimit {
-    /// Parses a `LocalRateLimit` packed in an `Any` and starts its bucket (full) now. Its stats
-    /// (`<stat_prefix>.http_local_rate_limit.*`) are created in `store`.
-    pub fn from_any(any: &Any, store: &Store, level: ConfigLevel) -> Result<Arc<Self>, String> {
+    /// Parses a `LocalRateLimit` packed in an `Any` and starts its bucket (full) now.
+    pub fn from_any(any: &Any, level: ConfigLevel) -> Result<Arc<Self>, String> {
         let p: proto::LocalRateLimit = any::unpack(any).map_err(|e| e.to_string())?;
-        LocalRateLimit::from_proto(&p, store, level, Instant::now()).map(Arc::new)
+        LocalRateLimit::from_proto(&p, level, Instant::now()).map(Arc::new)
     }
 
     /// Parses `p`, starting its bucket (full) at `now`.
     pub fn from_proto(
         p: &proto::LocalRateLimit,
-        store: &Store,
         level: ConfigLevel,
         now: Instant,
     ) -> Result<Self, String> {
@@ -135,7 +135,8 @@ impl LocalRateLimit {
             .unwrap_or(StatusCode::TOO_MANY_REQUESTS);
         Ok(LocalRateLimit {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            stats: LocalRateLimitStats::new(store, &p.stat_prefix),
+            stat_prefix: p.stat_prefix.clone(),
+            stats: OnceLock::new(),
             status,
             grpc_status: p
                 .rate_limited_as_resource_exhausted
@@ -161,12 +162,13 @@ impl LocalRateLimit {
         })
     }
 
-    /// Checks one request at `now`. When it is over the limit but not enforced, the configured
+    /// Checks one request at `now`, counting in `store`'s `<stat_prefix>.http_local_rate_limit.*`. When it is over the limit but not enforced, the configured
     /// `request_headers_to_add_when_not_enforced` are applied to `request_headers` here.
     /// `connection` holds this downstream connection's buckets (used only by configs with
     /// `local_rate_limit_per_downstream_connection`).
     pub fn check(
         &self,
+        store: &Store,
         now: Instant,
         rng: &mut impl Rng,
         request_headers: &mut HeaderMap,
@@ -175,7 +177,8 @@ impl LocalRateLimit {
         if !self.enabled.is_some_and(|f| f.draw(rng)) {
             return RateDecision::Allowed { x_ratelimit: None };
         }
-        self.stats.enabled.inc();
+        let stats = self.stats(store);
+        stats.enabled.inc();
         let taken = match (&self.shared, self.bucket) {
             (Some(shared), _) => Some(Taken::take_one(shared, now)),
             (None, Some(spec)) if self.per_connection => Some(connection.take(self.id, spec, now)),
@@ -186,17 +189,17 @@ impl LocalRateLimit {
             .filter(|_| self.x_ratelimit_headers)
             .map(|t| t.x_ratelimit);
         if taken.as_ref().is_none_or(|t| t.allowed) {
-            self.stats.ok.inc();
+            stats.ok.inc();
             return RateDecision::Allowed { x_ratelimit };
         }
-        self.stats.rate_limited.inc();
+        stats.rate_limited.inc();
         if !self.enforced.is_some_and(|f| f.draw(rng)) {
             for action in &self.request_headers_to_add_when_not_enforced {
                 action.apply(request_headers);
             }
             return RateDecision::LimitedNotEnforced { x_ratelimit };
         }
-        self.stats.enforced.inc();
+        stats.enforced.inc();
         RateDecision::Limited(LimitedReply {
             config: self,
             x_ratelimit,
@@ -204,8 +207,10 @@ impl LocalRateLimit {
         })
     }
 
-    pub fn stats(&self) -> &LocalRateLimitStats {
-        &self.stats
+    /// This config's stats in `store` (the first store asked keeps them).
+    pub fn stats(&self, store: &Store) -> &LocalRateLimitStats {
+        self.stats
+            .get_or_init(|| LocalRateLimitStats::new(store, &self.stat_prefix))
     }
 }
 

@@ -8,7 +8,7 @@
 
 use super::ConnectionContext;
 use super::access_log::LogRecord;
-use super::filter::HttpFilter;
+use super::filter::{FilterRequest, ResponseDecorations, RouteLevels, run_request_filters};
 use super::headers;
 use super::local_reply::{self, Body};
 use crate::config::cluster::UpstreamProtocol;
@@ -86,7 +86,8 @@ pub async fn handle(
         ..Default::default()
     };
     let grpc = local_reply::is_grpc(request.headers());
-    let mut response = match process(&ctx, request, &mut log).await {
+    let mut decorations = ResponseDecorations::default();
+    let mut response = match process(&ctx, request, &mut log, &mut decorations).await {
         Ok(r) => r,
         Err(reply) => {
             log.response_flags = reply.flag.to_string();
@@ -100,6 +101,7 @@ pub async fn handle(
             response
         }
     };
+    decorations.apply(response.headers_mut());
     let hcm = &ctx.hcm;
     match hcm.server_header {
         ServerHeader::Overwrite => {
@@ -239,6 +241,7 @@ async fn process(
     ctx: &ConnectionContext,
     request: Request<Incoming>,
     log: &mut LogRecord,
+    decorations: &mut ResponseDecorations,
 ) -> Result<Response<Body>, LocalReply> {
     let hcm = &ctx.hcm;
     let mut request = request;
@@ -278,32 +281,9 @@ async fn process(
         path = normalized(hcm, path)?;
     }
     prepare_request_headers(ctx, &mut parts.headers, log);
-    if let Some(name) = hcm.http_filters.iter().find_map(|f| match f {
-        HttpFilter::DenyAll { name } => Some(name),
-        _ => None,
-    }) {
-        tracing::debug!(filter = %name, "denying request: filter not enforceable");
-        return Err(LocalReply::new(
-            StatusCode::FORBIDDEN,
-            "RBAC: access denied",
-            "RBAC",
-            "rbac_access_denied_matched_policy[none]",
-        ));
-    }
-    let routes: Arc<RouteConfig> = match &hcm.routes {
-        RouteSource::Inline(r) => r.clone(),
-        RouteSource::Rds(name) => match ctx.snapshot.routes.get(name) {
-            Some(r) => r.clone(),
-            None => {
-                ctx.stats.no_route.inc();
-                return Err(LocalReply::new(
-                    StatusCode::NOT_FOUND,
-                    "",
-                    "NR",
-                    "route_not_found",
-                ));
-            }
-        },
+    let routes: Option<Arc<RouteConfig>> = match &hcm.routes {
+        RouteSource::Inline(r) => Some(r.clone()),
+        RouteSource::Rds(name) => ctx.snapshot.routes.get(name).cloned(),
     };
     let random: u64 = ctx.worker.rng.borrow_mut().random();
     let view = RequestView {
@@ -313,7 +293,58 @@ async fn process(
         path: &path,
         headers: &parts.headers,
     };
-    let Some((vhost, route)) = routes.route(&view, random) else {
+    let selected = routes.as_deref().and_then(|r| r.route(&view, random));
+    // The cluster is chosen before the filters run: they see the weighted pick (per-filter
+    // configs, the fault filter's upstream_cluster) that the router then uses.
+    let target = selected.and_then(|(_, route)| match &route.action {
+        Action::Forward(action) => Some(pick_cluster(action, &parts.headers, random)),
+        _ => None,
+    });
+    let levels = routes
+        .as_deref()
+        .zip(selected)
+        .map(|(routes, (vhost, route))| RouteLevels {
+            routes,
+            vhost,
+            route,
+            weighted: target.as_ref().and_then(|(_, w)| *w),
+        });
+    let filter_request = FilterRequest {
+        method: &parts.method,
+        cluster: target.as_ref().map(|(name, _)| name.as_str()),
+        grpc: local_reply::is_grpc(&parts.headers),
+    };
+    let mut fault_flags = "";
+    if let Err(reply) = run_request_filters(
+        ctx,
+        levels,
+        &filter_request,
+        &mut parts.headers,
+        decorations,
+        &mut fault_flags,
+    )
+    .await
+    {
+        log.response_flags = reply.flag.to_string();
+        log.response_code_details = reply.details.to_string();
+        let mut response = reply.response;
+        if reply.local_reply
+            && let Some((vhost, route)) = selected
+            && let Some(routes) = routes.as_deref()
+        {
+            apply_header_ops(
+                routes,
+                vhost,
+                route,
+                None,
+                response.headers_mut(),
+                HeaderOps::apply_response,
+            );
+        }
+        return Ok(response);
+    }
+    log.response_flags = fault_flags.to_string();
+    let (Some(routes), Some((vhost, route))) = (routes.as_deref(), selected) else {
         ctx.stats.no_route.inc();
         return Err(LocalReply::new(
             StatusCode::NOT_FOUND,
@@ -334,7 +365,7 @@ async fn process(
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
             apply_header_ops(
-                &routes,
+                routes,
                 vhost,
                 route,
                 None,
@@ -345,6 +376,13 @@ async fn process(
         }
         Action::Redirect(redirect) => {
             ctx.stats.rq_redirect.inc();
+            let view = RequestView {
+                method: &parts.method,
+                scheme: ctx.scheme,
+                authority: &authority,
+                path: &path,
+                headers: &parts.headers,
+            };
             let location = redirect.location(&view, route.matcher.matched_prefix());
             let mut response = Response::new(local_reply::empty());
             *response.status_mut() = redirect.status;
@@ -352,7 +390,7 @@ async fn process(
                 response.headers_mut().insert(header::LOCATION, v);
             }
             apply_header_ops(
-                &routes,
+                routes,
                 vhost,
                 route,
                 None,
@@ -362,15 +400,17 @@ async fn process(
             Ok(response)
         }
         Action::Forward(action) => {
+            let (cluster_name, weighted) = target.unwrap_or_default();
             let request = Forward {
                 ctx,
-                routes: &routes,
+                routes,
+                cluster_name,
+                weighted,
                 vhost,
                 route,
                 action,
                 authority,
                 path,
-                random,
             };
             let grpc = local_reply::is_grpc(&parts.headers);
             match request.run(parts, body, on_upgrade, log).await {
@@ -381,7 +421,7 @@ async fn process(
                     log.response_code_details = reply.details.to_string();
                     let mut response = local_reply::reply(reply.status, &reply.body, grpc);
                     apply_header_ops(
-                        &routes,
+                        routes,
                         vhost,
                         route,
                         None,
@@ -391,6 +431,30 @@ async fn process(
                     Ok(response)
                 }
             }
+        }
+    }
+}
+
+/// The cluster a forwarding route sends this request to: for weighted clusters, the one
+/// `random` picks (with its per-cluster settings).
+fn pick_cluster<'a>(
+    action: &'a ForwardAction,
+    headers: &HeaderMap,
+    random: u64,
+) -> (String, Option<&'a WeightedCluster>) {
+    match &action.cluster {
+        ClusterSpecifier::Name(n) => (n.clone(), None),
+        ClusterSpecifier::Header(h) => (
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            None,
+        ),
+        ClusterSpecifier::Weighted(w) => {
+            let picked = w.pick(random);
+            (picked.name.clone(), Some(picked))
         }
     }
 }
@@ -611,12 +675,13 @@ fn apply_header_ops(
 struct Forward<'a> {
     ctx: &'a ConnectionContext,
     routes: &'a RouteConfig,
+    cluster_name: String,
+    weighted: Option<&'a WeightedCluster>,
     vhost: &'a VirtualHost,
     route: &'a Route,
     action: &'a ForwardAction,
     authority: String,
     path: String,
-    random: u64,
 }
 
 /// The request body as the router holds it: buffered (replayable) or streaming (sent once).
@@ -653,7 +718,8 @@ impl Forward<'_> {
         log: &mut LogRecord,
     ) -> Result<Response<Body>, LocalReply> {
         let ctx = self.ctx;
-        let (cluster_name, weighted) = self.cluster_name(&parts.headers);
+        let weighted = self.weighted;
+        let cluster_name = self.cluster_name.clone();
         log.upstream_cluster = Some(cluster_name.clone());
         let Some(cluster) = ctx.snapshot.clusters.get(&cluster_name).cloned() else {
             ctx.stats.no_cluster.inc();
@@ -1070,24 +1136,6 @@ impl Forward<'_> {
             .borrow_mut()
             .random_range(0..ceiling.max(1));
         tokio::time::sleep(Duration::from_millis(wait)).await;
-    }
-
-    fn cluster_name(&self, headers: &HeaderMap) -> (String, Option<&WeightedCluster>) {
-        match &self.action.cluster {
-            ClusterSpecifier::Name(n) => (n.clone(), None),
-            ClusterSpecifier::Header(h) => (
-                headers
-                    .get(h)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string(),
-                None,
-            ),
-            ClusterSpecifier::Weighted(w) => {
-                let picked = w.pick(self.random);
-                (picked.name.clone(), Some(picked))
-            }
-        }
     }
 
     /// The route timeout, overridden by a trusted `x-envoy-upstream-rq-timeout-ms`, capped by

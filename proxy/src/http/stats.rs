@@ -29,6 +29,8 @@ pub struct HttpStats {
     pub rq_direct_response: Counter,
     pub rq_total: Counter,
     pub classes: CodeClasses,
+    /// The fault and CORS filters' stats, when the chain has them.
+    pub filters: crate::http::filter::FilterStats,
 }
 
 /// `<prefix>_1xx` .. `<prefix>_5xx`.
@@ -50,7 +52,7 @@ impl CodeClasses {
 }
 
 impl HttpStats {
-    pub fn new(store: &Store, prefix: &str) -> Self {
+    pub fn new(store: &Store, prefix: &str, chain: &[crate::http::filter::HttpFilter]) -> Self {
         let name = |stat: &str| format!("http.{prefix}.{stat}");
         HttpStats {
             downstream_cx_total: store.counter(&name("downstream_cx_total")),
@@ -75,6 +77,7 @@ impl HttpStats {
             rq_direct_response: store.counter(&name("rq_direct_response")),
             rq_total: store.counter(&name("rq_total")),
             classes: CodeClasses::new(store, &name("downstream_rq")),
+            filters: crate::http::filter::FilterStats::new(store, prefix, chain),
         }
     }
 }

@@ -17,6 +17,7 @@ pub fn cases() -> Vec<Case> {
         redirects(),
         direct_responses(),
         header_mutations(),
+        http_filters(),
         http2(),
         protocol_edges(),
     ]
@@ -501,6 +502,148 @@ fn direct_responses() -> Vec<Case> {
             .body("")
             .response_absent("content-type"),
         get("direct 503", act, "/direct/503").status(503).body(""),
+    ]
+}
+
+fn http_filters() -> Vec<Case> {
+    let f = "filters.test";
+    vec![
+        get("fault: abort", f, "/fault/abort")
+            .status(503)
+            .body("fault filter abort")
+            .response_header("content-type", &["text/plain"])
+            .response_header("x-resp-route", &["fault"]),
+        get("fault: gRPC abort", f, "/fault/abort-grpc")
+            .header("content-type", "application/grpc")
+            .response_header("grpc-status", &["7"])
+            .response_header("grpc-message", &["fault filter abort"]),
+        get("fault: a 0% abort never fires", f, "/fault/never").backend("a", "filters"),
+        get("fault: header abort", f, "/fault/header")
+            .header("x-envoy-fault-abort-request", "429")
+            .status(429)
+            .body("fault filter abort"),
+        get(
+            "fault: header abort out of range is ignored",
+            f,
+            "/fault/header",
+        )
+        .header("x-envoy-fault-abort-request", "600")
+        .backend("a", "filters"),
+        get("fault: header delay then forward", f, "/fault/header")
+            .header("x-envoy-fault-delay-request", "20")
+            .backend("a", "filters"),
+        get("fault: no fault header, no fault", f, "/fault/header").backend("a", "filters"),
+        get(
+            "fault: upstream_cluster targets another cluster",
+            f,
+            "/fault/other-cluster",
+        )
+        .backend("a", "filters"),
+        get(
+            "fault: the weighted cluster's config is the most specific",
+            f,
+            "/fault/weighted",
+        )
+        .status(418)
+        .body("fault filter abort"),
+        get("fault: fixed delay then forward", f, "/fault/delay").backend("a", "filters"),
+        request("cors: preflight answered locally", "OPTIONS", f, "/cors")
+            .header("origin", "https://good.test")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-a")
+            .response_header("access-control-allow-origin", &["https://good.test"])
+            .response_header("access-control-allow-methods", &["GET,POST"])
+            .response_header("access-control-allow-headers", &["x-a,x-b"])
+            .response_header("access-control-max-age", &["600"])
+            .response_header("access-control-allow-credentials", &["true"])
+            .response_header("access-control-expose-headers", &["x-exposed"])
+            .body(""),
+        request(
+            "cors: suffix-matched origin preflight",
+            "OPTIONS",
+            f,
+            "/cors",
+        )
+        .header("origin", "https://app.friends.test")
+        .header("access-control-request-method", "GET")
+        .response_header("access-control-allow-origin", &["https://app.friends.test"]),
+        request(
+            "cors: preflight from a foreign origin goes upstream",
+            "OPTIONS",
+            f,
+            "/cors",
+        )
+        .header("origin", "https://evil.test")
+        .header("access-control-request-method", "POST")
+        .backend("a", "filters")
+        .response_absent("access-control-allow-origin"),
+        get("cors: allowed origin marks the response", f, "/cors")
+            .header("origin", "https://good.test")
+            .backend("a", "filters")
+            .response_header("access-control-allow-origin", &["https://good.test"])
+            .response_header("access-control-allow-credentials", &["true"])
+            .response_header("access-control-expose-headers", &["x-exposed"])
+            .response_absent("access-control-allow-methods"),
+        get("cors: foreign origin is left alone", f, "/cors")
+            .header("origin", "https://evil.test")
+            .backend("a", "filters")
+            .response_absent("access-control-allow-origin"),
+        get("cors: no origin, nothing added", f, "/cors")
+            .backend("a", "filters")
+            .response_absent("access-control-allow-origin"),
+        // The fault filter runs before CORS here, so its abort never passes through CORS.
+        get(
+            "cors: an earlier filter's reply is not marked",
+            f,
+            "/fault/abort",
+        )
+        .header("origin", "https://good.test")
+        .status(503)
+        .response_absent("access-control-allow-origin"),
+        request(
+            "cors: a route's FilterConfig disables it",
+            "OPTIONS",
+            f,
+            "/cors/disabled",
+        )
+        .header("origin", "https://good.test")
+        .header("access-control-request-method", "POST")
+        .backend("a", "filters")
+        .response_absent("access-control-allow-origin"),
+        request(
+            "cors: the route's policy merges over the vhost's",
+            "OPTIONS",
+            f,
+            "/cors/route",
+        )
+        .header("origin", "https://route.test")
+        .header("access-control-request-method", "PUT")
+        .response_header("access-control-allow-origin", &["https://route.test"])
+        .response_header("access-control-allow-methods", &["PUT"])
+        .response_header("access-control-allow-headers", &["x-a,x-b"])
+        .response_header("access-control-allow-credentials", &["true"]),
+        request(
+            "cors: the route's origins replace the vhost's",
+            "OPTIONS",
+            f,
+            "/cors/route",
+        )
+        .header("origin", "https://good.test")
+        .header("access-control-request-method", "PUT")
+        .backend("a", "filters")
+        .response_absent("access-control-allow-origin"),
+        get("local rate limit: the bucket's one token", f, "/ratelimit")
+            .backend("b", "filters")
+            .response_absent("x-limited"),
+        get("local rate limit: empty bucket", f, "/ratelimit")
+            .status(429)
+            .body("local_rate_limited")
+            .response_header("x-limited", &["yes"]),
+        // The rate limit runs after CORS: its reply is marked.
+        get("cors: a later filter's reply is marked", f, "/ratelimit")
+            .header("origin", "https://good.test")
+            .status(429)
+            .response_header("access-control-allow-origin", &["https://good.test"]),
     ]
 }
 

@@ -493,7 +493,8 @@ fn weighted_clusters(w: &proto::WeightedCluster) -> Result<WeightedClusters, Con
                 }
                 _ => None,
             },
-            per_filter_config: PerFilterConfig::from_proto(&c.typed_per_filter_config),
+            per_filter_config: PerFilterConfig::from_proto(&c.typed_per_filter_config)
+                .map_err(at)?,
         });
     }
     let total_weight = clusters.iter().map(|c| u64::from(c.weight)).sum();

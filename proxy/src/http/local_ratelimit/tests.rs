@@ -66,8 +66,8 @@ fn route_config() -> proto::LocalRateLimit {
     }
 }
 
-fn parse(p: &proto::LocalRateLimit, store: &Store, now: Instant) -> LocalRateLimit {
-    LocalRateLimit::from_proto(p, store, ConfigLevel::PerRoute, now).expect("valid")
+fn parse(p: &proto::LocalRateLimit, now: Instant) -> LocalRateLimit {
+    LocalRateLimit::from_proto(p, ConfigLevel::PerRoute, now).expect("valid")
 }
 
 fn rng() -> SmallRng {
@@ -171,12 +171,13 @@ fn concurrent_takes_with_refill_never_exceed_what_accrued() {
 fn route_config_limits_like_envoy() {
     let t0 = Instant::now();
     let store = Store::new();
-    let limit = parse(&route_config(), &store, t0);
+    let limit = parse(&route_config(), t0);
     let conn = ConnectionBuckets::default();
     let mut rng = rng();
     let mut req = HeaderMap::new();
 
-    let RateDecision::Allowed { x_ratelimit } = limit.check(t0, &mut rng, &mut req, &conn) else {
+    let RateDecision::Allowed { x_ratelimit } = limit.check(&store, t0, &mut rng, &mut req, &conn)
+    else {
         panic!("first request allowed");
     };
     assert_eq!(
@@ -187,7 +188,8 @@ fn route_config_limits_like_envoy() {
             reset: 0
         })
     );
-    let RateDecision::Allowed { x_ratelimit } = limit.check(t0, &mut rng, &mut req, &conn) else {
+    let RateDecision::Allowed { x_ratelimit } = limit.check(&store, t0, &mut rng, &mut req, &conn)
+    else {
         panic!("second request allowed");
     };
     assert_eq!(
@@ -198,7 +200,7 @@ fn route_config_limits_like_envoy() {
             reset: 60
         })
     );
-    let RateDecision::Limited(reply) = limit.check(t0, &mut rng, &mut req, &conn) else {
+    let RateDecision::Limited(reply) = limit.check(&store, t0, &mut rng, &mut req, &conn) else {
         panic!("third request limited");
     };
     assert_eq!(reply.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -217,7 +219,7 @@ fn route_config_limits_like_envoy() {
     assert_eq!(g.headers()["grpc-status"], "14");
     assert_eq!(g.headers()["grpc-message"], "local_rate_limited");
 
-    let stats = limit.stats();
+    let stats = limit.stats(&store);
     assert_eq!(
         (
             stats.enabled.value(),
@@ -233,45 +235,54 @@ fn route_config_limits_like_envoy() {
     // A minute later a token is back.
     let later = t0 + Duration::from_secs(60);
     assert!(matches!(
-        limit.check(later, &mut rng, &mut req, &conn),
+        limit.check(&store, later, &mut rng, &mut req, &conn),
         RateDecision::Allowed { .. }
     ));
 }
 
 #[test]
 fn not_enabled_unless_filter_enabled_is_set() {
+    let store = Store::new();
     let t0 = Instant::now();
     let mut p = route_config();
     p.filter_enabled = None;
     p.token_bucket = bucket(0, 1, 1);
-    let limit = parse(&p, &Store::new(), t0);
+    let limit = parse(&p, t0);
     let d = limit.check(
+        &store,
         t0,
         &mut rng(),
         &mut HeaderMap::new(),
         &ConnectionBuckets::default(),
     );
     assert!(matches!(d, RateDecision::Allowed { x_ratelimit: None }));
-    assert_eq!(limit.stats().enabled.value(), 0);
+    assert_eq!(limit.stats(&store).enabled.value(), 0);
 }
 
 #[test]
 fn not_enforced_unless_filter_enforced_is_set() {
+    let store = Store::new();
     let t0 = Instant::now();
     let mut p = route_config();
     p.filter_enforced = None;
     p.token_bucket = bucket(0, 1, 1);
     p.request_headers_to_add_when_not_enforced = vec![header("x-would-limit", "true")];
-    let limit = parse(&p, &Store::new(), t0);
+    let limit = parse(&p, t0);
     let mut req = HeaderMap::new();
-    let d = limit.check(t0, &mut rng(), &mut req, &ConnectionBuckets::default());
+    let d = limit.check(
+        &store,
+        t0,
+        &mut rng(),
+        &mut req,
+        &ConnectionBuckets::default(),
+    );
     assert!(
         matches!(d, RateDecision::LimitedNotEnforced { .. }),
         "{d:?}"
     );
     assert_eq!(req["x-would-limit"], "true");
-    assert_eq!(limit.stats().rate_limited.value(), 1);
-    assert_eq!(limit.stats().enforced.value(), 0);
+    assert_eq!(limit.stats(&store).rate_limited.value(), 1);
+    assert_eq!(limit.stats(&store).enforced.value(), 0);
 }
 
 #[test]
@@ -284,32 +295,34 @@ fn filter_level_config_without_a_bucket_allows_everything() {
         ..Default::default()
     };
     let store = Store::new();
-    let limit = LocalRateLimit::from_proto(&p, &store, ConfigLevel::Filter, t0).expect("valid");
+    let limit = LocalRateLimit::from_proto(&p, ConfigLevel::Filter, t0).expect("valid");
     let d = limit.check(
+        &store,
         t0,
         &mut rng(),
         &mut HeaderMap::new(),
         &ConnectionBuckets::default(),
     );
     assert!(matches!(d, RateDecision::Allowed { x_ratelimit: None }));
-    assert_eq!(limit.stats().ok.value(), 1);
-    let err = LocalRateLimit::from_proto(&p, &store, ConfigLevel::PerRoute, t0).unwrap_err();
+    assert_eq!(limit.stats(&store).ok.value(), 1);
+    let err = LocalRateLimit::from_proto(&p, ConfigLevel::PerRoute, t0).unwrap_err();
     assert_eq!(err, "token_bucket: required in a per-route config");
 }
 
 #[test]
 fn per_connection_buckets_are_separate() {
+    let store = Store::new();
     let t0 = Instant::now();
     let mut p = route_config();
     p.token_bucket = bucket(1, 1, 60);
     p.local_rate_limit_per_downstream_connection = true;
-    let limit = parse(&p, &Store::new(), t0);
+    let limit = parse(&p, t0);
     let (a, b) = (ConnectionBuckets::default(), ConnectionBuckets::default());
     let mut rng = rng();
     let mut req = HeaderMap::new();
     let mut allowed = |conn: &ConnectionBuckets| {
         matches!(
-            limit.check(t0, &mut rng, &mut req, conn),
+            limit.check(&store, t0, &mut rng, &mut req, conn),
             RateDecision::Allowed { .. }
         )
     };
@@ -320,22 +333,23 @@ fn per_connection_buckets_are_separate() {
 
 #[test]
 fn custom_status_grpc_resource_exhausted_and_retry_after() {
+    let store = Store::new();
     let t0 = Instant::now();
     let mut p = route_config();
     p.token_bucket = bucket(1, 1, 30);
     p.enable_x_ratelimit_headers = 0;
     p.rate_limited_as_resource_exhausted = true;
     p.enable_retry_after_header = true;
-    let limit = parse(&p, &Store::new(), t0);
+    let limit = parse(&p, t0);
     let conn = ConnectionBuckets::default();
     let mut rng = rng();
     let mut req = HeaderMap::new();
     assert!(matches!(
-        limit.check(t0, &mut rng, &mut req, &conn),
+        limit.check(&store, t0, &mut rng, &mut req, &conn),
         RateDecision::Allowed { x_ratelimit: None }
     ));
     let t = t0 + Duration::from_secs(10);
-    let RateDecision::Limited(reply) = limit.check(t, &mut rng, &mut req, &conn) else {
+    let RateDecision::Limited(reply) = limit.check(&store, t, &mut rng, &mut req, &conn) else {
         panic!("limited");
     };
     let r = reply.response(false);
@@ -344,9 +358,9 @@ fn custom_status_grpc_resource_exhausted_and_retry_after() {
     assert_eq!(reply.response(true).headers()["grpc-status"], "8");
 
     p.status = Some(HttpStatus { code: 503 });
-    let limit = parse(&p, &Store::new(), t0);
-    let _ = limit.check(t0, &mut rng, &mut req, &conn);
-    let RateDecision::Limited(reply) = limit.check(t0, &mut rng, &mut req, &conn) else {
+    let limit = parse(&p, t0);
+    let _ = limit.check(&store, t0, &mut rng, &mut req, &conn);
+    let RateDecision::Limited(reply) = limit.check(&store, t0, &mut rng, &mut req, &conn) else {
         panic!("limited");
     };
     let r = reply.response(false);
@@ -355,10 +369,7 @@ fn custom_status_grpc_resource_exhausted_and_retry_after() {
 
     // A status below 400 falls back to 429, as in Envoy.
     p.status = Some(HttpStatus { code: 200 });
-    assert_eq!(
-        parse(&p, &Store::new(), t0).status,
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    assert_eq!(parse(&p, t0).status, StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[test]
@@ -396,7 +407,6 @@ fn header_append_actions() {
 #[test]
 fn invalid_configs_name_the_field() {
     let t0 = Instant::now();
-    let store = Store::new();
     type Edit = fn(&mut proto::LocalRateLimit);
     let cases: [(Edit, &str); 6] = [
         (|p| p.stat_prefix.clear(), "stat_prefix:"),
@@ -426,12 +436,11 @@ fn invalid_configs_name_the_field() {
     for (edit, want) in cases {
         let mut p = route_config();
         edit(&mut p);
-        let err = LocalRateLimit::from_proto(&p, &store, ConfigLevel::PerRoute, t0).unwrap_err();
+        let err = LocalRateLimit::from_proto(&p, ConfigLevel::PerRoute, t0).unwrap_err();
         assert!(err.starts_with(want), "{err:?} should start with {want:?}");
     }
     let err = LocalRateLimit::from_any(
         &any::pack(&xds_client::pb::envoy::extensions::filters::http::cors::v3::Cors {}),
-        &store,
         ConfigLevel::PerRoute,
     )
     .unwrap_err();

@@ -1,6 +1,7 @@
 //! Forwarding, direct responses, header mutations and retry policies.
 
 use super::*;
+use crate::http::filter::FilterOverride;
 use http::HeaderMap;
 use std::time::Duration;
 
@@ -282,7 +283,7 @@ fn direct_response_keeps_status_and_inline_body() {
 }
 
 #[test]
-fn per_filter_config_is_kept_raw() {
+fn per_filter_config_is_parsed_by_type() {
     let cfg = config(
         r#"
 name: r
@@ -306,12 +307,11 @@ virtual_hosts:
 "#,
     );
     let vh = &cfg.virtual_hosts[0];
-    let any = vh
+    let parsed = vh
         .per_filter_config
         .get("envoy.filters.http.fault")
         .unwrap();
-    assert!(any.type_url.ends_with("HTTPFault"));
-    assert!(!any.value.is_empty());
+    assert!(matches!(parsed, FilterOverride::Fault(_)), "{parsed:?}");
     assert!(
         vh.routes[0]
             .per_filter_config

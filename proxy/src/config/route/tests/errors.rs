@@ -29,6 +29,22 @@ fn bad_regex_names_its_route() {
 }
 
 #[test]
+fn bad_per_filter_config_names_its_entry() {
+    let e = rejected_at(
+        r#"
+- match: {prefix: /}
+  route: {cluster: b}
+  typed_per_filter_config:
+    ratelimit:
+      "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+      stat_prefix: rl
+"#,
+        r#"virtual_hosts[0].routes[0].typed_per_filter_config["ratelimit"]"#,
+    );
+    assert!(e.reason.contains("token_bucket"), "{e}");
+}
+
+#[test]
 fn rejections_name_the_field() {
     let cases = [
         (
