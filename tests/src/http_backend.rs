@@ -27,9 +27,9 @@ use serde_json::{Map, Value, json};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// How long one client request may take, connection included.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
@@ -38,7 +38,8 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 pub struct HttpBackend {
     pub name: String,
     pub address: SocketAddr,
-    requests: Arc<AtomicUsize>,
+    /// The JSON description of every request received so far, in arrival order.
+    seen: Arc<watch::Sender<Vec<Value>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -47,10 +48,10 @@ impl HttpBackend {
     pub async fn start(name: &str) -> std::io::Result<HttpBackend> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let address = listener.local_addr()?;
-        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(watch::Sender::new(Vec::new()));
         let shared = Arc::new(Shared {
             name: name.to_string(),
-            requests: requests.clone(),
+            seen: seen.clone(),
         });
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -71,14 +72,35 @@ impl HttpBackend {
         Ok(HttpBackend {
             name: name.to_string(),
             address,
-            requests,
+            seen,
             task,
         })
     }
 
     /// Requests received so far (every protocol, every connection), answered or not.
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.seen.borrow().len()
+    }
+
+    /// The JSON description (as in the response body, `body_len` aside: 0 until read) of every
+    /// request received so far.
+    pub fn seen(&self) -> Vec<Value> {
+        self.seen.borrow().clone()
+    }
+
+    /// Waits until `done` holds for the requests seen so far (re-checked on every change);
+    /// `Err` naming `what` after [`REQUEST_DEADLINE`].
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        mut done: impl FnMut(&[Value]) -> bool,
+    ) -> anyhow::Result<()> {
+        let mut changes = self.seen.subscribe();
+        tokio::time::timeout(REQUEST_DEADLINE, changes.wait_for(|seen| done(seen)))
+            .await
+            .with_context(|| format!("backend {}: waiting for {what}", self.name))?
+            .map(|_| ())
+            .context("backend stopped")
     }
 }
 
@@ -91,20 +113,26 @@ impl Drop for HttpBackend {
 /// What every connection task of one backend shares.
 struct Shared {
     name: String,
-    requests: Arc<AtomicUsize>,
+    seen: Arc<watch::Sender<Vec<Value>>>,
 }
 
 impl Shared {
     async fn answer(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
         // Counted on arrival, before the body and any delay: a proxy that gave up waiting
         // (a route timeout) has still reached this backend.
-        self.requests.fetch_add(1, Ordering::SeqCst);
         let (parts, body) = request.into_parts();
+        let mut index = 0;
+        self.seen.send_modify(|seen| {
+            index = seen.len();
+            seen.push(describe(&self.name, &parts, 0));
+        });
         let body_len = body
             .collect()
             .await
             .map(|collected| collected.to_bytes().len())
             .unwrap_or(0);
+        self.seen
+            .send_modify(|seen| seen[index]["body_len"] = json!(body_len));
         let knob = |name: &str| {
             parts
                 .headers
@@ -119,20 +147,7 @@ impl Shared {
             .and_then(|code| code.parse::<u16>().ok())
             .and_then(|code| StatusCode::from_u16(code).ok())
             .unwrap_or(StatusCode::OK);
-        let authority = parts
-            .uri
-            .authority()
-            .map(|authority| authority.as_str().to_string())
-            .or_else(|| header_text(&parts.headers, "host"));
-        let description = json!({
-            "backend": self.name,
-            "method": parts.method.as_str(),
-            "path": parts.uri.path_and_query().map_or("", |pq| pq.as_str()),
-            "authority": authority,
-            "version": version_name(parts.version),
-            "headers": headers_json(&parts.headers),
-            "body_len": body_len,
-        });
+        let description = describe(&self.name, &parts, body_len);
         let mut response = hyper::Response::new(Full::new(Bytes::from(description.to_string())));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -151,6 +166,24 @@ impl Shared {
         }
         response
     }
+}
+
+/// The JSON description of a request (see the module doc).
+fn describe(backend: &str, parts: &http::request::Parts, body_len: usize) -> Value {
+    let authority = parts
+        .uri
+        .authority()
+        .map(|authority| authority.as_str().to_string())
+        .or_else(|| header_text(&parts.headers, "host"));
+    json!({
+        "backend": backend,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map_or("", |pq| pq.as_str()),
+        "authority": authority,
+        "version": version_name(parts.version),
+        "headers": headers_json(&parts.headers),
+        "body_len": body_len,
+    })
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
