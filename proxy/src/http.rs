@@ -17,6 +17,7 @@ pub mod local_reply;
 pub mod pool;
 pub mod router;
 pub mod stats;
+pub mod stream;
 
 use crate::config::http_connection_manager::{Codec, HttpConnectionManager};
 use crate::drain::DrainWatch;
@@ -27,6 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 pub use stats::HttpStats;
 use std::rc::Rc;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// What every request on one downstream connection shares.
 pub struct ConnectionContext {
@@ -43,6 +45,8 @@ pub struct ConnectionContext {
     pub connection_id: u64,
     /// Token buckets of local rate limits configured per downstream connection.
     pub rate_limit_buckets: local_ratelimit::ConnectionBuckets,
+    /// Open streams, for the connection's idle timeout.
+    pub streams: stream::ConnectionStreams,
 }
 
 /// Serves one downstream connection with the HTTP connection manager until it ends or drains.
@@ -68,7 +72,9 @@ pub async fn serve(
         scheme: "http",
         connection_id: crate::listener::connection::next_connection_id(),
         rate_limit_buckets: Default::default(),
+        streams: Default::default(),
     });
+    let connection = ctx.clone();
     let io = TokioIo::new(io::Prefixed::new(
         downstream.prefix.freeze(),
         downstream.stream,
@@ -102,20 +108,41 @@ pub async fn serve(
     };
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    tokio::select! {
+    let idle = async {
+        match hcm.idle_timeout {
+            Some(t) => connection.streams.idle_for(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let max_duration = async {
+        match hcm.max_connection_duration {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    // Drained connections finish their streams (HTTP/2 gets a GOAWAY), bounded by the drain
+    // deadline or drain_timeout.
+    let grace_until = tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
             }
+            return;
         }
-        deadline = drain.started() => {
-            conn.as_mut().graceful_shutdown();
-            let grace = tokio::time::sleep_until(deadline);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = grace => {}
-            }
+        deadline = drain.started() => deadline,
+        () = idle => {
+            stats.downstream_cx_idle_timeout.inc();
+            Instant::now() + hcm.drain_timeout
         }
+        () = max_duration => {
+            stats.downstream_cx_max_duration_reached.inc();
+            Instant::now() + hcm.drain_timeout
+        }
+    };
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = tokio::time::sleep_until(grace_until) => {}
     }
 }
 

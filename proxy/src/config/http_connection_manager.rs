@@ -41,6 +41,8 @@ pub struct HttpConnectionManager {
     /// Close a connection with no active streams after this long (default 1 h).
     pub idle_timeout: Option<Duration>,
     pub max_stream_duration: Option<Duration>,
+    /// `common_http_protocol_options.max_connection_duration`: then the connection drains.
+    pub max_connection_duration: Option<Duration>,
     /// Maximum header bytes of a request (default 60 KiB); more gets 431.
     pub max_request_headers_bytes: usize,
     /// Maximum header count (default 100); more gets 431.
@@ -312,6 +314,13 @@ impl HttpConnectionManager {
             )?,
             None,
         );
+        let max_connection_duration = zero_disables(
+            dur(
+                "common_http_protocol_options.max_connection_duration",
+                common.and_then(|c| c.max_connection_duration.as_ref()),
+            )?,
+            None,
+        );
         let max_headers_count = match common.and_then(|c| c.max_headers_count.as_ref()) {
             Some(v) if v.value == 0 => {
                 return Err(err(
@@ -397,6 +406,7 @@ impl HttpConnectionManager {
             request_headers_timeout,
             idle_timeout,
             max_stream_duration,
+            max_connection_duration,
             max_request_headers_bytes: max_kb as usize * 1024,
             max_headers_count,
             headers_with_underscores,

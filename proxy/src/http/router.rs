@@ -11,6 +11,7 @@ use super::access_log::LogRecord;
 use super::filter::{FilterRequest, ResponseDecorations, RouteLevels, run_request_filters};
 use super::headers;
 use super::local_reply::{self, Body};
+use super::stream::{DownstreamBody, StreamBody, StreamClock};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::http_connection_manager::{
     EscapedSlashes, HttpConnectionManager, RouteSource, ServerHeader, StripPort, UnderscoreAction,
@@ -56,6 +57,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let stats = &ctx.stats;
     let started = Instant::now();
+    let open = ctx.streams.open();
+    let clock = StreamClock::new(&ctx, started);
+    let request = request.map(|body| DownstreamBody::new(body, clock.clone()));
     stats.downstream_rq_total.inc();
     stats.downstream_rq_active.inc();
     let protocol = match request.version() {
@@ -87,7 +91,16 @@ pub async fn handle(
     };
     let grpc = local_reply::is_grpc(request.headers());
     let mut decorations = ResponseDecorations::default();
-    let mut response = match process(&ctx, request, &mut log, &mut decorations).await {
+    let outcome = tokio::select! {
+        outcome = process(&ctx, request, &mut log, &mut decorations) => outcome,
+        expiry = clock.expired() => {
+            StreamClock::count(&ctx, expiry);
+            let (status, body, flag, details) = expiry.reply(clock.request_complete());
+            let reply = LocalReply::new(status, body, flag, details);
+            Err(if status == StatusCode::REQUEST_TIMEOUT { reply.closing() } else { reply })
+        }
+    };
+    let mut response = match outcome {
         Ok(r) => r,
         Err(reply) => {
             log.response_flags = reply.flag.to_string();
@@ -130,83 +143,16 @@ pub async fn handle(
     stats.classes.record(status);
     stats.downstream_rq_active.dec();
     stats.downstream_rq_completed.inc();
-    if hcm.access_log.is_empty() {
-        return Ok(response);
-    }
-    log.response_code = status;
-    log.response_headers = response.headers().clone();
-    log.response_duration = Some(started.elapsed());
-    // The entry is written when the response body has gone out (or the stream ended early).
+    let record = (!hcm.access_log.is_empty()).then(|| {
+        log.response_code = status;
+        log.response_headers = response.headers().clone();
+        log.response_duration = Some(started.elapsed());
+        Box::new(log)
+    });
+    // The stream ends (access log written, timers off) when the response body has gone out.
     let (parts, body) = response.into_parts();
-    let body = LoggedBody {
-        inner: body,
-        record: Some(Box::new(log)),
-        hcm: ctx.hcm.clone(),
-        started,
-    };
+    let body = StreamBody::new(body, ctx.clone(), clock, record, open);
     Ok(Response::from_parts(parts, Body::new(body)))
-}
-
-/// A response body that writes the request's access log entry when it ends.
-struct LoggedBody {
-    inner: Body,
-    record: Option<Box<LogRecord>>,
-    hcm: Arc<HttpConnectionManager>,
-    started: Instant,
-}
-
-impl LoggedBody {
-    fn finish(&mut self) {
-        if let Some(mut record) = self.record.take() {
-            record.duration = self.started.elapsed();
-            for sink in &self.hcm.access_log {
-                sink.log(&record);
-            }
-        }
-    }
-}
-
-impl hyper::body::Body for LoggedBody {
-    type Data = Bytes;
-    type Error = local_reply::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        let poll = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        match &poll {
-            std::task::Poll::Ready(Some(Ok(frame))) => {
-                if let Some(record) = self.record.as_mut() {
-                    if let Some(data) = frame.data_ref() {
-                        record.bytes_sent += data.len() as u64;
-                    } else if let Some(trailers) = frame.trailers_ref() {
-                        record.response_trailers = trailers.clone();
-                    }
-                }
-                if self.inner.is_end_stream() {
-                    self.finish();
-                }
-            }
-            std::task::Poll::Ready(_) => self.finish(),
-            std::task::Poll::Pending => {}
-        }
-        poll
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        self.finish();
-    }
 }
 
 /// A local reply the connection manager sends instead of forwarding.
@@ -239,7 +185,7 @@ impl LocalReply {
 
 async fn process(
     ctx: &ConnectionContext,
-    request: Request<Incoming>,
+    request: Request<DownstreamBody>,
     log: &mut LogRecord,
     decorations: &mut ResponseDecorations,
 ) -> Result<Response<Body>, LocalReply> {
@@ -687,7 +633,7 @@ struct Forward<'a> {
 /// The request body as the router holds it: buffered (replayable) or streaming (sent once).
 enum RequestBody {
     Buffered(Bytes),
-    Streaming(Option<Incoming>),
+    Streaming(Option<DownstreamBody>),
 }
 
 impl RequestBody {
@@ -713,7 +659,7 @@ impl Forward<'_> {
     async fn run(
         self,
         mut parts: http::request::Parts,
-        body: Incoming,
+        body: DownstreamBody,
         on_upgrade: hyper::upgrade::OnUpgrade,
         log: &mut LogRecord,
     ) -> Result<Response<Body>, LocalReply> {
@@ -1003,7 +949,6 @@ impl Forward<'_> {
                 Err(AttemptError::PerTryTimeout) => {
                     if global_expired {
                         stats.upstream_rq_timeout.inc();
-                        ctx.stats.downstream_rq_timeout.inc();
                         return Err(LocalReply::new(
                             StatusCode::GATEWAY_TIMEOUT,
                             local_reply::UPSTREAM_TIMEOUT,

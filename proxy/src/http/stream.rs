@@ -1,0 +1,351 @@
+//! One downstream stream's lifetime, and its connection's idleness: Envoy's downstream timers.
+//!
+//! - `stream_idle_timeout` (default 5 min): no request or response bytes for that long;
+//! - `request_timeout` (default off): the whole request, body included, has not arrived;
+//! - `max_stream_duration` (default off): the stream has lasted that long.
+//!
+//! Before the response starts, an expiry becomes a local reply, as in Envoy 1.40: `408` while
+//! the request is still arriving (the connection then closes: its unread body cannot be
+//! skipped), else `504` (the proxy was waiting on the upstream). After the response started,
+//! the stream is reset. Request bytes count as activity through [`DownstreamBody`], response
+//! bytes through [`StreamBody`], which also writes the access log entry when the stream ends.
+//!
+//! [`ConnectionStreams`] counts a connection's open streams for the connection manager's
+//! `idle_timeout` (default 1 h): with no stream open for that long, the connection drains.
+
+use super::local_reply::{Body, BoxError};
+use super::{ConnectionContext, access_log::LogRecord};
+use bytes::Bytes;
+use http::StatusCode;
+use hyper::body::{Frame, Incoming, SizeHint};
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+/// When one stream started and last moved bytes.
+#[derive(Debug)]
+pub struct StreamClock {
+    started: Instant,
+    last_activity: Cell<Instant>,
+    request_complete: Cell<bool>,
+    idle_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    max_duration: Option<Duration>,
+}
+
+/// Which timer ended a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    StreamIdle,
+    Request,
+    MaxDuration,
+}
+
+impl StreamClock {
+    pub fn new(ctx: &ConnectionContext, started: Instant) -> Rc<StreamClock> {
+        Rc::new(StreamClock {
+            started,
+            last_activity: Cell::new(started),
+            request_complete: Cell::new(false),
+            idle_timeout: ctx.hcm.stream_idle_timeout,
+            request_timeout: ctx.hcm.request_timeout,
+            max_duration: ctx.hcm.max_stream_duration,
+        })
+    }
+
+    fn touch(&self) {
+        self.last_activity.set(Instant::now());
+    }
+
+    /// The earliest deadline still armed, with the timer it belongs to.
+    fn next_deadline(&self) -> Option<(Instant, Expiry)> {
+        let idle = self
+            .idle_timeout
+            .map(|t| (self.last_activity.get() + t, Expiry::StreamIdle));
+        let request = self
+            .request_timeout
+            .filter(|_| !self.request_complete.get())
+            .map(|t| (self.started + t, Expiry::Request));
+        let max = self
+            .max_duration
+            .map(|t| (self.started + t, Expiry::MaxDuration));
+        [idle, request, max]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+    }
+
+    /// Resolves when a timer expires (activity pushes the idle deadline back).
+    pub async fn expired(&self) -> Expiry {
+        loop {
+            let Some((at, which)) = self.next_deadline() else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep_until(at).await;
+            if self
+                .next_deadline()
+                .is_some_and(|(now_at, _)| now_at <= Instant::now())
+            {
+                return which;
+            }
+        }
+    }
+
+    /// Whether the request's end has arrived.
+    pub fn request_complete(&self) -> bool {
+        self.request_complete.get()
+    }
+
+    /// Counts `expiry` in the connection manager's stats.
+    pub fn count(ctx: &ConnectionContext, expiry: Expiry) {
+        match expiry {
+            Expiry::StreamIdle => ctx.stats.downstream_rq_idle_timeout.inc(),
+            Expiry::Request => ctx.stats.downstream_rq_timeout.inc(),
+            Expiry::MaxDuration => ctx.stats.downstream_rq_max_duration_reached.inc(),
+        }
+    }
+}
+
+impl Expiry {
+    /// Envoy's local reply before the response started: status, body, flag, details.
+    pub fn reply(
+        self,
+        request_complete: bool,
+    ) -> (StatusCode, &'static str, &'static str, &'static str) {
+        // Envoy's `maybeRequestTimeoutCode`: the request timer is disarmed once the request is
+        // complete, so it always answers 408.
+        let status = if request_complete {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::REQUEST_TIMEOUT
+        };
+        match self {
+            Expiry::StreamIdle => (status, "stream timeout", "SI", "stream_idle_timeout"),
+            Expiry::Request => (status, "request timeout", "", "request_overall_timeout"),
+            Expiry::MaxDuration => (
+                status,
+                "downstream duration timeout",
+                "DT",
+                "max_duration_timeout",
+            ),
+        }
+    }
+}
+
+/// The downstream request body: marks activity and the request's end on the stream's clock.
+pub struct DownstreamBody {
+    inner: Incoming,
+    clock: Rc<StreamClock>,
+}
+
+impl DownstreamBody {
+    pub fn new(inner: Incoming, clock: Rc<StreamClock>) -> Self {
+        if hyper::body::Body::is_end_stream(&inner) {
+            clock.request_complete.set(true);
+        }
+        DownstreamBody { inner, clock }
+    }
+}
+
+impl hyper::body::Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(_))) => {
+                self.clock.touch();
+                if self.inner.is_end_stream() {
+                    self.clock.request_complete.set(true);
+                }
+            }
+            Poll::Ready(None) => self.clock.request_complete.set(true),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response body handed to hyper: enforces the stream timers once the response started,
+/// writes the access log entry when the stream ends, and keeps the connection's stream count.
+pub struct StreamBody {
+    inner: Body,
+    ctx: Rc<ConnectionContext>,
+    clock: Rc<StreamClock>,
+    timer: Option<Pin<Box<Sleep>>>,
+    record: Option<Box<LogRecord>>,
+    _open: OpenStream,
+}
+
+#[derive(Debug)]
+struct StreamTimeout;
+
+impl std::fmt::Display for StreamTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("downstream stream timeout")
+    }
+}
+
+impl std::error::Error for StreamTimeout {}
+
+impl StreamBody {
+    pub fn new(
+        inner: Body,
+        ctx: Rc<ConnectionContext>,
+        clock: Rc<StreamClock>,
+        record: Option<Box<LogRecord>>,
+        open: OpenStream,
+    ) -> Self {
+        StreamBody {
+            inner,
+            ctx,
+            clock,
+            timer: None,
+            record,
+            _open: open,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.duration = self.clock.started.elapsed();
+            for sink in &self.ctx.hcm.access_log {
+                sink.log(&record);
+            }
+        }
+    }
+
+    /// After the response started only the idle and duration timers apply.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<Expiry> {
+        let idle = self
+            .clock
+            .idle_timeout
+            .map(|t| (self.clock.last_activity.get() + t, Expiry::StreamIdle));
+        let max = self
+            .clock
+            .max_duration
+            .map(|t| (self.clock.started + t, Expiry::MaxDuration));
+        let (at, which) = [idle, max]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)?;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        timer.as_mut().poll(cx).is_ready().then_some(which)
+    }
+}
+
+impl hyper::body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.clock.touch();
+                if let Some(record) = self.record.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        record.bytes_sent += data.len() as u64;
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        record.response_trailers = trailers.clone();
+                    }
+                }
+                if self.inner.is_end_stream() {
+                    self.finish();
+                }
+            }
+            Poll::Ready(_) => self.finish(),
+            Poll::Pending => {
+                if let Some(expiry) = self.expired(cx) {
+                    StreamClock::count(&self.ctx, expiry);
+                    if let Some(record) = self.record.as_mut() {
+                        record.response_flags = expiry.reply(true).2.to_string();
+                    }
+                    self.finish();
+                    return Poll::Ready(Some(Err(Box::new(StreamTimeout))));
+                }
+            }
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// A connection's open streams, watched by its idle timer.
+#[derive(Debug)]
+pub struct ConnectionStreams(Rc<watch::Sender<usize>>);
+
+impl Default for ConnectionStreams {
+    fn default() -> Self {
+        ConnectionStreams(Rc::new(watch::Sender::new(0)))
+    }
+}
+
+impl ConnectionStreams {
+    /// Counts a stream as open until the returned guard drops.
+    pub fn open(&self) -> OpenStream {
+        self.0.send_modify(|n| *n += 1);
+        OpenStream(self.0.clone())
+    }
+
+    /// Resolves once no stream has been open for `timeout`.
+    pub async fn idle_for(&self, timeout: Duration) {
+        let mut open = self.0.subscribe();
+        loop {
+            if open.wait_for(|n| *n == 0).await.is_err() {
+                return std::future::pending().await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(timeout) => return,
+                _ = open.changed() => {}
+            }
+        }
+    }
+}
+
+/// One open stream (see [`ConnectionStreams::open`]).
+#[derive(Debug)]
+pub struct OpenStream(Rc<watch::Sender<usize>>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
