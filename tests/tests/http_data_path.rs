@@ -416,6 +416,26 @@ async fn request_body_is_forwarded_and_replayed_on_retry() {
         assert_eq!(r.status, 200, "{protocol:?}: {}", r.text());
         assert_eq!(r.json.expect("backend")["body_len"], 10_000);
     }
+    // A chunked body of unknown length is copied as it streams and replayed too.
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(proxy).await.expect("connect");
+        stream
+            .write_all(
+                b"POST /chunked HTTP/1.1\r\nhost: test.local\r\ntransfer-encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            )
+            .await
+            .expect("write");
+        let mut head = vec![0; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut head))
+            .await
+            .expect("a response")
+            .expect("read");
+        let text = String::from_utf8_lossy(&head[..n]);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains(r#""body_len":11"#), "{text}");
+    }
+    assert!(good.requests() >= 4);
 }
 
 #[tokio::test]

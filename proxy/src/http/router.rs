@@ -11,6 +11,7 @@ use super::access_log::LogRecord;
 use super::filter::{FilterRequest, ResponseDecorations, RouteLevels, run_request_filters};
 use super::headers;
 use super::local_reply::{self, Body};
+use super::replay::RequestBody;
 use super::stream::{DownstreamBody, StreamBody, StreamClock};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::http_connection_manager::{
@@ -33,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Request bodies up to this size are buffered so the request can be retried or mirrored
-/// (Envoy's default per-connection buffer limit).
+/// Request bodies up to this size are kept so the request can be retried or mirrored (Envoy's
+/// default per-connection buffer limit).
 const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -630,25 +631,6 @@ struct Forward<'a> {
     path: String,
 }
 
-/// The request body as the router holds it: buffered (replayable) or streaming (sent once).
-enum RequestBody {
-    Buffered(Bytes),
-    Streaming(Option<DownstreamBody>),
-}
-
-impl RequestBody {
-    fn take(&mut self) -> Option<Body> {
-        match self {
-            RequestBody::Buffered(b) => Some(local_reply::full(b.clone())),
-            RequestBody::Streaming(s) => s.take().map(Body::new),
-        }
-    }
-
-    fn replayable(&self) -> bool {
-        matches!(self, RequestBody::Buffered(_))
-    }
-}
-
 /// Why an attempt failed, for retry decisions and the final reply.
 enum AttemptError {
     Failure(Failure),
@@ -679,12 +661,13 @@ impl Forward<'_> {
         let trusted = internal_request(ctx);
         let timeout = self.timeout(&parts.headers, trusted);
         let policy = self.retry_policy(&parts.headers, trusted);
-        // The request body is buffered when a retry or mirror may need it again.
+        // Mirrors need the whole body first; retries keep a copy as it streams.
         let upgrade = self.upgrade_type(&parts.headers);
         let mut request_body = if hyper::body::Body::is_end_stream(&body) {
             RequestBody::Buffered(Bytes::new())
-        } else if upgrade.is_none()
-            && (policy.num_retries > 0 || !self.action.mirror_policies.is_empty())
+        } else if upgrade.is_some() {
+            RequestBody::Streaming(Some(body))
+        } else if !self.action.mirror_policies.is_empty()
             && hyper::body::Body::size_hint(&body)
                 .exact()
                 .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
@@ -701,6 +684,8 @@ impl Forward<'_> {
                     ));
                 }
             }
+        } else if policy.num_retries > 0 {
+            RequestBody::replayable(body, RETRY_BUFFER_LIMIT)
         } else {
             RequestBody::Streaming(Some(body))
         };
@@ -911,7 +896,7 @@ impl Forward<'_> {
                     let status = response.status().as_u16();
                     stats.record_status(status);
                     if can_retry
-                        && request_body.replayable()
+                        && request_body.can_replay()
                         && retriable_response(&policy, &response)
                         && self.retry_budget(&cluster, &mut retry_slot)
                     {
@@ -962,7 +947,7 @@ impl Forward<'_> {
                         || policy.retry_on.contains(RetryOn::RESET);
                     if can_retry
                         && retriable
-                        && request_body.replayable()
+                        && request_body.can_replay()
                         && self.retry_budget(&cluster, &mut retry_slot)
                     {
                         stats.upstream_rq_retry.inc();
@@ -1004,7 +989,7 @@ impl Forward<'_> {
                     // A streaming body went with the failed attempt: only buffered ones replay.
                     if can_retry
                         && retriable
-                        && request_body.replayable()
+                        && request_body.can_replay()
                         && self.retry_budget(&cluster, &mut retry_slot)
                     {
                         stats.upstream_rq_retry.inc();
