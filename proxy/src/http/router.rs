@@ -877,7 +877,8 @@ impl Forward<'_> {
             };
             let pools = ctx.worker.http_pools();
             let host_stats = picked.host.stats.clone();
-            let send = pools.send(
+            let send = pools.send_from(
+                started,
                 &cluster,
                 address,
                 &host_stats,
