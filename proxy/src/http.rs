@@ -148,7 +148,9 @@ fn scopeguard(stats: &HttpStats) -> impl Drop + '_ {
         fn drop(&mut self) {
             self.0.downstream_cx_active.dec();
             self.0.downstream_cx_destroy.inc();
-            self.0.downstream_cx_length_ms.record_duration(self.1.elapsed());
+            self.0
+                .downstream_cx_length_ms
+                .record_duration(self.1.elapsed());
         }
     }
     Active(stats, Instant::now())
@@ -212,7 +214,10 @@ impl RequestTimer {
         if hyper::body::Body::is_end_stream(&inner) {
             return inner;
         }
-        Body::new(TimedBody { inner, _timer: self })
+        Body::new(TimedBody {
+            inner,
+            _timer: self,
+        })
     }
 }
 

@@ -110,7 +110,9 @@ async fn connect_with_retries(
         .await
         {
             Ok(stream) => {
-                stats.upstream_cx_connect_ms.record_duration(started.elapsed());
+                stats
+                    .upstream_cx_connect_ms
+                    .record_duration(started.elapsed());
                 return Some((stream, picked));
             }
             Err(e) => {

@@ -106,7 +106,11 @@ fn quantile_summary(h: &HistogramSample) -> String {
 
 /// A double as fmtlib's `{}` prints it: shortest round-trip digits, `nan` for NaN.
 fn shortest(v: f64) -> String {
-    if v.is_nan() { "nan".to_string() } else { v.to_string() }
+    if v.is_nan() {
+        "nan".to_string()
+    } else {
+        v.to_string()
+    }
 }
 
 /// `{"stats": [counters and gauges..., {"histograms": {...}}]}`, Envoy's JSON form; quantiles
@@ -373,7 +377,10 @@ mod tests {
         let mut bare = String::new();
         write_histogram(&mut bare, "envoy_x", "", &Statistics::of(&[]));
         assert!(bare.starts_with("envoy_x_bucket{le=\"0.5\"} 0\n"), "{bare}");
-        assert!(bare.ends_with("envoy_x_sum{} 0\nenvoy_x_count{} 0\n"), "{bare}");
+        assert!(
+            bare.ends_with("envoy_x_sum{} 0\nenvoy_x_count{} 0\n"),
+            "{bare}"
+        );
     }
 
     #[test]
@@ -390,7 +397,10 @@ mod tests {
         );
         // Python's '%.32g' gives the same for these.
         assert_eq!(general_32(1e40), "1.0000000000000000303786028427004e+40");
-        assert_eq!(general_32(2f64.powi(110)), "1.298074214633706907132624082305e+33");
+        assert_eq!(
+            general_32(2f64.powi(110)),
+            "1.298074214633706907132624082305e+33"
+        );
         assert_eq!(general_32(0.00001), "1.0000000000000000818030539140313e-05");
     }
 

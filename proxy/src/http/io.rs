@@ -151,7 +151,10 @@ mod tests {
 
     #[tokio::test]
     async fn detects_the_h2_preface_across_the_prefix_and_the_stream() {
-        assert_eq!(verdict(b"PRI * HTTP", b"/2.0\r\n\r\nSM\r\n\r\n").await, Some(true));
+        assert_eq!(
+            verdict(b"PRI * HTTP", b"/2.0\r\n\r\nSM\r\n\r\n").await,
+            Some(true)
+        );
         assert_eq!(verdict(b"", b"GET / HTTP/1.1\r\n\r\n").await, Some(false));
         assert_eq!(verdict(b"PRI * HTTP/1.1", b"").await, Some(false));
         assert_eq!(verdict(b"PRI", b"").await, None);

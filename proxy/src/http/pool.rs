@@ -140,16 +140,8 @@ impl Pools {
         request: Request<Body>,
         keep: Box<dyn std::any::Any>,
     ) -> Result<Response<Body>, Failure> {
-        self.send_from(
-            Instant::now(),
-            cluster,
-            address,
-            host,
-            http2,
-            request,
-            keep,
-        )
-        .await
+        self.send_from(Instant::now(), cluster, address, host, http2, request, keep)
+            .await
     }
 
     /// [`Pools::send`] for a request that started at `started`: `upstream_rq_time` counts from
@@ -459,7 +451,8 @@ impl PoolConnection {
 impl Drop for PoolConnection {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.upgrade() {
-            pool.connections.set(pool.connections.get().saturating_sub(1));
+            pool.connections
+                .set(pool.connections.get().saturating_sub(1));
             pool.wake_one();
         }
     }
@@ -688,7 +681,9 @@ impl PooledBody {
         if let Some(mut lease) = self.lease.take() {
             if complete {
                 let stats = &lease.cluster.stats.http;
-                stats.upstream_rq_time.record_duration(lease.started.elapsed());
+                stats
+                    .upstream_rq_time
+                    .record_duration(lease.started.elapsed());
             }
             lease.release(complete);
             drop(lease.keep);

@@ -28,8 +28,8 @@ pub const PERCENTS: [f64; 10] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 
 
 /// Envoy's default histogram bucket bounds (`supportedBuckets()`).
 pub const BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// circllhist's `power_of_ten` for the exponents our bins use (exact literals).
@@ -77,10 +77,9 @@ impl Histogram {
 
     /// Values recorded so far.
     pub fn count(&self) -> u64 {
-        self.0
-            .bins
-            .get()
-            .map_or(0, |bins| bins.iter().map(|b| b.load(Ordering::Relaxed)).sum())
+        self.0.bins.get().map_or(0, |bins| {
+            bins.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+        })
     }
 
     pub(crate) fn used(&self) -> bool {
