@@ -24,11 +24,13 @@ use crate::config::http_connection_manager::{Codec, HttpConnectionManager};
 use crate::drain::DrainWatch;
 use crate::listener::connection::Downstream;
 use crate::snapshot::Snapshot;
+use crate::stats::{Counter, Gauge};
 use crate::worker::Worker;
 use hyper_util::rt::{TokioIo, TokioTimer};
 pub use stats::HttpStats;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::time::Instant;
 
 /// What every request on one downstream connection shares.
@@ -62,6 +64,10 @@ pub async fn serve(
     stats.downstream_cx_total.inc();
     stats.downstream_cx_active.inc();
     let _active = scopeguard(&stats);
+    let codec = Arc::new(CodecCount {
+        stats: stats.clone(),
+        decided: AtomicU8::new(UNDECIDED),
+    });
     let ctx = Rc::new(ConnectionContext {
         worker,
         snapshot,
@@ -76,10 +82,16 @@ pub async fn serve(
         streams: Default::default(),
     });
     let connection = ctx.clone();
-    let io = TokioIo::new(io::Prefixed::new(
-        downstream.prefix.freeze(),
-        downstream.stream,
-    ));
+    let mut stream = io::Prefixed::new(downstream.prefix.freeze(), downstream.stream);
+    match hcm.codec {
+        Codec::Auto => {
+            let codec = codec.clone();
+            stream = stream.detect_http2(move |http2| codec.set(http2));
+        }
+        Codec::Http1 => codec.set(false),
+        Codec::Http2 => codec.set(true),
+    }
+    let io = TokioIo::new(stream);
     let service = hyper::service::service_fn(move |req| router::handle(ctx.clone(), req));
     let mut builder = hyper_util::server::conn::auto::Builder::new(io::LocalExec);
     builder
@@ -147,14 +159,64 @@ pub async fn serve(
     }
 }
 
-/// Decrements the active-connection gauge however the connection ends.
+/// Decrements the active-connection gauge and records the connection's length however the
+/// connection ends.
 fn scopeguard(stats: &HttpStats) -> impl Drop + '_ {
-    struct Active<'a>(&'a HttpStats);
+    struct Active<'a>(&'a HttpStats, Instant);
     impl Drop for Active<'_> {
         fn drop(&mut self) {
             self.0.downstream_cx_active.dec();
             self.0.downstream_cx_destroy.inc();
+            self.0
+                .downstream_cx_length_ms
+                .record_duration(self.1.elapsed());
         }
     }
-    Active(stats)
+    Active(stats, Instant::now())
+}
+
+const UNDECIDED: u8 = 0;
+const HTTP1: u8 = 1;
+const HTTP2: u8 = 2;
+
+/// `downstream_cx_http{1,2}_{total,active}`, counted once the connection's codec is known.
+/// (Shared with the connection's IO, which hyper wants `Send`; only this worker touches it.)
+struct CodecCount {
+    stats: Arc<HttpStats>,
+    decided: AtomicU8,
+}
+
+impl CodecCount {
+    fn set(&self, http2: bool) {
+        let codec = if http2 { HTTP2 } else { HTTP1 };
+        if self
+            .decided
+            .compare_exchange(UNDECIDED, codec, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let (total, active) = self.counters(http2);
+        total.inc();
+        active.inc();
+    }
+
+    fn counters(&self, http2: bool) -> (&Counter, &Gauge) {
+        let s = &self.stats;
+        if http2 {
+            (&s.downstream_cx_http2_total, &s.downstream_cx_http2_active)
+        } else {
+            (&s.downstream_cx_http1_total, &s.downstream_cx_http1_active)
+        }
+    }
+}
+
+impl Drop for CodecCount {
+    fn drop(&mut self) {
+        match *self.decided.get_mut() {
+            HTTP1 => self.counters(false).1.dec(),
+            HTTP2 => self.counters(true).1.dec(),
+            _ => {}
+        }
+    }
 }

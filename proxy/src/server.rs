@@ -208,6 +208,7 @@ pub fn start(
         dynamic_listeners: Vec::new(),
         dynamic_clusters: Vec::new(),
         resolvers: HashMap::new(),
+        stats_flush_interval: stats_flush_interval(&bootstrap),
     };
     let errors = manager.rebuild();
     if let Some(first) = errors.into_iter().next() {
@@ -221,6 +222,17 @@ pub fn start(
     store.gauge("server.live").set(1);
     handle.info.state.set(ServerState::Live as i64);
     Ok((handle, manager.run(rx)))
+}
+
+/// The bootstrap's `stats_flush_interval`, Envoy's default 5 s when unset or invalid.
+fn stats_flush_interval(bootstrap: &Bootstrap) -> Duration {
+    bootstrap
+        .source
+        .stats_flush_interval
+        .as_ref()
+        .and_then(|d| crate::config::duration(d).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(5))
 }
 
 /// Why the server could not start.
@@ -242,11 +254,26 @@ struct Manager {
     dynamic_clusters: Vec<cluster_proto::Cluster>,
     /// DNS resolution tasks by cluster name, with the cluster version they resolve for.
     resolvers: HashMap<String, (cluster_proto::Cluster, tokio::task::JoinHandle<()>)>,
+    /// How often histograms roll their interval view (bootstrap `stats_flush_interval`).
+    stats_flush_interval: Duration,
 }
 
 impl Manager {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        while let Some(command) = rx.recv().await {
+        let period = self.stats_flush_interval;
+        let mut flush = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let command = tokio::select! {
+                command = rx.recv() => match command {
+                    Some(command) => command,
+                    None => break,
+                },
+                _ = flush.tick() => {
+                    self.handle.store().flush_histograms();
+                    continue;
+                }
+            };
             match command {
                 Command::Update {
                     listeners,

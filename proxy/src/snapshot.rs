@@ -14,7 +14,7 @@ use crate::config::ConfigError;
 use crate::config::cluster::{Cluster, Endpoint};
 use crate::config::listener::{Listener, NetworkFilter};
 use crate::drain::Drain;
-use crate::stats::{Counter, Gauge, Store};
+use crate::stats::{Counter, Gauge, Histogram, Store};
 use arc_swap::ArcSwap;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -115,6 +115,7 @@ pub struct ListenerStats {
     pub no_filter_chain_match: Counter,
     pub downstream_listener_filter_error: Counter,
     pub downstream_pre_cx_timeout: Counter,
+    pub downstream_cx_length_ms: Histogram,
     /// `listener.<address>.worker_<n>.downstream_cx_{total,active}`.
     pub per_worker: Vec<(Counter, Gauge)>,
 }
@@ -130,6 +131,7 @@ impl ListenerStats {
             downstream_listener_filter_error: store
                 .counter(&name("downstream_listener_filter_error")),
             downstream_pre_cx_timeout: store.counter(&name("downstream_pre_cx_timeout")),
+            downstream_cx_length_ms: store.histogram(&name("downstream_cx_length_ms")),
             per_worker: (0..workers)
                 .map(|w| {
                     (
@@ -217,6 +219,8 @@ pub struct ClusterStats {
     pub upstream_cx_destroy: Counter,
     pub upstream_cx_rx_bytes_total: Counter,
     pub upstream_cx_tx_bytes_total: Counter,
+    pub upstream_cx_connect_ms: Histogram,
+    pub upstream_cx_length_ms: Histogram,
     pub membership_total: Gauge,
     pub membership_healthy: Gauge,
     pub membership_degraded: Gauge,
@@ -244,6 +248,8 @@ impl ClusterStats {
             upstream_cx_destroy: store.counter(&name("upstream_cx_destroy")),
             upstream_cx_rx_bytes_total: store.counter(&name("upstream_cx_rx_bytes_total")),
             upstream_cx_tx_bytes_total: store.counter(&name("upstream_cx_tx_bytes_total")),
+            upstream_cx_connect_ms: store.histogram(&name("upstream_cx_connect_ms")),
+            upstream_cx_length_ms: store.histogram(&name("upstream_cx_length_ms")),
             membership_total: store.gauge(&name("membership_total")),
             membership_healthy: store.gauge(&name("membership_healthy")),
             membership_degraded: store.gauge(&name("membership_degraded")),

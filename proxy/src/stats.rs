@@ -1,13 +1,18 @@
 //! Envoy-named statistics: counters and gauges, sharded per worker so the request path never
-//! shares a written cache line with another worker.
+//! shares a written cache line with another worker, and histograms ([`histogram`]).
 //!
 //! A stat is created (by name) when its owner is configured, never on the request path, so the
 //! registry's lock is only taken by the main thread and the admin handlers. A counter keeps one
 //! padded slot per thread; [`set_shard`] tells a worker thread which slot is its own, and a read
 //! sums the slots. Gauges are a single atomic (they are moved per connection, not per byte).
+//! Histograms are one shared array of bin counters each; [`Store::flush_histograms`] (the main
+//! thread, every `stats_flush_interval`) keeps Envoy's "interval" view: what was recorded between
+//! the last two flushes.
 //!
 //! Each stat also carries Envoy's tag-extracted form (e.g. `cluster.upstream_cx_total` with tag
 //! `envoy_cluster_name=backend`) so `/stats/prometheus` needs no regex pass over names.
+
+pub mod histogram;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -137,10 +142,13 @@ fn mark_used(flag: &AtomicBool) {
     }
 }
 
+pub use histogram::Histogram;
+
 #[derive(Clone)]
 enum Metric {
     Counter(Counter),
     Gauge(Gauge),
+    Histogram(Histogram),
 }
 
 /// A stat's tag-extracted name and tags (Envoy's default tag extraction for the names we emit).
@@ -150,10 +158,16 @@ pub struct Tags {
     pub tags: Vec<(String, String)>,
 }
 
-#[derive(Clone)]
 struct Entry {
     metric: Metric,
     tags: Tags,
+    /// Histograms only: bin counts at the last flush and what the last interval added.
+    flushed: Option<Box<Flushed>>,
+}
+
+struct Flushed {
+    at_last_flush: Vec<u64>,
+    interval: Vec<u64>,
 }
 
 /// One read of a stat.
@@ -164,6 +178,17 @@ pub struct Sample {
     pub is_counter: bool,
     pub used: bool,
     pub tags: Tags,
+}
+
+/// One read of a histogram: Envoy's cumulative and last-interval statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSample {
+    pub name: String,
+    pub used: bool,
+    pub tags: Tags,
+    pub cumulative: histogram::Statistics,
+    /// What was recorded between the last two flushes (NaN quantiles before any).
+    pub interval: histogram::Statistics,
 }
 
 /// The registry of every stat, by full name.
@@ -189,15 +214,71 @@ impl Store {
     pub fn counter(&self, name: &str) -> Counter {
         match self.get_or_insert(name, || Metric::Counter(Counter::new())) {
             Metric::Counter(c) => c,
-            Metric::Gauge(_) => Counter::new(), // a name clash between kinds is a programming error; keep it harmless
+            // A name clash between kinds is a programming error; keep it harmless.
+            _ => Counter::new(),
         }
     }
 
     pub fn gauge(&self, name: &str) -> Gauge {
         match self.get_or_insert(name, || Metric::Gauge(Gauge::new())) {
             Metric::Gauge(g) => g,
-            Metric::Counter(_) => Gauge::new(),
+            _ => Gauge::new(),
         }
+    }
+
+    /// The histogram `name` (milliseconds), created on first use.
+    pub fn histogram(&self, name: &str) -> Histogram {
+        match self.get_or_insert(name, || Metric::Histogram(Histogram::new())) {
+            Metric::Histogram(h) => h,
+            _ => Histogram::new(),
+        }
+    }
+
+    /// Envoy's stats flush for histograms: the interval view becomes what was recorded since the
+    /// previous flush.
+    pub fn flush_histograms(&self) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for entry in map.values_mut() {
+            let Metric::Histogram(h) = &entry.metric else {
+                continue;
+            };
+            if !h.used() {
+                continue;
+            }
+            let now = h.bins();
+            let flushed = entry.flushed.get_or_insert_with(|| {
+                Box::new(Flushed {
+                    at_last_flush: vec![0; now.len()],
+                    interval: Vec::new(),
+                })
+            });
+            flushed.interval = now
+                .iter()
+                .zip(&flushed.at_last_flush)
+                .map(|(n, before)| n.saturating_sub(*before))
+                .collect();
+            flushed.at_last_flush = now;
+        }
+    }
+
+    /// Every histogram, sorted by name.
+    pub fn histograms(&self) -> Vec<HistogramSample> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter_map(|(name, e)| {
+                let Metric::Histogram(h) = &e.metric else {
+                    return None;
+                };
+                let interval = e.flushed.as_ref().map_or(&[][..], |f| &f.interval[..]);
+                Some(HistogramSample {
+                    name: name.clone(),
+                    used: h.used(),
+                    tags: e.tags.clone(),
+                    cumulative: histogram::Statistics::of(&h.bins()),
+                    interval: histogram::Statistics::of(interval),
+                })
+            })
+            .collect()
     }
 
     fn get_or_insert(&self, name: &str, make: impl FnOnce() -> Metric) -> Metric {
@@ -206,27 +287,29 @@ impl Store {
             .or_insert_with(|| Entry {
                 metric: make(),
                 tags: extract_tags(name),
+                flushed: None,
             })
             .metric
             .clone()
     }
 
-    /// All stats, sorted by name.
+    /// All counters and gauges, sorted by name.
     pub fn samples(&self) -> Vec<Sample> {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
-            .map(|(name, e)| {
+            .filter_map(|(name, e)| {
                 let (value, is_counter, used) = match &e.metric {
                     Metric::Counter(c) => (c.value() as i64, true, c.used()),
                     Metric::Gauge(g) => (g.value(), false, g.used()),
+                    Metric::Histogram(_) => return None,
                 };
-                Sample {
+                Some(Sample {
                     name: name.clone(),
                     value,
                     is_counter,
                     used,
                     tags: e.tags.clone(),
-                }
+                })
             })
             .collect()
     }

@@ -101,6 +101,7 @@ async fn connect_with_retries(
                 return None;
             }
         };
+        let started = tokio::time::Instant::now();
         match upstream::connect(
             picked.address,
             cluster.config.bind_source,
@@ -108,7 +109,12 @@ async fn connect_with_retries(
         )
         .await
         {
-            Ok(stream) => return Some((stream, picked)),
+            Ok(stream) => {
+                stats
+                    .upstream_cx_connect_ms
+                    .record_duration(started.elapsed());
+                return Some((stream, picked));
+            }
             Err(e) => {
                 stats.upstream_cx_connect_fail.inc();
                 if matches!(e, ConnectError::Timeout(_)) {

@@ -158,6 +158,16 @@ pub enum ConnectError {
     Io(#[from] std::io::Error),
 }
 
+impl ConnectError {
+    /// The same error again, for each request that a failed connect fails.
+    pub fn replicate(&self) -> ConnectError {
+        match self {
+            ConnectError::Timeout(d) => ConnectError::Timeout(*d),
+            ConnectError::Io(e) => ConnectError::Io(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
 /// Connects to `address` within `timeout`, from `source` when it is of the same family.
 pub async fn connect(
     address: SocketAddr,
@@ -179,11 +189,13 @@ pub async fn connect(
     Ok(stream)
 }
 
-/// Keeps a host's and its cluster's active-connection counts right however a connection ends.
-/// It owns its stats handles, so it can live in a spawned connection task.
+/// Keeps a host's and its cluster's active-connection counts right however a connection ends,
+/// and records the connection's length when it does. It owns its stats handles, so it can live
+/// in a spawned connection task.
 pub struct UpstreamConnection {
     cluster: Arc<ClusterStats>,
     host: Arc<HostStats>,
+    opened: tokio::time::Instant,
 }
 
 impl UpstreamConnection {
@@ -195,6 +207,7 @@ impl UpstreamConnection {
         UpstreamConnection {
             cluster: cluster.stats.clone(),
             host: host.clone(),
+            opened: tokio::time::Instant::now(),
         }
     }
 }
@@ -203,6 +216,9 @@ impl Drop for UpstreamConnection {
     fn drop(&mut self) {
         self.cluster.upstream_cx_active.dec();
         self.cluster.upstream_cx_destroy.inc();
+        self.cluster
+            .upstream_cx_length_ms
+            .record_duration(self.opened.elapsed());
         self.host.cx_active.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -41,6 +41,21 @@ impl Running {
             .unwrap_or_else(|| panic!("no listener {name}"))
     }
 
+    /// Serves the admin endpoints on an ephemeral loopback port (until the test's runtime ends)
+    /// and returns their address.
+    pub async fn admin(&self) -> SocketAddr {
+        let logs = tern::admin::LogControl::new("info", None);
+        let (address, serve) = tern::admin::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            self.handle.clone(),
+            logs,
+        )
+        .await
+        .expect("admin binds");
+        tokio::spawn(serve);
+        address
+    }
+
     /// A stat's value, or -1 when it does not exist.
     pub fn stat(&self, name: &str) -> i64 {
         self.handle

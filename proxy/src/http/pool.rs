@@ -6,6 +6,15 @@
 //! up to the cluster's `max_concurrent_streams`; a new connection is opened beyond that. A
 //! request that a reused connection never sent (the peer closed it first) is resent on a fresh
 //! connection, which is what makes keep-alive safe.
+//!
+//! A request that finds no free connection or stream is *pending*, as in Envoy: it counts against
+//! the cluster's `max_pending_requests` (across workers; over it the request fails at once with
+//! [`Failure::Overflow`]) and opens a connection if `max_connections` allows (or the pool has
+//! none at all), else waits in its host pool's queue. A waiter is handed the next HTTP/1.1
+//! connection that frees up, or woken to look again when a stream ends, a connection closes or
+//! an HTTP/2 connection comes up; a failed connect fails every waiter of that pool (Envoy's
+//! pending-request purge). A waiter leaves the queue when its future is dropped (route timeout,
+//! client gone).
 
 use super::io::LocalExec;
 use super::local_reply::Body;
@@ -19,19 +28,20 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Why a request got no response from upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// A circuit breaker (max_connections / max_pending_requests) is open.
+    /// The `max_pending_requests` circuit breaker is open.
     #[error("overflow")]
     Overflow,
     #[error("{0}")]
@@ -62,6 +72,22 @@ pub struct Pools {
 struct HostPool {
     idle: RefCell<Vec<IdleConnection>>,
     h2: RefCell<Vec<H2Connection>>,
+    /// Connections of this pool, open or being opened.
+    connections: Cell<u32>,
+    /// HTTP/2 connections being opened: their streams are spoken for by the waiters.
+    h2_connecting: Cell<u32>,
+    /// Pending requests waiting for a connection or a stream, oldest first.
+    waiters: RefCell<VecDeque<oneshot::Sender<Wake>>>,
+}
+
+/// What a waiting request is told.
+enum Wake {
+    /// A free HTTP/1.1 connection, handed over.
+    Idle(IdleConnection),
+    /// Capacity may have freed up (a stream ended, a connection closed or came up): look again.
+    Retry,
+    /// A connection attempt of this pool failed.
+    ConnectFailed(ConnectError),
 }
 
 struct IdleConnection {
@@ -86,6 +112,8 @@ struct Lease {
     cluster: Arc<ClusterEntry>,
     kind: LeaseKind,
     keep: Box<dyn std::any::Any>,
+    /// Where `upstream_rq_time` counts from.
+    started: Instant,
 }
 
 enum LeaseKind {
@@ -109,6 +137,23 @@ impl Pools {
         address: SocketAddr,
         host: &Arc<HostStats>,
         http2: bool,
+        request: Request<Body>,
+        keep: Box<dyn std::any::Any>,
+    ) -> Result<Response<Body>, Failure> {
+        self.send_from(Instant::now(), cluster, address, host, http2, request, keep)
+            .await
+    }
+
+    /// [`Pools::send`] for a request that started at `started`: `upstream_rq_time` counts from
+    /// there to the end of the upstream response.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_from(
+        self: &Rc<Self>,
+        started: Instant,
+        cluster: &Arc<ClusterEntry>,
+        address: SocketAddr,
+        host: &Arc<HostStats>,
+        http2: bool,
         mut request: Request<Body>,
         keep: Box<dyn std::any::Any>,
     ) -> Result<Response<Body>, Failure> {
@@ -120,29 +165,21 @@ impl Pools {
         let pool = self.hosts.borrow_mut().entry(key).or_default().clone();
         let settings = cluster.config.http.clone();
         let stats = &cluster.stats.http;
+        let target = Target {
+            cluster,
+            address,
+            host,
+            pool: &pool,
+        };
         if http2 {
-            let (sender, streams, requests) = match pool.take_h2(&settings) {
-                Some(c) => c,
-                None => {
-                    let sender = self.connect_h2(cluster, address, host, &settings).await?;
-                    let streams = Rc::new(Cell::new(0));
-                    let requests = Rc::new(Cell::new(0));
-                    pool.h2.borrow_mut().push(H2Connection {
-                        sender: sender.clone(),
-                        streams: streams.clone(),
-                        requests: requests.clone(),
-                    });
-                    (sender, streams, requests)
-                }
-            };
-            streams.set(streams.get() + 1);
-            requests.set(requests.get() + 1);
+            let (sender, streams) = self.h2_stream(&target, &settings).await?;
             let mut lease = Lease {
                 pool: pool.clone(),
                 settings,
                 cluster: cluster.clone(),
                 kind: LeaseKind::H2 { streams },
                 keep,
+                started,
             };
             let mut sender = sender;
             let response = match sender.send_request(request).await {
@@ -156,13 +193,7 @@ impl Pools {
         }
         // HTTP/1.1: a pooled connection first; a request it never sent goes on a fresh one.
         loop {
-            let (mut sender, id, requests, reused) = match pool.take_h1() {
-                Some(idle) => (idle.sender, idle.id, idle.requests, true),
-                None => {
-                    let sender = self.connect_h1(cluster, address, host).await?;
-                    (sender, self.new_id(), 0, false)
-                }
-            };
+            let (mut sender, id, requests, reused) = self.h1_connection(&target).await?;
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let lease = Lease {
@@ -175,6 +206,7 @@ impl Pools {
                             requests: requests + 1,
                         },
                         keep,
+                        started,
                     };
                     return Ok(response.map(|body| PooledBody::wrap(body, lease)));
                 }
@@ -192,20 +224,113 @@ impl Pools {
         }
     }
 
+    /// An HTTP/1.1 connection for one request: idle, new, or handed over after waiting.
+    /// Returns the sender, its id, its requests so far and whether it was used before.
+    async fn h1_connection(
+        &self,
+        target: &Target<'_>,
+    ) -> Result<(http1::SendRequest<Body>, u64, u32, bool), Failure> {
+        let pool = target.pool;
+        let mut pending: Option<Pending> = None;
+        loop {
+            if let Some(idle) = pool.take_h1() {
+                return Ok((idle.sender, idle.id, idle.requests, true));
+            }
+            let pending = match &mut pending {
+                Some(p) => p,
+                None => pending.insert(Pending::enter(target.cluster)?),
+            };
+            if pool.may_connect(target.cluster) {
+                let sender = match self.connect_h1(target).await {
+                    Ok(sender) => sender,
+                    Err(failure) => {
+                        pending.eject();
+                        return Err(failure);
+                    }
+                };
+                return Ok((sender, self.new_id(), 0, false));
+            }
+            target.cluster.stats.upstream_cx_overflow.inc();
+            match pool.wait().await {
+                Wake::Idle(idle) => return Ok((idle.sender, idle.id, idle.requests, true)),
+                Wake::Retry => {}
+                Wake::ConnectFailed(e) => {
+                    pending.eject();
+                    return Err(Failure::Connect(e));
+                }
+            }
+        }
+    }
+
+    /// A stream on a shared HTTP/2 connection, opening one when none has room.
+    async fn h2_stream(
+        &self,
+        target: &Target<'_>,
+        settings: &UpstreamHttp,
+    ) -> Result<(http2::SendRequest<Body>, Rc<Cell<u32>>), Failure> {
+        let pool = target.pool;
+        let max_streams = settings.http2.max_concurrent_streams.max(1);
+        let mut pending: Option<Pending> = None;
+        loop {
+            if let Some((sender, streams, requests)) = pool.take_h2(settings) {
+                streams.set(streams.get() + 1);
+                requests.set(requests.get() + 1);
+                return Ok((sender, streams));
+            }
+            let pending = match &mut pending {
+                Some(p) => p,
+                None => pending.insert(Pending::enter(target.cluster)?),
+            };
+            // Streams of a connection still being opened go to the requests already waiting.
+            let spoken_for = pool.h2_connecting.get().saturating_mul(max_streams);
+            let covered = (pool.live_waiters() as u32) < spoken_for;
+            if !covered && pool.may_connect(target.cluster) {
+                pool.h2_connecting.set(pool.h2_connecting.get() + 1);
+                let connected = self.connect_h2(target, settings).await;
+                pool.h2_connecting.set(pool.h2_connecting.get() - 1);
+                let sender = match connected {
+                    Ok(sender) => sender,
+                    Err(failure) => {
+                        pending.eject();
+                        return Err(failure);
+                    }
+                };
+                let streams = Rc::new(Cell::new(1));
+                pool.h2.borrow_mut().push(H2Connection {
+                    sender: sender.clone(),
+                    streams: streams.clone(),
+                    requests: Rc::new(Cell::new(1)),
+                });
+                for _ in 1..max_streams {
+                    if !pool.wake_one() {
+                        break;
+                    }
+                }
+                return Ok((sender, streams));
+            }
+            if !covered {
+                target.cluster.stats.upstream_cx_overflow.inc();
+            }
+            match pool.wait().await {
+                Wake::Idle(_) | Wake::Retry => {}
+                Wake::ConnectFailed(e) => {
+                    pending.eject();
+                    return Err(Failure::Connect(e));
+                }
+            }
+        }
+    }
+
     fn new_id(&self) -> u64 {
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
         id
     }
 
-    async fn connect_h1(
-        &self,
-        cluster: &Arc<ClusterEntry>,
-        address: SocketAddr,
-        host: &Arc<HostStats>,
-    ) -> Result<http1::SendRequest<Body>, Failure> {
-        let stream = open(cluster, address, host).await?;
-        let guard = UpstreamConnection::open(cluster, host);
+    async fn connect_h1(&self, target: &Target<'_>) -> Result<http1::SendRequest<Body>, Failure> {
+        let guard = PoolConnection::open(target);
+        let stream = open(target).await?;
+        let cluster = target.cluster;
         cluster.stats.http.upstream_cx_http1_total.inc();
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -220,14 +345,12 @@ impl Pools {
 
     async fn connect_h2(
         &self,
-        cluster: &Arc<ClusterEntry>,
-        address: SocketAddr,
-        host: &Arc<HostStats>,
+        target: &Target<'_>,
         settings: &UpstreamHttp,
     ) -> Result<http2::SendRequest<Body>, Failure> {
-        let stream = open(cluster, address, host).await?;
-        let guard = UpstreamConnection::open(cluster, host);
-        cluster.stats.http.upstream_cx_http2_total.inc();
+        let guard = PoolConnection::open(target);
+        let stream = open(target).await?;
+        target.cluster.stats.http.upstream_cx_http2_total.inc();
         let (sender, conn) = http2::Builder::new(LocalExec)
             .timer(TokioTimer::new())
             .initial_stream_window_size(settings.http2.initial_stream_window_size)
@@ -243,33 +366,124 @@ impl Pools {
     }
 }
 
-/// Connects, counting connect failures and timeouts on the cluster and host.
-async fn open(
-    cluster: &ClusterEntry,
+/// Where one request goes: its cluster, host and this worker's pool for them.
+struct Target<'a> {
+    cluster: &'a Arc<ClusterEntry>,
     address: SocketAddr,
-    host: &HostStats,
-) -> Result<tokio::net::TcpStream, Failure> {
-    if cluster.stats.upstream_cx_active.value()
-        >= i64::from(cluster.config.circuit_breakers.max_connections)
-    {
-        cluster.stats.upstream_cx_overflow.inc();
-        cluster.stats.http.upstream_rq_pending_overflow.inc();
-        return Err(Failure::Overflow);
+    host: &'a Arc<HostStats>,
+    pool: &'a Rc<HostPool>,
+}
+
+/// A request in the pending state: holds one of the cluster's `max_pending_requests` slots.
+struct Pending {
+    cluster: Arc<ClusterEntry>,
+}
+
+impl Pending {
+    /// Takes a slot, or counts the overflow.
+    fn enter(cluster: &Arc<ClusterEntry>) -> Result<Pending, Failure> {
+        let stats = &cluster.stats.http;
+        let max = cluster.config.circuit_breakers.max_pending_requests;
+        let taken = stats
+            .pending_active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match taken {
+            Ok(before) => {
+                stats.upstream_rq_pending_total.inc();
+                stats.upstream_rq_pending_active.inc();
+                stats
+                    .circuit_breakers_rq_pending_open
+                    .set(i64::from(before + 1 >= max));
+                Ok(Pending {
+                    cluster: cluster.clone(),
+                })
+            }
+            Err(_) => {
+                stats.upstream_rq_pending_overflow.inc();
+                stats.circuit_breakers_rq_pending_open.set(1);
+                Err(Failure::Overflow)
+            }
+        }
     }
+
+    /// The request leaves the queue because a connect attempt failed.
+    fn eject(&self) {
+        self.cluster
+            .stats
+            .http
+            .upstream_rq_pending_failure_eject
+            .inc();
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let stats = &self.cluster.stats.http;
+        let before = stats.pending_active.fetch_sub(1, Ordering::AcqRel);
+        stats.upstream_rq_pending_active.dec();
+        let max = self.cluster.config.circuit_breakers.max_pending_requests;
+        stats
+            .circuit_breakers_rq_pending_open
+            .set(i64::from(before.saturating_sub(1) >= max));
+    }
+}
+
+/// An upstream connection as its pool counts it: open or opening. Counted on the cluster from
+/// the start of the connect, as Envoy does; when it ends, a waiter looks again.
+struct PoolConnection {
+    _counted: UpstreamConnection,
+    pool: std::rc::Weak<HostPool>,
+}
+
+impl PoolConnection {
+    fn open(target: &Target<'_>) -> Self {
+        let pool = target.pool;
+        pool.connections.set(pool.connections.get() + 1);
+        PoolConnection {
+            _counted: UpstreamConnection::open(target.cluster, target.host),
+            pool: Rc::downgrade(pool),
+        }
+    }
+}
+
+impl Drop for PoolConnection {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.connections
+                .set(pool.connections.get().saturating_sub(1));
+            pool.wake_one();
+        }
+    }
+}
+
+/// Connects, counting connect time, failures and timeouts on the cluster and host. A failure
+/// fails the requests waiting in the pool too.
+async fn open(target: &Target<'_>) -> Result<tokio::net::TcpStream, Failure> {
+    let cluster = target.cluster;
+    let started = Instant::now();
     match upstream::connect(
-        address,
+        target.address,
         cluster.config.bind_source,
         cluster.config.connect_timeout,
     )
     .await
     {
-        Ok(s) => Ok(s),
+        Ok(s) => {
+            cluster
+                .stats
+                .upstream_cx_connect_ms
+                .record_duration(started.elapsed());
+            Ok(s)
+        }
         Err(e) => {
             cluster.stats.upstream_cx_connect_fail.inc();
             if matches!(e, ConnectError::Timeout(_)) {
                 cluster.stats.upstream_cx_connect_timeout.inc();
             }
-            host.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            target.host.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            target.pool.fail_waiters(&e);
             Err(Failure::Connect(e))
         }
     }
@@ -293,6 +507,65 @@ fn classify(e: &hyper::Error) -> Failure {
 type SharedH2 = (http2::SendRequest<Body>, Rc<Cell<u32>>, Rc<Cell<u32>>);
 
 impl HostPool {
+    /// Whether a request may open another connection: under the cluster's `max_connections`,
+    /// or this pool has none at all (Envoy's guard against a queue nothing would ever serve).
+    fn may_connect(&self, cluster: &ClusterEntry) -> bool {
+        self.connections.get() == 0
+            || cluster.stats.upstream_cx_active.value()
+                < i64::from(cluster.config.circuit_breakers.max_connections)
+    }
+
+    /// Joins the queue; the answer comes when capacity frees up.
+    async fn wait(&self) -> Wake {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiters = self.waiters.borrow_mut();
+            waiters.retain(|w| !w.is_closed());
+            waiters.push_back(tx);
+        }
+        rx.await.unwrap_or(Wake::Retry)
+    }
+
+    fn live_waiters(&self) -> usize {
+        let mut waiters = self.waiters.borrow_mut();
+        waiters.retain(|w| !w.is_closed());
+        waiters.len()
+    }
+
+    /// Tells the oldest live waiter to look again; false when nobody waits.
+    fn wake_one(&self) -> bool {
+        loop {
+            let Some(waiter) = self.waiters.borrow_mut().pop_front() else {
+                return false;
+            };
+            if waiter.send(Wake::Retry).is_ok() {
+                return true;
+            }
+        }
+    }
+
+    /// Hands a free HTTP/1.1 connection to the oldest live waiter; gives it back if none.
+    fn hand_over(&self, mut connection: IdleConnection) -> Option<IdleConnection> {
+        loop {
+            let Some(waiter) = self.waiters.borrow_mut().pop_front() else {
+                return Some(connection);
+            };
+            match waiter.send(Wake::Idle(connection)) {
+                Ok(()) => return None,
+                Err(Wake::Idle(back)) => connection = back,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Envoy's purge on a failed connect: every waiting request fails with it.
+    fn fail_waiters(&self, error: &ConnectError) {
+        let waiters: Vec<_> = self.waiters.borrow_mut().drain(..).collect();
+        for waiter in waiters {
+            let _ = waiter.send(Wake::ConnectFailed(error.replicate()));
+        }
+    }
+
     fn take_h1(&self) -> Option<IdleConnection> {
         let mut idle = self.idle.borrow_mut();
         while let Some(c) = idle.pop() {
@@ -327,7 +600,10 @@ impl Lease {
                 streams: Rc::new(Cell::new(1)),
             },
         ) {
-            LeaseKind::H2 { streams } => streams.set(streams.get().saturating_sub(1)),
+            LeaseKind::H2 { streams } => {
+                streams.set(streams.get().saturating_sub(1));
+                self.pool.wake_one();
+            }
             LeaseKind::H1 {
                 id,
                 sender,
@@ -355,12 +631,17 @@ impl Lease {
                     }
                     let Some(host) = pool.upgrade() else { return };
                     let since = Instant::now();
-                    host.idle.borrow_mut().push(IdleConnection {
+                    let idle = IdleConnection {
                         id,
                         since,
                         sender,
                         requests,
-                    });
+                    };
+                    // A waiting request takes it first; otherwise it goes idle.
+                    let Some(idle) = host.hand_over(idle) else {
+                        return;
+                    };
+                    host.idle.borrow_mut().push(idle);
                     drop(host);
                     let Some(timeout) = idle_timeout else { return };
                     tokio::time::sleep_until(since + timeout).await;
@@ -398,6 +679,12 @@ impl PooledBody {
 
     fn finish(&mut self, complete: bool) {
         if let Some(mut lease) = self.lease.take() {
+            if complete {
+                let stats = &lease.cluster.stats.http;
+                stats
+                    .upstream_rq_time
+                    .record_duration(lease.started.elapsed());
+            }
             lease.release(complete);
             drop(lease.keep);
         }

@@ -58,7 +58,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let stats = &ctx.stats;
     let started = Instant::now();
-    let open = ctx.streams.open();
+    let open = ctx.streams.open(ctx.stats.downstream_rq_time.clone());
     let clock = StreamClock::new(&ctx, started);
     let request = request.map(|body| DownstreamBody::new(body, clock.clone()));
     stats.downstream_rq_total.inc();
@@ -874,7 +874,8 @@ impl Forward<'_> {
             };
             let pools = ctx.worker.http_pools();
             let host_stats = picked.host.stats.clone();
-            let send = pools.send(
+            let send = pools.send_from(
+                started,
                 &cluster,
                 address,
                 &host_stats,

@@ -2,7 +2,7 @@
 //! `cluster.<name>.upstream_rq_*` family the router counts, including per-status-code counters
 //! created on first use.
 
-use crate::stats::{Counter, Gauge, Store};
+use crate::stats::{Counter, Gauge, Histogram, Store};
 use std::sync::OnceLock;
 
 /// `http.<stat_prefix>.*`.
@@ -13,6 +13,10 @@ pub struct HttpStats {
     pub downstream_cx_destroy: Counter,
     pub downstream_cx_http1_total: Counter,
     pub downstream_cx_http2_total: Counter,
+    pub downstream_cx_http1_active: Gauge,
+    pub downstream_cx_http2_active: Gauge,
+    pub downstream_cx_length_ms: Histogram,
+    pub downstream_rq_time: Histogram,
     pub downstream_rq_total: Counter,
     pub downstream_rq_active: Gauge,
     pub downstream_rq_http1_total: Counter,
@@ -63,6 +67,10 @@ impl HttpStats {
             downstream_cx_destroy: store.counter(&name("downstream_cx_destroy")),
             downstream_cx_http1_total: store.counter(&name("downstream_cx_http1_total")),
             downstream_cx_http2_total: store.counter(&name("downstream_cx_http2_total")),
+            downstream_cx_http1_active: store.gauge(&name("downstream_cx_http1_active")),
+            downstream_cx_http2_active: store.gauge(&name("downstream_cx_http2_active")),
+            downstream_cx_length_ms: store.histogram(&name("downstream_cx_length_ms")),
+            downstream_rq_time: store.histogram(&name("downstream_rq_time")),
             downstream_rq_total: store.counter(&name("downstream_rq_total")),
             downstream_rq_active: store.gauge(&name("downstream_rq_active")),
             downstream_rq_http1_total: store.counter(&name("downstream_rq_http1_total")),
@@ -124,6 +132,11 @@ pub struct UpstreamRequestStats {
     pub circuit_breakers_rq_retry_open: Gauge,
     /// Requests currently retrying (the `max_retries` circuit breaker), across workers.
     pub retries_active: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Requests waiting for a connection or stream (the `max_pending_requests` circuit
+    /// breaker), across workers.
+    pub pending_active: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Attempt start to the end of the upstream response.
+    pub upstream_rq_time: Histogram,
     pub classes: CodeClasses,
     /// `upstream_rq_<code>`, created the first time a code is seen.
     codes: OnceLock<Box<[OnceLock<Counter>]>>,
@@ -171,6 +184,8 @@ impl UpstreamRequestStats {
             circuit_breakers_rq_retry_open: store
                 .gauge(&name("circuit_breakers.default.rq_retry_open")),
             retries_active: Default::default(),
+            pending_active: Default::default(),
+            upstream_rq_time: store.histogram(&name("upstream_rq_time")),
             classes: CodeClasses::new(store, &name("upstream_rq")),
             codes: OnceLock::new(),
             prefix,

@@ -15,6 +15,7 @@
 
 use super::local_reply::{Body, BoxError};
 use super::{ConnectionContext, access_log::LogRecord};
+use crate::stats::Histogram;
 use bytes::Bytes;
 use http::StatusCode;
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -319,10 +320,15 @@ impl Default for ConnectionStreams {
 }
 
 impl ConnectionStreams {
-    /// Counts a stream as open until the returned guard drops.
-    pub fn open(&self) -> OpenStream {
+    /// Counts a stream as open until the returned guard drops, which also records the stream's
+    /// time in `rq_time` (Envoy's `downstream_rq_time`: until the stream ends, whatever the cause).
+    pub fn open(&self, rq_time: Histogram) -> OpenStream {
         self.0.send_modify(|n| *n += 1);
-        OpenStream(self.0.clone())
+        OpenStream {
+            streams: self.0.clone(),
+            started: Instant::now(),
+            rq_time,
+        }
     }
 
     /// Resolves once no stream has been open for `timeout`.
@@ -342,10 +348,15 @@ impl ConnectionStreams {
 
 /// One open stream (see [`ConnectionStreams::open`]).
 #[derive(Debug)]
-pub struct OpenStream(Rc<watch::Sender<usize>>);
+pub struct OpenStream {
+    streams: Rc<watch::Sender<usize>>,
+    started: Instant,
+    rq_time: Histogram,
+}
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.streams.send_modify(|n| *n = n.saturating_sub(1));
+        self.rq_time.record_duration(self.started.elapsed());
     }
 }

@@ -141,6 +141,7 @@ async fn serve_on(
 struct ActiveConnection<'a> {
     entry: &'a ListenerEntry,
     worker: &'a Worker,
+    opened: tokio::time::Instant,
 }
 
 impl<'a> ActiveConnection<'a> {
@@ -153,7 +154,11 @@ impl<'a> ActiveConnection<'a> {
             active.inc();
         }
         worker.shared.total_connections.inc();
-        ActiveConnection { entry, worker }
+        ActiveConnection {
+            entry,
+            worker,
+            opened: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -162,6 +167,9 @@ impl Drop for ActiveConnection<'_> {
         let stats = &self.entry.stats;
         stats.downstream_cx_active.dec();
         stats.downstream_cx_destroy.inc();
+        stats
+            .downstream_cx_length_ms
+            .record_duration(self.opened.elapsed());
         if let Some((_, active)) = stats.per_worker.get(self.worker.index) {
             active.dec();
         }
