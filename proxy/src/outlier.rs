@@ -142,9 +142,11 @@ pub struct OutlierStats {
     pub ejections_active: Gauge,
     pub ejections_enforced_total: Counter,
     pub ejections_overflow: Counter,
-    /// Deprecated in Envoy but still counted there (consecutive 5xx and success-rate ejections
-    /// that passed the `max_ejection_percent` check).
+    /// Deprecated in Envoy but still counted there: consecutive 5xx and success-rate ejections
+    /// that passed the `max_ejection_percent` check, and the two detections on their own.
     pub ejections_total: Counter,
+    pub ejections_consecutive_5xx: Counter,
+    pub ejections_success_rate: Counter,
     /// Indexed like [`Kind::ALL`].
     detected: Vec<Counter>,
     enforced: Vec<Counter>,
@@ -164,6 +166,8 @@ impl OutlierStats {
             ejections_enforced_total: store.counter(&name("ejections_enforced_total")),
             ejections_overflow: store.counter(&name("ejections_overflow")),
             ejections_total: store.counter(&name("ejections_total")),
+            ejections_consecutive_5xx: store.counter(&name("ejections_consecutive_5xx")),
+            ejections_success_rate: store.counter(&name("ejections_success_rate")),
             detected: family("ejections_detected"),
             enforced: family("ejections_enforced"),
         }
@@ -171,6 +175,16 @@ impl OutlierStats {
 
     pub fn detected(&self, kind: Kind) -> &Counter {
         &self.detected[kind as usize]
+    }
+
+    /// Counts a detection, with the deprecated per-kind counters Envoy still keeps.
+    fn detect(&self, kind: Kind) {
+        self.detected(kind).inc();
+        match kind {
+            Kind::Consecutive5xx => self.ejections_consecutive_5xx.inc(),
+            Kind::SuccessRate | Kind::LocalOriginSuccessRate => self.ejections_success_rate.inc(),
+            _ => {}
+        }
     }
 
     pub fn enforced(&self, kind: Kind) -> &Counter {
@@ -354,7 +368,7 @@ impl Detector {
         if host.is_ejected() {
             return;
         }
-        self.stats.detected(kind).inc();
+        self.stats.detect(kind);
         self.eject(config, hosts, host, kind);
         let counter = match kind {
             Kind::ConsecutiveGatewayFailure => &host.consecutive_gateway_failure,

@@ -112,7 +112,7 @@ impl Detector {
             let threshold = success_rate_threshold(&for_rate, factor);
             for (host, rate) in &for_rate {
                 if *rate < threshold {
-                    self.stats.detected(rate_kind).inc();
+                    self.stats.detect(rate_kind);
                     self.eject(config, hosts.len(), host, rate_kind);
                 }
             }
@@ -123,7 +123,7 @@ impl Detector {
             let threshold = f64::from(config.failure_percentage_threshold);
             for (host, rate) in &for_percentage {
                 if 100.0 - rate >= threshold {
-                    self.stats.detected(percentage_kind).inc();
+                    self.stats.detect(percentage_kind);
                     self.eject(config, hosts.len(), host, percentage_kind);
                 }
             }
