@@ -502,3 +502,109 @@ fn retired_hosts_release_their_ejection_and_cannot_be_ejected() {
     assert_eq!(f.detector.ejected(), 0);
     assert_eq!(f.detector.generation(), generation);
 }
+
+/// A STATIC round-robin cluster over ports 1 and 2 with outlier detection, built as the manager
+/// builds it.
+fn two_host_cluster(panic_threshold: f64) -> Arc<crate::snapshot::ClusterEntry> {
+    let endpoint = |port: u16| serde_json::json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}});
+    let proto = xds_client::proto_json::from_value(
+        serde_json::json!({
+            "name": "c", "lb_policy": "ROUND_ROBIN",
+            "common_lb_config": {"healthy_panic_threshold": {"value": panic_threshold}},
+            "outlier_detection": {"max_ejection_percent": 100},
+            "load_assignment": {"cluster_name": "c", "endpoints": [{"lb_endpoints": [endpoint(1), endpoint(2)]}]}
+        }),
+        xds_client::proto_json::ReadOptions::default(),
+    )
+    .unwrap();
+    let store = Store::new();
+    crate::snapshot::SnapshotBuilder {
+        store: &store,
+        workers: 1,
+    }
+    .cluster(None, &proto, false)
+    .unwrap()
+}
+
+fn picked_ports(cluster: &Arc<crate::snapshot::ClusterEntry>, picks: usize) -> Vec<u16> {
+    let worker = crate::upstream::WorkerClusters::default();
+    let mut ports: Vec<u16> = (0..picks)
+        .map(|_| {
+            worker
+                .pick(cluster, None, &[], None)
+                .ok()
+                .unwrap()
+                .address
+                .port()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+#[test]
+fn ejected_host_leaves_the_balancer_until_readmitted() {
+    let cluster = two_host_cluster(50.0);
+    let worker = crate::upstream::WorkerClusters::default();
+    let pick = || worker.pick(&cluster, None, &[], None).ok().unwrap();
+    assert_eq!(picked_ports(&cluster, 4), [1, 2]);
+    let bad = pick().host.clone();
+    for _ in 0..5 {
+        cluster.report_outlier(&bad.outlier, Outcome::Response(500));
+    }
+    assert!(cluster.is_ejected(&bad));
+    // One of two healthy is 50%: not below the 50% panic threshold, so the ejected host is out.
+    for _ in 0..10 {
+        assert_ne!(pick().address, bad.endpoint.address.socket().unwrap());
+    }
+    let detector = cluster.outlier.as_ref().unwrap();
+    detector.uneject(&bad.outlier, 0);
+    assert_eq!(picked_ports(&cluster, 4), [1, 2]);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(pick().address.port());
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [1, 2],
+        "the same worker's balancer took the host back"
+    );
+}
+
+#[test]
+fn ejections_below_the_panic_threshold_put_every_host_back_in_play() {
+    let cluster = two_host_cluster(60.0);
+    let worker = crate::upstream::WorkerClusters::default();
+    let bad = worker
+        .pick(&cluster, None, &[], None)
+        .ok()
+        .unwrap()
+        .host
+        .clone();
+    for _ in 0..5 {
+        cluster.report_outlier(&bad.outlier, Outcome::Response(500));
+    }
+    assert!(cluster.is_ejected(&bad));
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(
+            worker
+                .pick(&cluster, None, &[], None)
+                .ok()
+                .unwrap()
+                .address
+                .port(),
+        );
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [1, 2],
+        "50% healthy < 60%: panic, Envoy balances over all hosts"
+    );
+    assert!(cluster.stats.lb_healthy_panic.value() > 0);
+}
