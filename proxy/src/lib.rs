@@ -17,6 +17,7 @@ pub mod drain;
 pub mod http;
 pub mod lb;
 pub mod listener;
+pub mod outlier;
 pub mod server;
 pub mod snapshot;
 pub mod sockopt;

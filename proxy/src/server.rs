@@ -418,6 +418,7 @@ impl Manager {
             .gauge("listener_manager.total_listeners_active")
             .set(next.listeners.len() as i64);
         self.handle.shared.snapshots.publish(next);
+        crate::outlier::start_sweeps(&self.handle.shared.snapshots, &changed);
         for entry in changed {
             snapshot::update_membership(&entry.stats, &entry.hosts);
         }

@@ -14,6 +14,7 @@ use crate::config::ConfigError;
 use crate::config::cluster::{Cluster, Endpoint};
 use crate::config::listener::{Listener, NetworkFilter};
 use crate::drain::Drain;
+use crate::outlier::{Detector, HostMonitor, Outcome, OutlierStats};
 use crate::stats::{Counter, Gauge, Histogram, Store};
 use arc_swap::ArcSwap;
 use std::cell::RefCell;
@@ -182,15 +183,36 @@ pub struct ClusterEntry {
     pub source: cluster_proto::Cluster,
     pub hosts: Arc<[Host]>,
     pub stats: Arc<ClusterStats>,
+    /// The outlier detector, when the cluster has `outlier_detection` (kept across updates).
+    pub outlier: Option<Arc<Detector>>,
     pub added_via_api: bool,
     pub last_updated: std::time::SystemTime,
 }
 
-/// One upstream host and its counters (kept across snapshots while its address stays).
+impl ClusterEntry {
+    /// Tells the outlier detector (if any) how an attempt on `host` went.
+    pub fn report_outlier(&self, host: &HostMonitor, outcome: Outcome) {
+        // ORIGINAL_DST hosts are made per connection and never swept: nothing to eject.
+        if let (Some(detector), Some(config)) = (&self.outlier, &self.config.outlier_detection)
+            && self.config.discovery != crate::config::cluster::Discovery::OriginalDst
+        {
+            detector.report(config, self.hosts.len(), host, outcome);
+        }
+    }
+
+    /// Whether `host` is out of load balancing because of an outlier ejection.
+    pub fn is_ejected(&self, host: &Host) -> bool {
+        self.outlier.is_some() && host.outlier.is_ejected()
+    }
+}
+
+/// One upstream host with its counters and outlier state (kept across snapshots while its
+/// address stays).
 #[derive(Debug, Clone)]
 pub struct Host {
     pub endpoint: Endpoint,
     pub stats: Arc<HostStats>,
+    pub outlier: Arc<HostMonitor>,
 }
 
 /// Per-host counters that `/clusters` prints.
@@ -410,12 +432,30 @@ impl SnapshotBuilder<'_> {
                 .map(|p| p.hosts.iter().map(|h| h.endpoint.clone()).collect())
                 .unwrap_or_default(),
         };
-        let hosts = hosts_from(prev.map(|p| &p.hosts[..]).unwrap_or(&[]), endpoints);
+        // The detector (and with it the hosts' outlier state) carries over while the cluster
+        // keeps outlier detection under the same stat name.
+        let carried = prev
+            .filter(|p| p.config.stat_name == config.stat_name)
+            .and_then(|p| p.outlier.clone());
+        let outlier = config.outlier_detection.as_ref().map(|_| {
+            carried.clone().unwrap_or_else(|| {
+                Arc::new(Detector::new(OutlierStats::new(
+                    self.store,
+                    &config.stat_name,
+                )))
+            })
+        });
+        let hosts = hosts_from(
+            prev.map(|p| &p.hosts[..]).unwrap_or(&[]),
+            endpoints,
+            outlier.as_deref().filter(|_| carried.is_some()),
+        );
         Ok(Arc::new(ClusterEntry {
             config,
             source: source.clone(),
             hosts,
             stats,
+            outlier,
             added_via_api,
             last_updated: std::time::SystemTime::now(),
         }))
@@ -424,29 +464,43 @@ impl SnapshotBuilder<'_> {
 
 /// The same cluster with a new host set (DNS answer, EDS push); host stats carry over by address.
 pub fn with_hosts(entry: &ClusterEntry, endpoints: Vec<Endpoint>) -> ClusterEntry {
-    let hosts = hosts_from(&entry.hosts, endpoints);
+    let hosts = hosts_from(&entry.hosts, endpoints, entry.outlier.as_deref());
     entry.stats.membership_change.inc();
     ClusterEntry {
         config: entry.config.clone(),
         source: entry.source.clone(),
         hosts,
         stats: entry.stats.clone(),
+        outlier: entry.outlier.clone(),
         added_via_api: entry.added_via_api,
         last_updated: entry.last_updated,
     }
 }
 
-fn hosts_from(prev: &[Host], endpoints: Vec<Endpoint>) -> Arc<[Host]> {
-    endpoints
+/// Hosts for `endpoints`, keeping the stats of `prev` hosts at the same address, and their
+/// outlier state when `detector` carries over from `prev` (hosts that left are retired from it).
+fn hosts_from(prev: &[Host], endpoints: Vec<Endpoint>, detector: Option<&Detector>) -> Arc<[Host]> {
+    let hosts: Arc<[Host]> = endpoints
         .into_iter()
         .map(|endpoint| {
-            let stats = prev
-                .iter()
-                .find(|h| h.endpoint.address == endpoint.address)
-                .map_or_else(Default::default, |h| h.stats.clone());
-            Host { endpoint, stats }
+            let old = prev.iter().find(|h| h.endpoint.address == endpoint.address);
+            Host {
+                stats: old.map_or_else(Default::default, |h| h.stats.clone()),
+                outlier: old
+                    .filter(|_| detector.is_some())
+                    .map_or_else(Default::default, |h| h.outlier.clone()),
+                endpoint,
+            }
         })
-        .collect()
+        .collect();
+    if let Some(detector) = detector {
+        for old in prev {
+            if !hosts.iter().any(|h| Arc::ptr_eq(&h.outlier, &old.outlier)) {
+                detector.retire(&old.outlier);
+            }
+        }
+    }
+    hosts
 }
 
 /// Sets a cluster's `membership_*` gauges from its hosts. Called after the snapshot holding

@@ -8,6 +8,7 @@
 use crate::config::tcp_proxy::{TcpProxy, TcpRoute};
 use crate::drain::DrainWatch;
 use crate::listener::connection::Downstream;
+use crate::outlier::Outcome;
 use crate::snapshot::{ClusterEntry, Snapshot, TcpProxyStats};
 use crate::stats::Counter;
 use crate::upstream::{self, ConnectError, NoHost, UpstreamConnection};
@@ -113,13 +114,18 @@ async fn connect_with_retries(
                 stats
                     .upstream_cx_connect_ms
                     .record_duration(started.elapsed());
+                cluster.report_outlier(&picked.host.outlier, Outcome::Connected);
                 return Some((stream, picked));
             }
             Err(e) => {
                 stats.upstream_cx_connect_fail.inc();
-                if matches!(e, ConnectError::Timeout(_)) {
+                let outcome = if matches!(e, ConnectError::Timeout(_)) {
                     stats.upstream_cx_connect_timeout.inc();
-                }
+                    Outcome::ConnectTimeout
+                } else {
+                    Outcome::ConnectFailed
+                };
+                cluster.report_outlier(&picked.host.outlier, outcome);
                 picked
                     .host
                     .stats

@@ -24,6 +24,8 @@ pub struct WorkerClusters {
 struct WorkerCluster {
     entry: Arc<ClusterEntry>,
     lb: LoadBalancer,
+    /// The outlier detector's generation `lb` was built at (ejected hosts marked unhealthy).
+    outlier_generation: u64,
     /// Active requests (connections, for TCP) per host on this worker.
     active: Rc<[Cell<u32>]>,
 }
@@ -72,6 +74,10 @@ impl WorkerClusters {
             .or_insert_with(|| WorkerCluster::new(cluster.clone()));
         if !Arc::ptr_eq(&state.entry, cluster) {
             *state = WorkerCluster::new(cluster.clone());
+        } else if let Some(detector) = &cluster.outlier
+            && detector.generation() != state.outlier_generation
+        {
+            (state.lb, state.outlier_generation) = balancer(cluster);
         }
         let active = state.active.clone();
         let hosts = &state.entry.hosts;
@@ -108,26 +114,42 @@ impl WorkerClusters {
 
 impl WorkerCluster {
     fn new(entry: Arc<ClusterEntry>) -> Self {
-        let infos: Vec<HostInfo> = entry
-            .hosts
-            .iter()
-            .map(|h| HostInfo {
-                weight: h.endpoint.weight,
-                priority: h.endpoint.priority,
-                locality: h.endpoint.locality,
-                health: h.endpoint.health,
-                hash_key: h.endpoint.address.to_string(),
-            })
-            .collect();
-        let mut lb_config = entry.config.lb.clone();
-        if lb_config.locality_weights.is_some() {
-            lb_config.locality_weights =
-                Some(entry.config.load_assignment.locality_weights.clone());
+        let (lb, outlier_generation) = balancer(&entry);
+        let active = (0..entry.hosts.len()).map(|_| Cell::new(0)).collect();
+        WorkerCluster {
+            entry,
+            lb,
+            outlier_generation,
+            active,
         }
-        let lb = LoadBalancer::new(&lb_config, &infos);
-        let active = (0..infos.len()).map(|_| Cell::new(0)).collect();
-        WorkerCluster { entry, lb, active }
     }
+}
+
+/// A balancer over the entry's hosts, outlier-ejected ones marked unhealthy (as Envoy's
+/// FAILED_OUTLIER_CHECK does), with the detector generation it reflects. The generation is read
+/// before the hosts, so an ejection racing with the build only causes one more rebuild.
+fn balancer(entry: &ClusterEntry) -> (LoadBalancer, u64) {
+    let generation = entry.outlier.as_ref().map_or(0, |d| d.generation());
+    let infos: Vec<HostInfo> = entry
+        .hosts
+        .iter()
+        .map(|h| HostInfo {
+            weight: h.endpoint.weight,
+            priority: h.endpoint.priority,
+            locality: h.endpoint.locality,
+            health: if entry.is_ejected(h) {
+                crate::lb::HostHealth::Unhealthy
+            } else {
+                h.endpoint.health
+            },
+            hash_key: h.endpoint.address.to_string(),
+        })
+        .collect();
+    let mut lb_config = entry.config.lb.clone();
+    if lb_config.locality_weights.is_some() {
+        lb_config.locality_weights = Some(entry.config.load_assignment.locality_weights.clone());
+    }
+    (LoadBalancer::new(&lb_config, &infos), generation)
 }
 
 fn original_dst_host(address: SocketAddr) -> PickedHost {
@@ -143,6 +165,7 @@ fn original_dst_host(address: SocketAddr) -> PickedHost {
         host: Host {
             endpoint,
             stats: Default::default(),
+            outlier: Default::default(),
         },
         address,
         active: None,

@@ -8,6 +8,9 @@
 //! - `x-backend-delay-ms: 250` waits that long before answering;
 //! - `x-backend-response-header: name=value` (repeatable) adds that response header.
 //!
+//! [`HttpBackend::always_answer`] makes a backend answer every request with one status whatever
+//! the headers say (a broken host for outlier detection), until [`HttpBackend::answer_normally`].
+//!
 //! [`send`] (and its shorthands [`http_request`], [`http2_request`]) sends one request on a fresh
 //! connection and returns the whole response: no pooling, no retries, no redirects followed.
 //!
@@ -27,6 +30,7 @@ use serde_json::{Map, Value, json};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -40,6 +44,7 @@ pub struct HttpBackend {
     pub address: SocketAddr,
     /// The JSON description of every request received so far, in arrival order.
     seen: Arc<watch::Sender<Vec<Value>>>,
+    forced_status: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,9 +54,11 @@ impl HttpBackend {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let address = listener.local_addr()?;
         let seen = Arc::new(watch::Sender::new(Vec::new()));
+        let forced_status = Arc::new(AtomicU16::new(0));
         let shared = Arc::new(Shared {
             name: name.to_string(),
             seen: seen.clone(),
+            forced_status: forced_status.clone(),
         });
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -73,8 +80,20 @@ impl HttpBackend {
             name: name.to_string(),
             address,
             seen,
+            forced_status,
             task,
         })
+    }
+
+    /// Answers every request from now on with `status` (a valid status code), ignoring
+    /// `x-backend-status`.
+    pub fn always_answer(&self, status: u16) {
+        self.forced_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Back to obeying the request headers.
+    pub fn answer_normally(&self) {
+        self.forced_status.store(0, Ordering::SeqCst);
     }
 
     /// Requests received so far (every protocol, every connection), answered or not.
@@ -114,6 +133,8 @@ impl Drop for HttpBackend {
 struct Shared {
     name: String,
     seen: Arc<watch::Sender<Vec<Value>>>,
+    /// A status every request gets, or 0 to obey `x-backend-status`.
+    forced_status: Arc<AtomicU16>,
 }
 
 impl Shared {
@@ -143,8 +164,9 @@ impl Shared {
         if let Some(ms) = knob("x-backend-delay-ms").and_then(|ms| ms.parse().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let status = knob("x-backend-status")
-            .and_then(|code| code.parse::<u16>().ok())
+        let forced = Some(self.forced_status.load(Ordering::SeqCst)).filter(|s| *s != 0);
+        let status = forced
+            .or_else(|| knob("x-backend-status").and_then(|code| code.parse::<u16>().ok()))
             .and_then(|code| StatusCode::from_u16(code).ok())
             .unwrap_or(StatusCode::OK);
         let description = describe(&self.name, &parts, body_len);

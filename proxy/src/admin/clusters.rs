@@ -81,7 +81,7 @@ fn write_cluster_text(out: &mut String, cluster: &ClusterEntry) {
         let _ = writeln!(
             out,
             "{name}::{address}::health_flags::{}",
-            health_flags(host)
+            health_flags(host, cluster.is_ejected(host))
         );
         let _ = writeln!(out, "{name}::{address}::weight::{}", host.endpoint.weight);
         let _ = writeln!(out, "{name}::{address}::region::");
@@ -93,18 +93,32 @@ fn write_cluster_text(out: &mut String, cluster: &ClusterEntry) {
             "{name}::{address}::priority::{}",
             host.endpoint.priority
         );
-        let _ = writeln!(out, "{name}::{address}::success_rate::-1");
-        let _ = writeln!(out, "{name}::{address}::local_origin_success_rate::-1");
+        let _ = writeln!(
+            out,
+            "{name}::{address}::success_rate::{}",
+            host.outlier.success_rate()
+        );
+        let _ = writeln!(
+            out,
+            "{name}::{address}::local_origin_success_rate::{}",
+            host.outlier.local_origin_success_rate()
+        );
     }
 }
 
-/// Envoy's `health_flags`: `healthy`, or the reasons a host is excluded.
-fn health_flags(host: &Host) -> &'static str {
-    match host.endpoint.health {
-        HostHealth::Healthy => "healthy",
+/// Envoy's `health_flags`: `healthy`, or the reasons a host is excluded, in Envoy's order
+/// (`/failed_outlier_check` before the EDS flags).
+fn health_flags(host: &Host, ejected: bool) -> String {
+    let eds = match host.endpoint.health {
+        HostHealth::Healthy => "",
         HostHealth::Degraded => "/degraded_eds_health",
         HostHealth::Unhealthy => "/failed_eds_health",
         HostHealth::Draining => "/pending_dynamic_removal",
+    };
+    let outlier = if ejected { "/failed_outlier_check" } else { "" };
+    match format!("{outlier}{eds}") {
+        flags if flags.is_empty() => "healthy".to_string(),
+        flags => flags,
     }
 }
 
@@ -145,8 +159,11 @@ fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
                 ],
                 health_status: Some(admin::HostHealthStatus {
                     eds_health_status: eds_health as i32,
+                    failed_outlier_check: cluster.is_ejected(host),
                     ..Default::default()
                 }),
+                success_rate: rate(host.outlier.success_rate()),
+                local_origin_success_rate: rate(host.outlier.local_origin_success_rate()),
                 weight: host.endpoint.weight,
                 hostname: host.endpoint.hostname.clone(),
                 priority: host.endpoint.priority,
@@ -189,6 +206,11 @@ fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
         host_statuses,
         ..Default::default()
     }
+}
+
+/// A success rate for JSON: absent when the last interval had none (Envoy's -1).
+fn rate(value: f64) -> Option<xds_client::pb::envoy::r#type::v3::Percent> {
+    (value >= 0.0).then_some(xds_client::pb::envoy::r#type::v3::Percent { value })
 }
 
 fn socket_address(addr: std::net::SocketAddr) -> core::Address {

@@ -1,6 +1,10 @@
 //! Clusters: how to find upstream hosts (discovery type, endpoints), how to pick one (load
 //! balancing policy), and how to connect (timeout, source address, connection limits).
 
+mod outlier;
+
+pub use outlier::OutlierDetection;
+
 use super::address::{self, Address};
 use super::{ConfigError, opt_duration};
 use crate::lb::{HostHealth, LbConfig, LbPolicy};
@@ -107,6 +111,8 @@ pub struct Cluster {
     pub circuit_breakers: CircuitBreakers,
     /// How HTTP requests go upstream (`typed_extension_protocol_options` HttpProtocolOptions).
     pub http: UpstreamHttp,
+    /// Passive health checking; `None` when the cluster has no `outlier_detection`.
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -171,6 +177,12 @@ impl TryFrom<&proto::Cluster> for Cluster {
             load_assignment,
             bind_source,
             circuit_breakers: circuit_breakers(c.circuit_breakers.as_ref()),
+            outlier_detection: c
+                .outlier_detection
+                .as_ref()
+                .map(OutlierDetection::try_from)
+                .transpose()
+                .map_err(|(field, r)| err(&format!("outlier_detection.{field}"), r))?,
             http: upstream_http(c).map_err(|r| {
                 err(
                     "typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions]",

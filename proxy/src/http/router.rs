@@ -22,6 +22,7 @@ use crate::config::route::{
     RetryOn, RetryPolicy, Route, RouteConfig, VirtualHost, WeightedCluster,
 };
 use crate::http::pool::Failure;
+use crate::outlier::Outcome;
 use crate::snapshot::ClusterEntry;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -874,6 +875,7 @@ impl Forward<'_> {
             };
             let pools = ctx.worker.http_pools();
             let host_stats = picked.host.stats.clone();
+            let outlier = picked.host.outlier.clone();
             let send = pools.send_from(
                 started,
                 &cluster,
@@ -896,6 +898,7 @@ impl Forward<'_> {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     stats.record_status(status);
+                    cluster.report_outlier(&outlier, Outcome::Response(status));
                     if can_retry
                         && request_body.can_replay()
                         && retriable_response(&policy, &response)
@@ -933,6 +936,7 @@ impl Forward<'_> {
                     return Ok(response);
                 }
                 Err(AttemptError::PerTryTimeout) => {
+                    cluster.report_outlier(&outlier, Outcome::Timeout);
                     if global_expired {
                         stats.upstream_rq_timeout.inc();
                         return Err(LocalReply::new(
@@ -964,6 +968,9 @@ impl Forward<'_> {
                     ));
                 }
                 Err(AttemptError::Failure(failure)) => {
+                    if let Some(outcome) = Outcome::of_failure(&failure) {
+                        cluster.report_outlier(&outlier, outcome);
+                    }
                     let retriable = match &failure {
                         Failure::Connect(_) => {
                             policy.retry_on.contains(RetryOn::CONNECT_FAILURE)

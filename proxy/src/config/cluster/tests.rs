@@ -146,3 +146,129 @@ fn circuit_breakers_read_default_priority() {
         }
     );
 }
+
+fn with_outlier(outlier: serde_json::Value) -> Result<Cluster, ConfigError> {
+    cluster(json!({"name": "b", "outlier_detection": outlier}))
+}
+
+#[test]
+fn outlier_detection_gets_envoy_defaults() {
+    assert_eq!(
+        cluster(json!({"name": "b"})).unwrap().outlier_detection,
+        None
+    );
+    let od = with_outlier(json!({})).unwrap().outlier_detection.unwrap();
+    assert_eq!(od, OutlierDetection::default());
+    assert_eq!(
+        (
+            od.consecutive_5xx,
+            od.consecutive_gateway_failure,
+            od.consecutive_local_origin_failure
+        ),
+        (5, 5, 5)
+    );
+    assert_eq!(od.interval, Duration::from_secs(10));
+    assert_eq!(od.base_ejection_time, Duration::from_secs(30));
+    assert_eq!(od.max_ejection_time, Duration::from_secs(300));
+    assert_eq!(od.max_ejection_time_jitter, Duration::ZERO);
+    assert_eq!(od.max_ejection_percent, 10);
+    assert!(!od.always_eject_one_host);
+    assert_eq!(
+        (
+            od.enforcing_consecutive_5xx,
+            od.enforcing_consecutive_gateway_failure,
+            od.enforcing_success_rate,
+            od.enforcing_consecutive_local_origin_failure,
+            od.enforcing_local_origin_success_rate,
+            od.enforcing_failure_percentage,
+            od.enforcing_failure_percentage_local_origin,
+        ),
+        (100, 0, 100, 100, 100, 0, 0)
+    );
+    assert_eq!(
+        (
+            od.success_rate_minimum_hosts,
+            od.success_rate_request_volume,
+            od.success_rate_stdev_factor
+        ),
+        (5, 100, 1900)
+    );
+    assert_eq!(
+        (
+            od.failure_percentage_threshold,
+            od.failure_percentage_minimum_hosts,
+            od.failure_percentage_request_volume
+        ),
+        (85, 5, 50)
+    );
+    assert!(!od.split_external_local_origin_errors);
+}
+
+#[test]
+fn outlier_detection_converts_set_fields() {
+    let od = with_outlier(json!({
+        "consecutive_5xx": 0, "interval": "0.2s", "base_ejection_time": "1s",
+        "max_ejection_percent": 100, "enforcing_consecutive_gateway_failure": 50,
+        "split_external_local_origin_errors": true, "max_ejection_time_jitter": "0.5s",
+        "always_eject_one_host": true, "success_rate_stdev_factor": 1000
+    }))
+    .unwrap()
+    .outlier_detection
+    .unwrap();
+    assert_eq!(od.consecutive_5xx, 0);
+    assert_eq!(od.interval, Duration::from_millis(200));
+    assert_eq!(od.base_ejection_time, Duration::from_secs(1));
+    assert_eq!(od.max_ejection_percent, 100);
+    assert_eq!(od.enforcing_consecutive_gateway_failure, 50);
+    assert!(od.split_external_local_origin_errors && od.always_eject_one_host);
+    assert_eq!(od.max_ejection_time_jitter, Duration::from_millis(500));
+    assert_eq!(od.success_rate_stdev_factor, 1000);
+}
+
+#[test]
+fn outlier_max_ejection_time_defaults_to_base_when_base_is_longer() {
+    let od = with_outlier(json!({"base_ejection_time": "600s"}))
+        .unwrap()
+        .outlier_detection
+        .unwrap();
+    assert_eq!(od.max_ejection_time, Duration::from_secs(600));
+}
+
+#[test]
+fn outlier_detection_rejects_what_envoy_rejects() {
+    for (value, field) in [
+        (
+            json!({"max_ejection_percent": 101}),
+            "outlier_detection.max_ejection_percent",
+        ),
+        (
+            json!({"enforcing_consecutive_5xx": 101}),
+            "outlier_detection.enforcing_consecutive_5xx",
+        ),
+        (
+            json!({"enforcing_success_rate": 200}),
+            "outlier_detection.enforcing_success_rate",
+        ),
+        (
+            json!({"enforcing_failure_percentage_local_origin": 101}),
+            "outlier_detection.enforcing_failure_percentage_local_origin",
+        ),
+        (
+            json!({"failure_percentage_threshold": 101}),
+            "outlier_detection.failure_percentage_threshold",
+        ),
+        (json!({"interval": "0s"}), "outlier_detection.interval"),
+        (
+            json!({"base_ejection_time": "0s"}),
+            "outlier_detection.base_ejection_time",
+        ),
+        (
+            json!({"base_ejection_time": "10s", "max_ejection_time": "5s"}),
+            "outlier_detection.max_ejection_time",
+        ),
+    ] {
+        let e = with_outlier(value.clone()).unwrap_err();
+        assert_eq!(e.field, field, "{value}");
+        assert_eq!(e.resource, "cluster \"b\"");
+    }
+}
