@@ -61,11 +61,9 @@ pub async fn serve(
         downstream_tx: &stats.downstream_cx_tx_bytes_total,
         upstream_rx: &cluster.stats.upstream_cx_rx_bytes_total,
         upstream_tx: &cluster.stats.upstream_cx_tx_bytes_total,
+        idle_timeout: &stats.idle_timeout,
     };
-    let end = relay(downstream, upstream, config.idle_timeout, drain, &counters).await;
-    if end == RelayEnd::IdleTimeout {
-        stats.idle_timeout.inc();
-    }
+    relay(downstream, upstream, config.idle_timeout, drain, &counters).await;
 }
 
 fn choose_cluster<'a>(worker: &Worker, route: &'a TcpRoute) -> &'a str {
@@ -145,6 +143,8 @@ struct Counters<'a> {
     downstream_tx: &'a Counter,
     upstream_rx: &'a Counter,
     upstream_tx: &'a Counter,
+    /// Counted before the sockets close, so whoever sees the close sees the count.
+    idle_timeout: &'a Counter,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -190,7 +190,10 @@ async fn relay(
     };
     tokio::select! {
         _ = both_ways => RelayEnd::Closed,
-        () = idle(&last_activity, idle_timeout) => RelayEnd::IdleTimeout,
+        () = idle(&last_activity, idle_timeout) => {
+            counters.idle_timeout.inc();
+            RelayEnd::IdleTimeout
+        }
         () = drain.deadline() => RelayEnd::Drained,
     }
 }
