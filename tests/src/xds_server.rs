@@ -62,6 +62,20 @@ impl Snapshot {
         self
     }
 
+    /// Adds `body` under `type_url` whatever its own type: a hostile response for client tests.
+    pub fn insert_as(
+        &mut self,
+        type_url: &str,
+        name: impl Into<String>,
+        body: Any,
+    ) -> &mut Snapshot {
+        self.resources
+            .entry(type_url.to_string())
+            .or_default()
+            .insert(name.into(), body);
+        self
+    }
+
     /// Adds a resource of a supported type under the name it carries.
     pub fn add<M: prost::Message + prost::Name>(&mut self, message: &M) -> &mut Snapshot {
         let body = xds_client::any::pack(message);
@@ -276,6 +290,15 @@ impl XdsServer {
                 );
             }
         }
+    }
+
+    /// Sends every open stream all resources of `type_url` as if it had asked for them (wildcard),
+    /// to see how a client treats a type it never requested; returns the current version.
+    pub async fn offer(&self, type_url: &str) -> Version {
+        let type_url = type_url.to_string();
+        self.ask(|reply| actor::Command::Offer { type_url, reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// Ends every open stream with `UNAVAILABLE`, as a control plane going away would.

@@ -48,6 +48,10 @@ pub(crate) enum Command {
     DisconnectAll {
         reply: oneshot::Sender<()>,
     },
+    Offer {
+        type_url: String,
+        reply: oneshot::Sender<Version>,
+    },
 }
 
 /// One stream's view of one type.
@@ -177,6 +181,16 @@ impl Actor {
             }
             Command::Requests { reply } => {
                 let _ = reply.send(self.requests.clone());
+            }
+            Command::Offer { type_url, reply } => {
+                let ids: Vec<u64> = self.streams.keys().copied().collect();
+                for id in ids {
+                    if let Some(stream) = self.streams.get_mut(&id) {
+                        stream.types.entry(type_url.clone()).or_default().wildcard = true;
+                    }
+                    self.send(id, &type_url, true);
+                }
+                let _ = reply.send(self.version.clone());
             }
             Command::DisconnectAll { reply } => {
                 for (_, stream) in self.streams.drain() {
