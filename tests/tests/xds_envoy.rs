@@ -90,7 +90,11 @@ async fn get_ok(envoy: &ProxyProcess, listener: SocketAddr, backend: &HttpBacken
         response.text(),
         envoy.log()
     );
-    assert_eq!(backend.requests(), before + 1, "the backend got the request");
+    assert_eq!(
+        backend.requests(),
+        before + 1,
+        "the backend got the request"
+    );
 }
 
 async fn envoy_follows_the_control_plane(api_type: &str, server: XdsServer) {
@@ -125,7 +129,10 @@ async fn envoy_follows_the_control_plane(api_type: &str, server: XdsServer) {
     match server.wait_verdict(&v2, CLUSTER).await.expect("an answer") {
         Verdict::Nack(detail) => {
             eprintln!("Envoy ({api_type}) NACKed: {detail}");
-            assert!(detail.contains("name: \"bad\""), "the NACK names the cluster: {detail}");
+            assert!(
+                detail.contains("name: \"bad\""),
+                "the NACK names the cluster: {detail}"
+            );
             assert!(
                 detail.contains("LbPolicy: value must be one of the defined enum values"),
                 "the NACK says why: {detail}"
