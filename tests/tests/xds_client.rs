@@ -160,7 +160,7 @@ macro_rules! both_protocols {
 }
 
 async fn fetch_update_remove(protocol: Protocol) {
-    let server = XdsServer::start_tcp().await.unwrap();
+    let server = XdsServer::start_tcp().await.expect("control plane");
     let mut v1 = Snapshot::new();
     v1.add(&resources::static_cluster("a", 1))
         .add(&resources::static_cluster("b", 2))
@@ -176,7 +176,10 @@ async fn fetch_update_remove(protocol: Protocol) {
                 && has(h, ResourceType::Listener, "l1")
         })
         .await;
-    server.wait_acked(&v1, &[CLUSTER, LISTENER]).await.unwrap();
+    server
+        .wait_acked(&v1, &[CLUSTER, LISTENER])
+        .await
+        .expect("ACKed");
     assert!(
         client.holds(ResourceType::Route, "r1").is_none(),
         "routes are named, not wildcard"
@@ -187,7 +190,7 @@ async fn fetch_update_remove(protocol: Protocol) {
     client
         .wait("route r1", |h| has(h, ResourceType::Route, "r1"))
         .await;
-    server.wait_acked(&v1, &[ROUTE]).await.unwrap();
+    server.wait_acked(&v1, &[ROUTE]).await.expect("ACKed");
     assert!(
         client.holds(ResourceType::Route, "r2").is_none(),
         "r2 was not asked for"
@@ -200,7 +203,7 @@ async fn fetch_update_remove(protocol: Protocol) {
         .add(&resources::http_listener("l1", "r1"))
         .add(&resources::route_to("r1", "a"));
     let v2 = server.push(v2).await;
-    server.wait_acked(&v2, &[CLUSTER]).await.unwrap();
+    server.wait_acked(&v2, &[CLUSTER]).await.expect("ACKed");
     let new_a = pack(&resources::static_cluster("a", 11));
     client
         .wait("a updated, b removed, c added", |h| {
@@ -221,7 +224,7 @@ async fn fetch_update_remove(protocol: Protocol) {
             }
         })
         .await
-        .unwrap();
+        .expect("request seen");
 
     // The node rides on the stream's first request only.
     let requests = server.requests().await;
@@ -239,7 +242,7 @@ both_protocols!(
 );
 
 async fn nack_then_correct(protocol: Protocol) {
-    let server = XdsServer::start_tcp().await.unwrap();
+    let server = XdsServer::start_tcp().await.expect("control plane");
     let mut mixed = Snapshot::new();
     mixed
         .add(&resources::static_cluster("good", 1))
@@ -260,14 +263,14 @@ async fn nack_then_correct(protocol: Protocol) {
         .await;
     assert!(client.holds(ResourceType::Cluster, "bad-1").is_none());
     // The same response's listener type is unaffected.
-    server.wait_acked(&v1, &[LISTENER]).await.unwrap();
+    server.wait_acked(&v1, &[LISTENER]).await.expect("ACKed");
 
     if protocol == Protocol::StateOfTheWorld {
         // A SotW NACK carries the last accepted version (none yet) and the response's nonce.
         let nack = server
             .wait_request(|r| r.request.error_detail().is_some())
             .await
-            .unwrap();
+            .expect("request seen");
         let Request::StateOfTheWorld(q) = &nack.request else {
             unreachable!()
         };
@@ -284,7 +287,7 @@ async fn nack_then_correct(protocol: Protocol) {
         .add(&resources::static_cluster("bad-1", 2))
         .add(&resources::http_listener("l1", "r1"));
     let v2 = server.push(fixed).await;
-    server.wait_acked(&v2, &[CLUSTER]).await.unwrap();
+    server.wait_acked(&v2, &[CLUSTER]).await.expect("ACKed");
     client
         .wait("the corrected cluster", |h| {
             has(h, ResourceType::Cluster, "bad-1")
@@ -298,7 +301,7 @@ both_protocols!(
 );
 
 async fn hostile_input(protocol: Protocol) {
-    let server = XdsServer::start_tcp().await.unwrap();
+    let server = XdsServer::start_tcp().await.expect("control plane");
     let mut hostile = Snapshot::new();
     hostile
         .add(&resources::static_cluster("fine", 1))
@@ -354,7 +357,7 @@ async fn hostile_input(protocol: Protocol) {
     let detail = expect_nack(&server, &v2, &vh_url).await;
     assert!(detail.contains("(SRDS/VHDS) is not supported"), "{detail}");
     let v3 = server.push(Snapshot::new()).await;
-    server.wait_acked(&v3, &[CLUSTER]).await.unwrap();
+    server.wait_acked(&v3, &[CLUSTER]).await.expect("ACKed");
     client
         .wait("everything removed", |h| {
             !has(h, ResourceType::Cluster, "fine")
@@ -372,12 +375,12 @@ fn first_cds_request_of_stream(r: &Recorded, stream: u64) -> bool {
 }
 
 async fn reconnect_resume(protocol: Protocol) {
-    let server = XdsServer::start_tcp().await.unwrap();
+    let server = XdsServer::start_tcp().await.expect("control plane");
     let mut v1 = Snapshot::new();
     v1.add(&resources::static_cluster("a", 1));
     let v1 = server.push(v1).await;
     let mut client = ads(&server, protocol);
-    server.wait_acked(&v1, &[CLUSTER]).await.unwrap();
+    server.wait_acked(&v1, &[CLUSTER]).await.expect("ACKed");
 
     let mut v2 = Snapshot::new();
     v2.add(&resources::static_cluster("a", 1))
@@ -393,7 +396,7 @@ async fn reconnect_resume(protocol: Protocol) {
     let resumed = server
         .wait_request(|r| first_cds_request_of_stream(r, 2))
         .await
-        .unwrap();
+        .expect("request seen");
     assert!(
         resumed.request.has_node(),
         "a new stream sends the node again"
@@ -430,7 +433,7 @@ async fn reconnect_resume(protocol: Protocol) {
     server
         .wait_request(|r| r.stream == 2 && r.request.error_detail().is_some())
         .await
-        .unwrap();
+        .expect("request seen");
     assert_eq!(nacks_of_v2().await, 1);
     assert!(client.holds(ResourceType::Cluster, "a").is_some());
     assert!(client.holds(ResourceType::Cluster, "b").is_some());
@@ -445,7 +448,7 @@ async fn restarted_control_plane(protocol: Protocol) {
     let path = unix_path(&format!("restart-{protocol:?}"));
     let first = XdsServer::start(tern_tests::xds_server::Bind::Unix(path.clone()), "a")
         .await
-        .unwrap();
+        .expect("control plane");
     let mut snapshot = Snapshot::new();
     snapshot
         .add(&resources::static_cluster("x", 1))
@@ -456,7 +459,7 @@ async fn restarted_control_plane(protocol: Protocol) {
         protocol,
         node(),
     ));
-    first.wait_acked(&a1, &[CLUSTER]).await.unwrap();
+    first.wait_acked(&a1, &[CLUSTER]).await.expect("ACKed");
     client
         .wait("x and y", |h| has(h, ResourceType::Cluster, "y"))
         .await;
@@ -464,14 +467,14 @@ async fn restarted_control_plane(protocol: Protocol) {
 
     let second = XdsServer::start(tern_tests::xds_server::Bind::Unix(path.clone()), "b")
         .await
-        .unwrap();
+        .expect("control plane");
     let mut snapshot = Snapshot::new();
     snapshot
         .add(&resources::static_cluster("x", 11))
         .add(&resources::static_cluster("z", 3));
     let b1 = second.push(snapshot).await;
     assert_eq!(b1, "b1");
-    second.wait_acked(&b1, &[CLUSTER]).await.unwrap();
+    second.wait_acked(&b1, &[CLUSTER]).await.expect("ACKed");
     let new_x = pack(&resources::static_cluster("x", 11));
     client
         .wait("the new control plane's state", |h| {
@@ -490,14 +493,14 @@ both_protocols!(
 );
 
 async fn eds_before_cds(protocol: Protocol) {
-    let server = XdsServer::start_tcp().await.unwrap();
+    let server = XdsServer::start_tcp().await.expect("control plane");
     let mut client = ads(&server, protocol);
     client.handle.subscribe(ResourceType::Endpoint, ["c1"]);
     let mut v1 = Snapshot::new();
     v1.add(&resources::endpoints("c1", 1))
         .add(&resources::endpoints("c2", 2));
     let v1 = server.push(v1).await;
-    server.wait_acked(&v1, &[ENDPOINT]).await.unwrap();
+    server.wait_acked(&v1, &[ENDPOINT]).await.expect("ACKed");
     client
         .wait("endpoints of c1 before its cluster", |h| {
             has(h, ResourceType::Endpoint, "c1")
@@ -513,7 +516,7 @@ async fn eds_before_cds(protocol: Protocol) {
     v2.add(&resources::endpoints("c1", 1))
         .add(&resources::eds_cluster("c1"));
     let v2 = server.push(v2).await;
-    server.wait_acked(&v2, &[CLUSTER]).await.unwrap();
+    server.wait_acked(&v2, &[CLUSTER]).await.expect("ACKed");
     client
         .wait("the cluster joins its endpoints", |h| {
             has(h, ResourceType::Cluster, "c1")
@@ -533,7 +536,7 @@ both_protocols!(
 #[tokio::test]
 async fn sds_stream_secrets_delivers_and_rotates_over_unix_socket() {
     let path = unix_path("sds");
-    let server = XdsServer::start_unix(&path).await.unwrap();
+    let server = XdsServer::start_unix(&path).await.expect("control plane");
     let secret = |name: &str, marker: &str| {
         Secret {
             name: name.into(),
@@ -552,7 +555,7 @@ async fn sds_stream_secrets_delivers_and_rotates_over_unix_socket() {
     server
         .wait_acked(&v1, &[xds_client::resource::SECRET])
         .await
-        .unwrap();
+        .expect("ACKed");
     client
         .wait("both secrets", |h| {
             has(h, ResourceType::Secret, "default") && has(h, ResourceType::Secret, "ROOTCA")
@@ -566,7 +569,7 @@ async fn sds_stream_secrets_delivers_and_rotates_over_unix_socket() {
     server
         .wait_acked(&v2, &[xds_client::resource::SECRET])
         .await
-        .unwrap();
+        .expect("ACKed");
     let rotated = pack(&secret("default", "two"));
     client
         .wait("the rotated certificate", |h| {

@@ -28,7 +28,7 @@ pub(crate) enum Command {
     },
     Request {
         stream: u64,
-        request: Request,
+        request: Box<Request>,
     },
     Close {
         stream: u64,
@@ -148,7 +148,7 @@ impl Actor {
                 );
                 let _ = reply.send(id);
             }
-            Command::Request { stream, request } => self.on_request(stream, request),
+            Command::Request { stream, request } => self.on_request(stream, *request),
             Command::Close { stream } => {
                 self.streams.remove(&stream);
             }

@@ -48,7 +48,7 @@ impl Services {
         let actor = self.actor.clone();
         tokio::spawn(async move {
             while let Ok(Some(request)) = requests.message().await {
-                let request = Request::StateOfTheWorld(request);
+                let request = Box::new(Request::StateOfTheWorld(request));
                 if actor.send(Command::Request { stream, request }).is_err() {
                     return;
                 }
@@ -82,7 +82,7 @@ impl AggregatedDiscoveryService for Services {
         let actor = self.actor.clone();
         tokio::spawn(async move {
             while let Ok(Some(request)) = requests.message().await {
-                let request = Request::Delta(request);
+                let request = Box::new(Request::Delta(request));
                 if actor.send(Command::Request { stream, request }).is_err() {
                     return;
                 }
