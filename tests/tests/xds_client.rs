@@ -606,3 +606,60 @@ impl WithMarker for Secret {
         self
     }
 }
+
+#[tokio::test]
+async fn concurrent_streams_each_get_their_own_subscriptions() {
+    let server = XdsServer::start_tcp().await.expect("control plane");
+    let mut v1 = Snapshot::new();
+    v1.add(&resources::static_cluster("shared", 1))
+        .add(&resources::route_to("r-delta", "shared"))
+        .add(&resources::route_to("r-sotw", "shared"));
+    let v1 = server.push(v1).await;
+    let mut delta = ads(&server, Protocol::Delta);
+    let mut sotw = ads(&server, Protocol::StateOfTheWorld);
+    delta.handle.subscribe(ResourceType::Route, ["r-delta"]);
+    sotw.handle.subscribe(ResourceType::Route, ["r-sotw"]);
+    delta
+        .wait("its route", |h| has(h, ResourceType::Route, "r-delta"))
+        .await;
+    sotw.wait("its route", |h| has(h, ResourceType::Route, "r-sotw"))
+        .await;
+    assert!(delta.holds(ResourceType::Route, "r-sotw").is_none());
+    assert!(sotw.holds(ResourceType::Route, "r-delta").is_none());
+    assert!(delta.holds(ResourceType::Cluster, "shared").is_some());
+    assert!(sotw.holds(ResourceType::Cluster, "shared").is_some());
+
+    for delta_stream in [true, false] {
+        server
+            .wait_request(|r| {
+                r.request.type_url() == ROUTE
+                    && !r.request.nonce().is_empty()
+                    && matches!(r.request, Request::Delta(_)) == delta_stream
+            })
+            .await
+            .expect("each stream ACKs its route");
+    }
+
+    // A change to one stream's route reaches that stream only.
+    let mut v2 = Snapshot::new();
+    v2.add(&resources::static_cluster("shared", 1))
+        .add(&resources::route_to("r-delta", "shared"))
+        .add(&resources::route_to("r-sotw", "elsewhere"));
+    let v2 = server.push(v2).await;
+    server.wait_acked(&v2, &[ROUTE]).await.expect("ACKed");
+    let changed = pack(&resources::route_to("r-sotw", "elsewhere"));
+    sotw.wait("the changed route", |h| {
+        h.get(&(ResourceType::Route, "r-sotw".into())) == Some(&changed)
+    })
+    .await;
+    let requests = server.requests().await;
+    let streams: std::collections::BTreeSet<u64> = requests.iter().map(|r| r.stream).collect();
+    assert_eq!(streams.len(), 2, "{}", describe(&requests));
+    let v2_routes_answered = requests
+        .iter()
+        .filter(|r| r.request.type_url() == ROUTE && !r.request.nonce().is_empty())
+        .count();
+    // Each stream answered its first route response; only the SotW stream got (and answered) v2.
+    assert_eq!(v2_routes_answered, 3, "{}", describe(&requests));
+    server.wait_acked(&v1, &[CLUSTER]).await.expect("ACKed");
+}
