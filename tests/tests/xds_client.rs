@@ -548,7 +548,10 @@ async fn sds_stream_secrets_delivers_and_rotates_over_unix_socket() {
     v1.add(&secret("default", "one"))
         .add(&secret("ROOTCA", "root"));
     let v1 = server.push(v1).await;
-    let mut client = start_client(AdsConfig::sds(XdsAddress::Unix(path.clone()), node()));
+    // As an SDS config without set_node_on_first_message_only: the node rides on every request.
+    let mut config = AdsConfig::sds(XdsAddress::Unix(path.clone()), node());
+    config.node_on_first_message_only = false;
+    let mut client = start_client(config);
     client
         .handle
         .subscribe(ResourceType::Secret, ["default", "ROOTCA"]);
