@@ -12,6 +12,8 @@
 //! - [`netns`]: network namespaces, veth pairs and processes inside them (root only).
 //! - [`sidecar`]: Istio-shaped sidecar bootstraps and Tern running captured in a pod namespace.
 //! - [`envoy`]: where the real Envoy 1.40.0 binary is (installed by `scripts/install-test-deps.sh`).
+//! - [`xds_server`]: a real ADS (SotW + delta) and SDS control plane serving versioned snapshots,
+//!   recording every request and every ACK/NACK (also the `xds-server` binary).
 
 pub mod backend;
 pub mod dns_server;
@@ -22,3 +24,4 @@ pub mod netns;
 pub mod prereq;
 pub mod process;
 pub mod sidecar;
+pub mod xds_server;

@@ -1,0 +1,81 @@
+//! `xds-server`: the test control plane as a process, serving a directory of resource files.
+//!
+//! ```text
+//! xds-server --dir <DIR> [--listen <IP:PORT> | --uds <PATH>] [--poll-ms <N>]
+//! ```
+//! Serves ADS (SotW and delta) and SDS from the Envoy proto3 JSON/YAML files in DIR (see
+//! `tern_tests::xds_server::load_dir`), re-reading them when a file is added, removed or rewritten.
+//! Prints `listening on <address>` once bound; a bad file is reported and the last good snapshot
+//! stays served.
+
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tern_tests::xds_server::{Bind, XdsServer, fingerprint, load_dir};
+
+struct Args {
+    dir: PathBuf,
+    bind: Bind,
+    poll: Duration,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut dir = None;
+    let mut bind = Bind::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut poll = Duration::from_millis(500);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--dir" => dir = Some(PathBuf::from(value()?)),
+            "--listen" => bind = Bind::Tcp(value()?.parse().context("--listen")?),
+            "--uds" => bind = Bind::Unix(PathBuf::from(value()?)),
+            "--poll-ms" => poll = Duration::from_millis(value()?.parse().context("--poll-ms")?),
+            other => bail!(
+                "unknown argument {other}\nusage: xds-server --dir DIR [--listen IP:PORT | --uds PATH] [--poll-ms N]"
+            ),
+        }
+    }
+    Ok(Args {
+        dir: dir.context("--dir is required")?,
+        bind,
+        poll,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let server = XdsServer::start(args.bind, "v").await?;
+    println!("listening on {}", server.address());
+    let mut served = None;
+    let mut interval = tokio::time::interval(args.poll);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        let current = match fingerprint(&args.dir) {
+            Ok(current) => current,
+            Err(e) => {
+                eprintln!("xds-server: {e:#}");
+                continue;
+            }
+        };
+        if served.as_ref() == Some(&current) {
+            continue;
+        }
+        match load_dir(&args.dir) {
+            Ok(snapshot) => {
+                let count: usize = snapshot.resources.values().map(|m| m.len()).sum();
+                let version = server.push(snapshot).await;
+                println!("serving version {version} ({count} resources)");
+            }
+            Err(e) => eprintln!("xds-server: keeping the last good snapshot: {e:#}"),
+        }
+        served = Some(current);
+    }
+    server.shutdown().await;
+    Ok(())
+}

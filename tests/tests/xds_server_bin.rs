@@ -1,0 +1,129 @@
+//! The `xds-server` binary: serves a directory of Envoy YAML/JSON resource files and re-reads it
+//! when a file changes; a bad file keeps the last good snapshot. Driven by Tern's own client.
+
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+use xds_client::ads::{
+    AdsClient, AdsConfig, Backoff, Handler, Protocol, Rejection, Update, XdsAddress,
+};
+use xds_client::any::unpack;
+use xds_client::pb::envoy::config::cluster::v3::Cluster;
+use xds_client::pb::envoy::config::core::v3::Node;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Remembers each cluster's connect timeout (seconds), which the test changes in the file.
+struct Clusters(watch::Sender<Vec<(String, i64)>>);
+
+impl Handler for Clusters {
+    async fn apply(&mut self, update: Update) -> Vec<Rejection> {
+        self.0.send_modify(|held| {
+            held.retain(|(name, _)| !update.removed.contains(name));
+            for resource in &update.resources {
+                let seconds = unpack::<Cluster>(&resource.body)
+                    .ok()
+                    .and_then(|c| c.connect_timeout)
+                    .map_or(0, |d| d.seconds);
+                held.retain(|(name, _)| *name != resource.name);
+                held.push((resource.name.clone(), seconds));
+            }
+            held.sort();
+        });
+        Vec::new()
+    }
+}
+
+fn cluster_yaml(name: &str, seconds: u32) -> String {
+    format!(
+        "resources:\n- \"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\n  name: {name}\n  type: STATIC\n  connect_timeout: {seconds}s\n"
+    )
+}
+
+#[tokio::test]
+async fn xds_server_binary_serves_a_directory_and_follows_changes() {
+    let dir = std::env::temp_dir().join(format!("tern-xds-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::write(dir.join("a.yaml"), cluster_yaml("a", 1)).expect("write");
+    std::fs::write(
+        dir.join("b.json"),
+        r#"{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "b", "connectTimeout": "2s"}"#,
+    )
+    .expect("write");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xds-server"))
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--poll-ms", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("xds-server starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("xds-server prints its address")
+        .expect("stdout readable")
+        .expect("a line");
+    let uri = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (errors_tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let _ = errors_tx.send(line);
+        }
+    });
+
+    let (tx, mut held) = watch::channel(Vec::new());
+    let mut config = AdsConfig::ads(XdsAddress::Tcp(uri), Protocol::Delta, Node::default());
+    config.backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+    };
+    let (client, _handle) = AdsClient::new(config, Clusters(tx)).expect("config");
+    let task = tokio::spawn(client.run());
+
+    let mut expect = async |want: Vec<(&str, i64)>| {
+        let want: Vec<(String, i64)> = want.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+        let reached = tokio::time::timeout(DEADLINE, held.wait_for(|h| *h == want))
+            .await
+            .is_ok();
+        assert!(
+            reached,
+            "wanted {want:?}, client holds {:?}",
+            *held.borrow()
+        );
+    };
+    expect(vec![("a", 1), ("b", 2)]).await;
+
+    // A rewrite, a new file and a deleted file are all picked up.
+    std::fs::write(dir.join("a.yaml"), cluster_yaml("a", 30)).expect("write");
+    std::fs::write(dir.join("c.yml"), cluster_yaml("c", 3)).expect("write");
+    std::fs::remove_file(dir.join("b.json")).expect("remove");
+    expect(vec![("a", 30), ("c", 3)]).await;
+
+    // A broken file keeps the last good snapshot; fixing it serves it.
+    std::fs::write(dir.join("d.yaml"), "resources: [ {\"@type\": nonsense").expect("write");
+    let complaint = tokio::time::timeout(DEADLINE, errors.recv())
+        .await
+        .expect("xds-server reports the bad file")
+        .expect("stderr line");
+    assert!(
+        complaint.contains("keeping the last good snapshot") && complaint.contains("d.yaml"),
+        "{complaint}"
+    );
+    expect(vec![("a", 30), ("c", 3)]).await;
+    std::fs::write(dir.join("e.yaml"), cluster_yaml("e", 5)).expect("write");
+    std::fs::write(dir.join("d.yaml"), cluster_yaml("d", 4)).expect("write");
+    expect(vec![("a", 30), ("c", 3), ("d", 4), ("e", 5)]).await;
+
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
