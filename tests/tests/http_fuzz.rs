@@ -115,10 +115,14 @@ async fn arbitrary_bytes_never_hang_or_crash_the_connection_manager() {
     let proxy = tern.listener("http").await;
     let stop = Instant::now() + Duration::from_secs(seconds);
     let mut inputs = 0;
-    while Instant::now() < stop && inputs < 20_000 {
+    while Instant::now() < stop {
         let input = mutate(&mut rng);
         inputs += 1;
         let mut stream = TcpStream::connect(proxy).await.expect("Tern still accepts");
+        // Closed with a reset once done, so a long run does not exhaust local ports in TIME_WAIT.
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("SO_LINGER");
         // A write may fail when Tern already closed on a bad prefix; that's an answer too.
         let _ = stream.write_all(&input).await;
         let _ = stream.shutdown().await;
@@ -131,7 +135,7 @@ async fn arbitrary_bytes_never_hang_or_crash_the_connection_manager() {
             String::from_utf8_lossy(&input)
         );
     }
-    println!("{inputs} inputs in {seconds} s");
+    println!("{inputs} inputs in {seconds} s, no hang, no crash");
     let r = http_backend::http_request(proxy, "GET", "a", "/", &[])
         .await
         .expect("a good request after the noise");
