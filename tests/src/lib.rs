@@ -9,6 +9,7 @@
 //! - [`process`]: run `tern` or Envoy as a child process from a bootstrap, learn its admin
 //!   address, wait for readiness, and always kill it.
 //! - [`inprocess`]: a Tern server inside the test process, from a YAML bootstrap.
+//! - [`bootstrap`]: HTTP test bootstraps from the fragments a test cares about.
 //! - [`netns`]: network namespaces, veth pairs and processes inside them (root only).
 //! - [`sidecar`]: Istio-shaped sidecar bootstraps and Tern running captured in a pod namespace.
 //! - [`envoy`]: where the real Envoy 1.40.0 binary is (installed by `scripts/install-test-deps.sh`).
@@ -16,6 +17,7 @@
 //!   recording every request and every ACK/NACK (also the `xds-server` binary).
 
 pub mod backend;
+pub mod bootstrap;
 pub mod dns_server;
 pub mod envoy;
 pub mod http_backend;

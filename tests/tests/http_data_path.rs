@@ -8,62 +8,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use tern_tests::http_backend::{self, HttpBackend, Protocol, Request};
+use tern_tests::bootstrap::{HttpBootstrap, static_cluster};
+use tern_tests::http_backend::{self, HttpBackend, Protocol, Request, held_backend};
 use tern_tests::inprocess::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A listener `http` with one virtual host; `{{ROUTES}}` and `{{CLUSTERS}}` are filled per test.
-const TEMPLATE: &str = r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-static_resources:
-  listeners:
-  - name: http
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          upgrade_configs: [{ upgrade_type: websocket }]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{{ROUTES}}
-  clusters:
-{{CLUSTERS}}
-"#;
-
 fn bootstrap(routes: &str, clusters: &str) -> String {
-    TEMPLATE
-        .replace("{{ROUTES}}", routes)
-        .replace("{{CLUSTERS}}", clusters)
-}
-
-/// A STATIC cluster over `hosts`, with extra YAML lines (indented 4) appended.
-fn cluster(name: &str, hosts: &[SocketAddr], extra: &str) -> String {
-    let endpoints: String = hosts
-        .iter()
-        .map(|h| {
-            format!(
-                "        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
-                h.ip(),
-                h.port()
-            )
-        })
-        .collect();
-    format!(
-        "  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n    lb_policy: ROUND_ROBIN\n{extra}    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{endpoints}"
-    )
+    HttpBootstrap {
+        hcm: "          upgrade_configs: [{ upgrade_type: websocket }]",
+        routes,
+        clusters,
+        ..Default::default()
+    }
+    .yaml()
 }
 
 async fn get(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> http_backend::Response {
@@ -94,38 +52,6 @@ async fn fixed_status(status: u16) -> SocketAddr {
     address
 }
 
-/// A backend that reports each request's arrival and answers it (200) only when released.
-async fn held_backend() -> (
-    SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
-    std::sync::Arc<tokio::sync::Notify>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
-    let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let gate = release.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
-                    async move {
-                        let _ = arrived_tx.send(());
-                        gate.notified().await;
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("held"))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (address, arrived, release)
-}
-
 /// A port nothing listens on (bound, then released).
 async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -138,7 +64,8 @@ async fn http1_client_reaches_http2_upstream_and_h2c_client_reaches_http1_upstre
     let h1 = HttpBackend::start("h1").await.expect("backend");
     let h2_options = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: { http2_protocol_options: {} }\n";
     let routes = "              - match: { prefix: /to-h2 }\n                route: { cluster: h2 }\n              - match: { prefix: / }\n                route: { cluster: h1 }\n";
-    let clusters = cluster("h2", &[h2.address], h2_options) + &cluster("h1", &[h1.address], "");
+    let clusters =
+        static_cluster("h2", &[h2.address], h2_options) + &static_cluster("h1", &[h1.address], "");
     let tern = Running::start(&bootstrap(routes, &clusters), 1).await;
     let proxy = tern.listener("http").await;
 
@@ -179,7 +106,11 @@ async fn http1_client_reaches_http2_upstream_and_h2c_client_reaches_http1_upstre
 async fn keep_alive_connections_are_reused() {
     let a = HttpBackend::start("a").await.expect("backend");
     let routes = "              - match: { prefix: / }\n                route: { cluster: a }\n";
-    let tern = Running::start(&bootstrap(routes, &cluster("a", &[a.address], "")), 1).await;
+    let tern = Running::start(
+        &bootstrap(routes, &static_cluster("a", &[a.address], "")),
+        1,
+    )
+    .await;
     let proxy = tern.listener("http").await;
     for _ in 0..5 {
         assert_eq!(get(proxy, "/", &[]).await.status, 200);
@@ -199,7 +130,7 @@ async fn retries_go_to_another_host_on_503_and_connect_failure() {
     let failing = fixed_status(503).await;
     let refused = closed_port().await;
     let routes = "              - match: { prefix: / }\n                route:\n                  cluster: svc\n                  retry_policy:\n                    retry_on: 5xx,connect-failure\n                    num_retries: 2\n                    retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } }]\n                    host_selection_retry_max_attempts: 5\n";
-    let clusters = cluster("svc", &[failing, refused, good.address], "");
+    let clusters = static_cluster("svc", &[failing, refused, good.address], "");
     let tern = Running::start(&bootstrap(routes, &clusters), 1).await;
     let proxy = tern.listener("http").await;
     for i in 0..6 {
@@ -218,7 +149,8 @@ async fn without_retry_policy_a_503_passes_through_and_refused_connect_is_uf() {
     let failing = fixed_status(503).await;
     let refused = closed_port().await;
     let routes = "              - match: { prefix: /f }\n                route: { cluster: failing }\n              - match: { prefix: /r }\n                route: { cluster: refused }\n";
-    let clusters = cluster("failing", &[failing], "") + &cluster("refused", &[refused], "");
+    let clusters =
+        static_cluster("failing", &[failing], "") + &static_cluster("refused", &[refused], "");
     let tern = Running::start(&bootstrap(routes, &clusters), 1).await;
     let proxy = tern.listener("http").await;
     let r = get(proxy, "/f", &[]).await;
@@ -238,7 +170,11 @@ async fn without_retry_policy_a_503_passes_through_and_refused_connect_is_uf() {
 async fn route_timeout_answers_504() {
     let slow = HttpBackend::start("slow").await.expect("backend");
     let routes = "              - match: { prefix: / }\n                route: { cluster: slow, timeout: 0.2s }\n";
-    let tern = Running::start(&bootstrap(routes, &cluster("slow", &[slow.address], "")), 1).await;
+    let tern = Running::start(
+        &bootstrap(routes, &static_cluster("slow", &[slow.address], "")),
+        1,
+    )
+    .await;
     let proxy = tern.listener("http").await;
     let r = get(proxy, "/", &[("x-backend-delay-ms", "3000")]).await;
     assert_eq!(
@@ -263,7 +199,7 @@ async fn route_timeout_answers_504() {
 async fn local_replies_match_envoy() {
     let a = HttpBackend::start("a").await.expect("backend");
     let routes = "              - match: { prefix: /nc }\n                route: { cluster: missing }\n              - match: { prefix: /uh }\n                route: { cluster: empty }\n              - match: { prefix: /a }\n                route: { cluster: a }\n";
-    let clusters = cluster("a", &[a.address], "") + &cluster("empty", &[], "");
+    let clusters = static_cluster("a", &[a.address], "") + &static_cluster("empty", &[], "");
     let tern = Running::start(&bootstrap(routes, &clusters), 1).await;
     let proxy = tern.listener("http").await;
     assert_eq!(get(proxy, "/nowhere", &[]).await.status, 404);
@@ -300,7 +236,11 @@ async fn max_requests_circuit_breaker_overflows_with_503() {
     let (held, mut arrived, release) = held_backend().await;
     let breakers = "    circuit_breakers: { thresholds: [{ max_requests: 1 }] }\n";
     let routes = "              - match: { prefix: / }\n                route: { cluster: slow }\n";
-    let tern = Running::start(&bootstrap(routes, &cluster("slow", &[held], breakers)), 1).await;
+    let tern = Running::start(
+        &bootstrap(routes, &static_cluster("slow", &[held], breakers)),
+        1,
+    )
+    .await;
     let proxy = tern.listener("http").await;
     let first = tokio::spawn(async move { get(proxy, "/", &[]).await });
     // The second request goes once the first is held at the backend (one request active).
@@ -364,7 +304,7 @@ async fn upgrade_echo() -> SocketAddr {
 async fn websocket_upgrade_relays_bytes_both_ways() {
     let ws = upgrade_echo().await;
     let routes = "              - match: { prefix: / }\n                route: { cluster: ws }\n";
-    let tern = Running::start(&bootstrap(routes, &cluster("ws", &[ws], "")), 1).await;
+    let tern = Running::start(&bootstrap(routes, &static_cluster("ws", &[ws], "")), 1).await;
     let proxy = tern.listener("http").await;
     let mut stream = TcpStream::connect(proxy).await.expect("connect");
     stream
@@ -396,7 +336,7 @@ async fn request_body_is_forwarded_and_replayed_on_retry() {
     let failing = fixed_status(503).await;
     let routes = "              - match: { prefix: / }\n                route:\n                  cluster: svc\n                  retry_policy: { retry_on: 5xx, num_retries: 3, retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } }] }\n";
     let tern = Running::start(
-        &bootstrap(routes, &cluster("svc", &[failing, good.address], "")),
+        &bootstrap(routes, &static_cluster("svc", &[failing, good.address], "")),
         1,
     )
     .await;
@@ -443,7 +383,11 @@ async fn retry_circuit_breaker_overflows() {
     let failing = fixed_status(503).await;
     let breakers = "    circuit_breakers: { thresholds: [{ max_retries: 0 }] }\n";
     let routes = "              - match: { prefix: / }\n                route: { cluster: svc, retry_policy: { retry_on: 5xx, num_retries: 3 } }\n";
-    let tern = Running::start(&bootstrap(routes, &cluster("svc", &[failing], breakers)), 1).await;
+    let tern = Running::start(
+        &bootstrap(routes, &static_cluster("svc", &[failing], breakers)),
+        1,
+    )
+    .await;
     let proxy = tern.listener("http").await;
     // The 503 would be retried, but no retry slot is free.
     let r = get(proxy, "/", &[]).await;
@@ -463,7 +407,7 @@ async fn access_log_writes_envoys_default_line_when_the_response_ends() {
     ));
     let _ = std::fs::remove_file(&path);
     let routes = "              - match: { prefix: /old }\n                route: { cluster: a, prefix_rewrite: /new }\n";
-    let with_log = bootstrap(routes, &cluster("a", &[a.address], "")).replace(
+    let with_log = bootstrap(routes, &static_cluster("a", &[a.address], "")).replace(
         "          upgrade_configs:",
         &format!(
             "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n          upgrade_configs:",

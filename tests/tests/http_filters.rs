@@ -4,49 +4,12 @@
 //! differential route table, `http_routes`.)
 
 use std::net::SocketAddr;
+use tern_tests::bootstrap::{HttpBootstrap, route_all, static_cluster};
 use tern_tests::http_backend::{self, HttpBackend, Protocol, Request};
 use tern_tests::inprocess::Running;
 
-/// A listener `http` whose connection manager runs `{{FILTERS}}` then the router, one virtual
-/// host with `{{ROUTES}}`, and clusters `main` and `shadow`.
-const TEMPLATE: &str = r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-static_resources:
-  listeners:
-  - name: http
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          http_filters:
-{{FILTERS}}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{{ROUTES}}
-  clusters:
-  - name: main
-    type: STATIC
-    load_assignment:
-      cluster_name: main
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{MAIN}} } } } }] }]
-  - name: shadow
-    type: STATIC
-    load_assignment:
-      cluster_name: shadow
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{SHADOW}} } } } }] }]
-"#;
-
+/// Tern with a listener `http` running `filters` then the router, `routes`, and clusters `main`
+/// and `shadow` over their own backends.
 struct Setup {
     tern: Running,
     proxy: SocketAddr,
@@ -57,11 +20,15 @@ struct Setup {
 async fn start(filters: &str, routes: &str, workers: usize) -> Setup {
     let main = HttpBackend::start("main").await.expect("main backend");
     let shadow = HttpBackend::start("shadow").await.expect("shadow backend");
-    let yaml = TEMPLATE
-        .replace("{{FILTERS}}", filters)
-        .replace("{{ROUTES}}", routes)
-        .replace("{{MAIN}}", &main.address.port().to_string())
-        .replace("{{SHADOW}}", &shadow.address.port().to_string());
+    let clusters = static_cluster("main", &[main.address], "")
+        + &static_cluster("shadow", &[shadow.address], "");
+    let yaml = HttpBootstrap {
+        filters,
+        routes,
+        clusters: &clusters,
+        ..Default::default()
+    }
+    .yaml();
     let tern = Running::start(&yaml, workers).await;
     let proxy = tern.listener("http").await;
     Setup {
@@ -100,8 +67,7 @@ async fn fault_abort_and_delay_percentages_hold_over_1000_requests() {
               "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
               abort: { http_status: 503, percentage: { numerator: 30 } }
               delay: { fixed_delay: 0.001s, percentage: { numerator: 20 } }"#;
-    let routes = "              - { match: { prefix: / }, route: { cluster: main } }";
-    let setup = start(filters, routes, 1).await;
+    let setup = start(filters, &route_all("main", ""), 1).await;
     const N: i64 = 1000;
     let mut aborted = 0;
     for _ in 0..N {

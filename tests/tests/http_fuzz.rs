@@ -9,44 +9,30 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
+use tern_tests::bootstrap::HttpBootstrap;
 use tern_tests::http_backend;
 use tern_tests::inprocess::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-const BOOTSTRAP: &str = r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-static_resources:
-  listeners:
-  - name: http
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: fuzz
-          normalize_path: true
+/// Path normalisation, websocket upgrades, a regex route, a redirect and direct responses: the
+/// parts of the connection manager a byte can reach without an upstream.
+fn bootstrap() -> String {
+    HttpBootstrap {
+        hcm: "          normalize_path: true
           merge_slashes: true
-          upgrade_configs: [{ upgrade_type: websocket }]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { safe_regex: { regex: "/re/[a-z]+" } }
+          upgrade_configs: [{ upgrade_type: websocket }]",
+        routes: r#"              - match: { safe_regex: { regex: "/re/[a-z]+" } }
                 direct_response: { status: 201, body: { inline_string: regex } }
               - match: { prefix: /r }
                 redirect: { path_redirect: /elsewhere }
               - match: { prefix: / }
-                direct_response: { status: 200, body: { inline_string: ok } }
-"#;
+                direct_response: { status: 200, body: { inline_string: ok } }"#,
+        ..Default::default()
+    }
+    .yaml()
+}
 
 /// Well-formed openings the mutations start from.
 const SEEDS: &[&[u8]] = &[
@@ -111,7 +97,7 @@ async fn arbitrary_bytes_never_hang_or_crash_the_connection_manager() {
         .unwrap_or_else(|| SmallRng::from_os_rng().random());
     println!("TERN_HTTP_FUZZ_SEED={seed}");
     let mut rng = SmallRng::seed_from_u64(seed);
-    let tern = Running::start(BOOTSTRAP, 1).await;
+    let tern = Running::start(&bootstrap(), 1).await;
     let proxy = tern.listener("http").await;
     let stop = Instant::now() + Duration::from_secs(seconds);
     let mut inputs = 0;

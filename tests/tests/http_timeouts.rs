@@ -13,48 +13,21 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use tern_tests::bootstrap::{HttpBootstrap, route_all, static_cluster};
 use tern_tests::http_backend::{self, HttpBackend};
 use tern_tests::inprocess::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A listener `http` (connection manager settings `{{HCM}}`, indented 10) with one route to
-/// cluster `backend` at `{{PORT}}`, route timeout off so only the downstream timers act.
-const TEMPLATE: &str = r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-static_resources:
-  listeners:
-  - name: http
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-{{HCM}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{ match: { prefix: / }, route: { cluster: backend, timeout: 0s } }]
-  clusters:
-  - name: backend
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{PORT}} } } } }] }]
-"#;
-
 async fn start(hcm: &str, backend: SocketAddr) -> (Running, SocketAddr) {
-    let yaml = TEMPLATE
-        .replace("{{HCM}}", hcm)
-        .replace("{{PORT}}", &backend.port().to_string());
+    // The route timeout is off so only the downstream timers act.
+    let yaml = HttpBootstrap {
+        hcm,
+        routes: &route_all("backend", "timeout: 0s"),
+        clusters: &static_cluster("backend", &[backend], ""),
+        ..Default::default()
+    }
+    .yaml();
     let tern = Running::start(&yaml, 1).await;
     let proxy = tern.listener("http").await;
     (tern, proxy)

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use tern_tests::backend::{Backend, round_trip};
+use tern_tests::bootstrap::{HttpBootstrap, route_all, static_cluster};
 use tern_tests::http_backend::{self, HttpBackend};
 use tern_tests::inprocess::Running;
 use tokio::time::Instant;
@@ -37,41 +38,12 @@ fn endpoints(hosts: &[SocketAddr]) -> String {
 
 /// One HTTP listener routing everything to ROUND_ROBIN cluster `backend` over `hosts`.
 fn http_bootstrap(hosts: &[SocketAddr]) -> String {
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: / }}
-                route: {{ cluster: backend }}
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    lb_policy: ROUND_ROBIN
-{OUTLIER}    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-{}"#,
-        endpoints(hosts)
-    )
+    HttpBootstrap {
+        routes: &route_all("backend", ""),
+        clusters: &static_cluster("backend", hosts, OUTLIER),
+        ..Default::default()
+    }
+    .yaml()
 }
 
 async fn get(proxy: SocketAddr) -> http_backend::Response {

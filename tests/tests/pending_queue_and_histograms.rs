@@ -3,58 +3,11 @@
 //! answered 503 UO beyond it, 504 UT when the route timeout passes first), and a proxied request
 //! shows up in `/stats` and `/stats/prometheus` as Envoy-shaped histograms.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use tern_tests::http_backend::{self, HttpBackend};
+use tern_tests::bootstrap::{HttpBootstrap, route_all, static_cluster};
+use tern_tests::http_backend::{self, HttpBackend, held_backend};
 use tern_tests::inprocess::Running;
 use tokio::net::TcpListener;
-
-/// One listener `http` (stat prefix `ingress`) routing `/` to cluster `{{NAME}}`, with an access
-/// log at `{{LOG}}`; `{{CLUSTERS}}` is filled per test.
-const TEMPLATE: &str = r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-static_resources:
-  listeners:
-  - name: http
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          access_log:
-          - name: envoy.access_loggers.file
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: {{LOG}}
-              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS%\n" } }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: / }
-                route: { cluster: {{NAME}}, timeout: {{TIMEOUT}} }
-  clusters:
-  - name: {{NAME}}
-    type: STATIC
-    connect_timeout: 1s
-{{EXTRA}}    load_assignment:
-      cluster_name: {{NAME}}
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{PORT}} } } }
-"#;
 
 /// A running Tern with one cluster `name` over `backend` and the access log it writes.
 struct Setup {
@@ -71,12 +24,22 @@ impl Setup {
             backend.port()
         ));
         let _ = std::fs::remove_file(&log);
-        let yaml = TEMPLATE
-            .replace("{{NAME}}", name)
-            .replace("{{TIMEOUT}}", timeout)
-            .replace("{{EXTRA}}", extra)
-            .replace("{{PORT}}", &backend.port().to_string())
-            .replace("{{LOG}}", &log.display().to_string());
+        let hcm = format!(
+            r#"          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format: {{ text_format_source: {{ inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS%\n" }} }}"#,
+            log.display()
+        );
+        let yaml = HttpBootstrap {
+            hcm: &hcm,
+            routes: &route_all(name, &format!("timeout: {timeout}")),
+            clusters: &static_cluster(name, &[backend], extra),
+            ..Default::default()
+        }
+        .yaml();
         let tern = Running::start(&yaml, 1).await;
         let proxy = tern.listener("http").await;
         Setup { tern, proxy, log }
@@ -102,38 +65,6 @@ async fn get(proxy: SocketAddr) -> http_backend::Response {
     http_backend::http_request(proxy, "GET", "test.local", "/", &[])
         .await
         .expect("request completes")
-}
-
-/// A backend that reports each request's arrival and answers it (200) only when released.
-async fn held_backend() -> (
-    SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
-    std::sync::Arc<tokio::sync::Notify>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
-    let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let gate = release.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
-                    async move {
-                        let _ = arrived_tx.send(());
-                        gate.notified().await;
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("held"))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (address, arrived, release)
 }
 
 const ONE_CONNECTION_ONE_PENDING: &str =
