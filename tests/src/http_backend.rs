@@ -404,6 +404,39 @@ fn build(protocol: Protocol, request: &Request<'_>) -> anyhow::Result<hyper::Req
         })
 }
 
+/// A backend that reports each request's arrival on the returned channel and answers it (200,
+/// body `held`) only when the returned `Notify` releases it.
+pub async fn held_backend() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    Arc<tokio::sync::Notify>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| {
+                    let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
+                    async move {
+                        let _ = arrived_tx.send(());
+                        gate.notified().await;
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("held"))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (address, arrived, release)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,37 +511,4 @@ mod tests {
         assert_eq!(response.status, 200);
         assert!(started.elapsed() >= Duration::from_millis(100));
     }
-}
-
-/// A backend that reports each request's arrival on the returned channel and answers it (200,
-/// body `held`) only when the returned `Notify` releases it.
-pub async fn held_backend() -> (
-    SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
-    Arc<tokio::sync::Notify>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
-    let release = Arc::new(tokio::sync::Notify::new());
-    let gate = release.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
-                    async move {
-                        let _ = arrived_tx.send(());
-                        gate.notified().await;
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("held"))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (address, arrived, release)
 }

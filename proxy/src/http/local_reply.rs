@@ -11,6 +11,18 @@ use std::task::{Context, Poll};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Why Tern itself ended a body (a timer, a body that cannot be sent again).
+#[derive(Debug)]
+pub struct BodyError(pub &'static str);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
 /// The body type of every request and response Tern relays: any body, boxed, living on this
 /// worker (so not `Send`, which lets pooled bodies hold `Rc`s).
 pub struct Body(Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = BoxError>>>);

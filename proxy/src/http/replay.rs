@@ -87,17 +87,6 @@ pub struct Source {
     reader: u64,
 }
 
-#[derive(Debug)]
-struct BodyNotReplayable;
-
-impl std::fmt::Display for BodyNotReplayable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a later attempt owns the request body")
-    }
-}
-
-impl std::error::Error for BodyNotReplayable {}
-
 /// One attempt's view of a replayable body.
 struct Replay {
     source: Rc<RefCell<Source>>,
@@ -131,7 +120,9 @@ impl hyper::body::Body for Replay {
             return Poll::Ready(None);
         }
         if source.reader != this.id {
-            return Poll::Ready(Some(Err(Box::new(BodyNotReplayable))));
+            return Poll::Ready(Some(Err(Box::new(BodyError(
+                "a later attempt owns the request body",
+            )))));
         }
         let source = &mut *source;
         let poll = Pin::new(&mut source.body).poll_frame(cx);

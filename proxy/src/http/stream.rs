@@ -194,17 +194,6 @@ pub struct StreamBody {
     _open: OpenStream,
 }
 
-#[derive(Debug)]
-struct StreamTimeout;
-
-impl std::fmt::Display for StreamTimeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("downstream stream timeout")
-    }
-}
-
-impl std::error::Error for StreamTimeout {}
-
 impl StreamBody {
     pub fn new(
         inner: Body,
@@ -287,7 +276,9 @@ impl hyper::body::Body for StreamBody {
                         record.response_flags = expiry.reply(true).2.to_string();
                     }
                     self.finish();
-                    return Poll::Ready(Some(Err(Box::new(StreamTimeout))));
+                    return Poll::Ready(Some(Err(Box::new(BodyError(
+                        "downstream stream timeout",
+                    )))));
                 }
             }
         }
