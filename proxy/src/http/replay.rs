@@ -7,7 +7,7 @@
 //! and then goes on pulling (and copying) from it. The body is never held back waiting for its
 //! end, so a streaming gRPC call flows as it would without retries.
 
-use super::local_reply::{self, Body, BoxError};
+use super::local_reply::{self, Body, BodyError, BoxError};
 use super::stream::DownstreamBody;
 use bytes::Bytes;
 use http::HeaderMap;

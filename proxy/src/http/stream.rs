@@ -13,7 +13,7 @@
 //! [`ConnectionStreams`] counts a connection's open streams for the connection manager's
 //! `idle_timeout` (default 1 h): with no stream open for that long, the connection drains.
 
-use super::local_reply::{Body, BoxError};
+use super::local_reply::{Body, BodyError, BoxError};
 use super::{ConnectionContext, access_log::LogRecord};
 use crate::stats::Histogram;
 use bytes::Bytes;
