@@ -17,6 +17,7 @@ pub mod local_reply;
 pub mod pool;
 pub mod router;
 pub mod stats;
+pub mod stream_deadline;
 
 use crate::config::http_connection_manager::{Codec, HttpConnectionManager};
 use crate::drain::DrainWatch;

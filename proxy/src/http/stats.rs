@@ -21,6 +21,7 @@ pub struct HttpStats {
     pub downstream_rq_too_large: Counter,
     pub downstream_rq_timeout: Counter,
     pub downstream_rq_idle_timeout: Counter,
+    pub downstream_rq_max_duration_reached: Counter,
     pub downstream_rq_rx_reset: Counter,
     pub downstream_rq_ws_on_non_ws_route: Counter,
     pub no_route: Counter,
@@ -66,6 +67,8 @@ impl HttpStats {
             downstream_rq_too_large: store.counter(&name("downstream_rq_too_large")),
             downstream_rq_timeout: store.counter(&name("downstream_rq_timeout")),
             downstream_rq_idle_timeout: store.counter(&name("downstream_rq_idle_timeout")),
+            downstream_rq_max_duration_reached: store
+                .counter(&name("downstream_rq_max_duration_reached")),
             downstream_rq_rx_reset: store.counter(&name("downstream_rq_rx_reset")),
             downstream_rq_ws_on_non_ws_route: store
                 .counter(&name("downstream_rq_ws_on_non_ws_route")),
