@@ -19,6 +19,7 @@ mod replay;
 pub mod router;
 pub mod stats;
 pub mod stream;
+pub mod stream_deadline;
 
 use crate::config::http_connection_manager::{Codec, HttpConnectionManager};
 use crate::drain::DrainWatch;

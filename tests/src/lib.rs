@@ -6,6 +6,8 @@
 //! - [`backend`]: small TCP servers on ephemeral ports that record what reached them.
 //! - [`http_backend`]: HTTP/1.1 + h2c servers that answer with a JSON description of the request
 //!   that reached them, and a one-shot HTTP client.
+//! - [`grpc_backend`]: a tonic gRPC server (unary and server-streaming, chosen delays and
+//!   failures) and its client, with messages and service written by hand (no `protoc`).
 //! - [`process`]: run `tern` or Envoy as a child process from a bootstrap, learn its admin
 //!   address, wait for readiness, and always kill it.
 //! - [`inprocess`]: a Tern server inside the test process, from a YAML bootstrap.
@@ -20,6 +22,7 @@ pub mod backend;
 pub mod bootstrap;
 pub mod dns_server;
 pub mod envoy;
+pub mod grpc_backend;
 pub mod http_backend;
 pub mod inprocess;
 pub mod netns;

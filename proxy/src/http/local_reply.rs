@@ -143,6 +143,7 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
 // Envoy's local reply texts.
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 pub const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
+pub const DOWNSTREAM_DURATION_TIMEOUT: &str = "downstream duration timeout";
 pub const OVERFLOW: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 pub const CONNECTION_FAILURE: &str =

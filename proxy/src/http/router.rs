@@ -13,6 +13,7 @@ use super::headers;
 use super::local_reply::{self, Body};
 use super::replay::RequestBody;
 use super::stream::{DownstreamBody, StreamBody, StreamClock};
+use super::stream_deadline::DeadlineBody;
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::http_connection_manager::{
     EscapedSlashes, HttpConnectionManager, RouteSource, ServerHeader, StripPort, UnderscoreAction,
@@ -47,6 +48,7 @@ const X_ENVOY_EXPECTED_TIMEOUT: HeaderName =
 const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 const X_ENVOY_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const X_ENVOY_RQ_TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
 const X_ENVOY_MAX_RETRIES: &str = "x-envoy-max-retries";
 const X_ENVOY_RETRY_ON: &str = "x-envoy-retry-on";
@@ -94,11 +96,14 @@ pub async fn handle(
     let grpc = local_reply::is_grpc(request.headers());
     let mut decorations = ResponseDecorations::default();
     let outcome = tokio::select! {
-        outcome = process(&ctx, request, &mut log, &mut decorations) => outcome,
+        outcome = process(&ctx, &clock, request, &mut log, &mut decorations) => outcome,
         expiry = clock.expired() => {
             StreamClock::count(&ctx, expiry);
             let (status, body, flag, details) = expiry.reply(clock.request_complete());
-            let reply = LocalReply::new(status, body, flag, details);
+            let reply = LocalReply {
+                grpc_status: expiry.grpc_status(),
+                ..LocalReply::new(status, body, flag, details)
+            };
             Err(if status == StatusCode::REQUEST_TIMEOUT { reply.closing() } else { reply })
         }
     };
@@ -107,7 +112,12 @@ pub async fn handle(
         Err(reply) => {
             log.response_flags = reply.flag.to_string();
             log.response_code_details = reply.details.to_string();
-            let mut response = local_reply::reply(reply.status, &reply.body, grpc);
+            let mut response = local_reply::reply_with_grpc_status(
+                reply.status,
+                &reply.body,
+                grpc,
+                reply.grpc_status,
+            );
             if reply.close {
                 response
                     .headers_mut()
@@ -166,6 +176,8 @@ struct LocalReply {
     details: &'static str,
     /// The connection closes after this reply (a request the codec cannot carry on from).
     close: bool,
+    /// The `grpc-status` for a gRPC request, when not the one mapped from `status`.
+    grpc_status: Option<u32>,
 }
 
 impl LocalReply {
@@ -176,6 +188,7 @@ impl LocalReply {
             flag,
             details,
             close: false,
+            grpc_status: None,
         }
     }
 
@@ -187,6 +200,7 @@ impl LocalReply {
 
 async fn process(
     ctx: &ConnectionContext,
+    clock: &StreamClock,
     request: Request<DownstreamBody>,
     log: &mut LogRecord,
     decorations: &mut ResponseDecorations,
@@ -351,6 +365,7 @@ async fn process(
             let (cluster_name, weighted) = target.unwrap_or_default();
             let request = Forward {
                 ctx,
+                clock,
                 routes,
                 cluster_name,
                 weighted,
@@ -367,7 +382,12 @@ async fn process(
                     // Local replies after route selection carry the route's response headers.
                     log.response_flags = reply.flag.to_string();
                     log.response_code_details = reply.details.to_string();
-                    let mut response = local_reply::reply(reply.status, &reply.body, grpc);
+                    let mut response = local_reply::reply_with_grpc_status(
+                        reply.status,
+                        &reply.body,
+                        grpc,
+                        reply.grpc_status,
+                    );
                     apply_header_ops(
                         routes,
                         vhost,
@@ -622,6 +642,7 @@ fn apply_header_ops(
 /// A request that a route forwards to a cluster.
 struct Forward<'a> {
     ctx: &'a ConnectionContext,
+    clock: &'a StreamClock,
     routes: &'a RouteConfig,
     cluster_name: String,
     weighted: Option<&'a WeightedCluster>,
@@ -660,7 +681,10 @@ impl Forward<'_> {
             ));
         };
         let trusted = internal_request(ctx);
-        let timeout = self.timeout(&parts.headers, trusted);
+        let grpc = local_reply::is_grpc(&parts.headers);
+        let timeout = self.timeout(&parts.headers, trusted, grpc);
+        let stream_duration = self.stream_duration(&parts.headers);
+        self.clock.set_max_duration(stream_duration);
         let policy = self.retry_policy(&parts.headers, trusted);
         // Mirrors need the whole body first; retries keep a copy as it streams.
         let upgrade = self.upgrade_type(&parts.headers);
@@ -741,6 +765,17 @@ impl Forward<'_> {
                 HeaderValue::from(t.as_millis() as u64),
             );
         }
+        // The upstream learns the deadline the proxy enforces: Envoy rewrites `grpc-timeout` to
+        // the router timeout on a `max_grpc_timeout` route, to the stream duration on a
+        // `max_stream_duration` one.
+        let enforced = if self.action.uses_stream_duration {
+            stream_duration
+        } else {
+            timeout.filter(|_| self.action.max_grpc_timeout.is_some())
+        };
+        if grpc && let Some(t) = enforced {
+            headers.insert(GRPC_TIMEOUT, grpc_timeout_value(t));
+        }
         apply_header_ops(
             self.routes,
             self.vhost,
@@ -752,6 +787,9 @@ impl Forward<'_> {
         let hash = self.hash(&headers);
         let original_destination = ctx.original_destination;
         let deadline = timeout.map(|t| Instant::now() + t);
+        // The route timeout covers the whole response, its body included (the stream's duration
+        // is the stream clock's).
+        let response_deadline = deadline;
         let http2 = match cluster.config.http.protocol {
             UpstreamProtocol::Http2 => upgrade.is_none(),
             UpstreamProtocol::Http1 => false,
@@ -867,12 +905,10 @@ impl Forward<'_> {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let active = ActiveRequest(cluster.clone());
             let per_try = policy.per_try_timeout;
-            let attempt_deadline = match (deadline, per_try) {
-                (Some(d), Some(p)) => Some(d.min(Instant::now() + p)),
-                (Some(d), None) => Some(d),
-                (None, Some(p)) => Some(Instant::now() + p),
-                (None, None) => None,
-            };
+            let attempt_deadline = response_deadline
+                .into_iter()
+                .chain(per_try.map(|p| Instant::now() + p))
+                .min();
             let pools = ctx.worker.http_pools();
             let host_stats = picked.host.stats.clone();
             let outlier = picked.host.outlier.clone();
@@ -920,6 +956,9 @@ impl Forward<'_> {
                         return Ok(splice_upgrade(downstream, response));
                     }
                     let upgraded = status == 101;
+                    if let (Some(at), false) = (response_deadline, upgraded) {
+                        response = response.map(|b| Body::new(DeadlineBody::new(b, at)));
+                    }
                     headers::strip_hop_by_hop(response.headers_mut(), upgraded);
                     response.headers_mut().insert(
                         X_ENVOY_UPSTREAM_TIME,
@@ -1076,13 +1115,27 @@ impl Forward<'_> {
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 
-    /// The route timeout, overridden by a trusted `x-envoy-upstream-rq-timeout-ms`, capped by
-    /// `grpc-timeout` when the route honours it.
-    fn timeout(&self, headers: &HeaderMap, trusted: bool) -> Option<Duration> {
-        let mut timeout = match self.action.timeout {
-            Some(Duration::ZERO) => None,
-            Some(t) => Some(t),
-            None => None,
+    /// The router's timeout (Envoy's `FilterUtility::finalTimeout`): none on a
+    /// `max_stream_duration` route; for a gRPC request on a `max_grpc_timeout` route its
+    /// `grpc-timeout` (none when absent) less the offset, capped by a non-zero maximum; else the
+    /// route timeout. A trusted `x-envoy-upstream-rq-timeout-ms` overrides all of them.
+    fn timeout(&self, headers: &HeaderMap, trusted: bool, grpc: bool) -> Option<Duration> {
+        let action = self.action;
+        let mut timeout = match action.max_grpc_timeout {
+            _ if action.uses_stream_duration => None,
+            Some(max) if grpc => {
+                let mut t = grpc_timeout(headers).unwrap_or_default();
+                if let Some(offset) = action.grpc_timeout_header_offset
+                    && offset < t
+                {
+                    t -= offset;
+                }
+                if !max.is_zero() && (t.is_zero() || t > max) {
+                    t = max;
+                }
+                Some(t)
+            }
+            _ => action.timeout,
         };
         if trusted
             && let Some(ms) = headers
@@ -1090,20 +1143,36 @@ impl Forward<'_> {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
         {
-            timeout = (ms > 0).then(|| Duration::from_millis(ms));
+            timeout = Some(Duration::from_millis(ms));
         }
-        if let Some(max) = self.action.max_grpc_timeout
-            && let Some(grpc) = headers
-                .get("grpc-timeout")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_grpc_timeout)
+        timeout.filter(|t| !t.is_zero())
+    }
+
+    /// The stream's maximum duration (Envoy's connection manager `refreshDurationTimeout`): on a
+    /// route with `max_stream_duration.grpc_timeout_header_max`, a `grpc-timeout` capped by a
+    /// non-zero maximum, less the offset; else the route's `max_stream_duration`; else the
+    /// connection manager's. Zero disables all but the first, which then expires at once.
+    fn stream_duration(&self, headers: &HeaderMap) -> Option<Duration> {
+        let action = self.action;
+        if let Some(max) = action
+            .max_grpc_timeout
+            .filter(|_| action.uses_stream_duration)
+            && let Some(mut t) = grpc_timeout(headers)
         {
-            let grpc = if max.is_zero() { grpc } else { grpc.min(max) };
-            let grpc =
-                grpc.saturating_sub(self.action.grpc_timeout_header_offset.unwrap_or_default());
-            timeout = Some(grpc);
+            if !max.is_zero() && t > max {
+                t = max;
+            }
+            if let Some(offset) = action.grpc_timeout_header_offset
+                && !t.is_zero()
+            {
+                t = t.saturating_sub(offset);
+            }
+            return Some(t);
         }
-        timeout
+        action
+            .max_stream_duration
+            .or(self.ctx.hcm.max_stream_duration)
+            .filter(|t| !t.is_zero())
     }
 
     /// The route's (else the virtual host's) retry policy, with trusted header overrides.
@@ -1332,6 +1401,30 @@ fn retriable_response(policy: &RetryPolicy, response: &Response<Body>) -> bool {
     false
 }
 
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(GRPC_TIMEOUT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+}
+
+/// `grpc-timeout` as Envoy writes it (`Grpc::Common::toGrpcTimeout`): whole milliseconds, or a
+/// coarser unit when that needs more than 8 digits.
+fn grpc_timeout_value(t: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let mut value = t.as_millis();
+    let mut unit = 'm';
+    for (divisor, coarser) in [(1000, 'S'), (60, 'M'), (60, 'H')] {
+        if value <= MAX {
+            break;
+        }
+        value /= divisor;
+        unit = coarser;
+    }
+    HeaderValue::from_str(&format!("{}{unit}", value.min(MAX)))
+        .unwrap_or(HeaderValue::from_static("99999999H"))
+}
+
 /// `grpc-timeout`: digits then a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     if v.len() < 2 || v.len() > 9 {
@@ -1391,6 +1484,15 @@ fn splice_upgrade(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_written_as_envoy_writes_it() {
+        let value = |t| grpc_timeout_value(t).to_str().unwrap().to_string();
+        assert_eq!(value(Duration::from_micros(100_000)), "100m");
+        assert_eq!(value(Duration::from_millis(99_999_999)), "99999999m");
+        assert_eq!(value(Duration::from_millis(100_000_000)), "100000S");
+        assert_eq!(value(Duration::from_secs(6_000_000_000)), "1666666H");
+    }
 
     #[test]
     fn grpc_timeout_units() {

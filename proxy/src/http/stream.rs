@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, Sleep};
 
 /// When one stream started and last moved bytes.
@@ -35,7 +35,10 @@ pub struct StreamClock {
     request_complete: Cell<bool>,
     idle_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
-    max_duration: Option<Duration>,
+    /// The connection manager's, until the route sets its own ([`StreamClock::set_max_duration`]).
+    max_duration: Cell<Option<Duration>>,
+    /// Wakes [`StreamClock::expired`] when a deadline moves earlier.
+    rearmed: Notify,
 }
 
 /// Which timer ended a stream.
@@ -54,8 +57,17 @@ impl StreamClock {
             request_complete: Cell::new(false),
             idle_timeout: ctx.hcm.stream_idle_timeout,
             request_timeout: ctx.hcm.request_timeout,
-            max_duration: ctx.hcm.max_stream_duration,
+            max_duration: Cell::new(ctx.hcm.max_stream_duration),
+            rearmed: Notify::new(),
         })
+    }
+
+    /// The stream's maximum duration once the route is known (Envoy's `refreshDurationTimeout`:
+    /// the route's `max_stream_duration` or capped `grpc-timeout`, else the connection
+    /// manager's), still counted from the stream's start.
+    pub fn set_max_duration(&self, max: Option<Duration>) {
+        self.max_duration.set(max);
+        self.rearmed.notify_waiters();
     }
 
     fn touch(&self) {
@@ -73,6 +85,7 @@ impl StreamClock {
             .map(|t| (self.started + t, Expiry::Request));
         let max = self
             .max_duration
+            .get()
             .map(|t| (self.started + t, Expiry::MaxDuration));
         [idle, request, max]
             .into_iter()
@@ -112,6 +125,12 @@ impl StreamClock {
 }
 
 impl Expiry {
+    /// The `grpc-status` of the local reply: Envoy sends `DEADLINE_EXCEEDED` for a stream that
+    /// outlived its duration, the status mapped from the HTTP code otherwise.
+    pub fn grpc_status(self) -> Option<u32> {
+        (self == Expiry::MaxDuration).then_some(4)
+    }
+
     /// Envoy's local reply before the response started: status, body, flag, details.
     pub fn reply(
         self,
@@ -230,6 +249,7 @@ impl StreamBody {
         let max = self
             .clock
             .max_duration
+            .get()
             .map(|t| (self.clock.started + t, Expiry::MaxDuration));
         let (at, which) = [idle, max]
             .into_iter()

@@ -46,7 +46,8 @@ pub struct ForwardAction {
     pub host_rewrite: HostRewrite,
     /// Add the original host to `x-forwarded-host` when rewriting it.
     pub append_x_forwarded_host: bool,
-    /// Upstream response timeout: Envoy's 15 s when unset, `None` when configured as 0.
+    /// Upstream response timeout: Envoy's 15 s when unset, `None` when configured as 0. Not
+    /// used when [`Self::uses_stream_duration`].
     pub timeout: Option<Duration>,
     /// Overrides the HCM's stream idle timeout; `Some(ZERO)` disables it.
     pub idle_timeout: Option<Duration>,
@@ -63,6 +64,10 @@ pub struct ForwardAction {
     pub max_grpc_timeout: Option<Duration>,
     /// Subtracted from a `grpc-timeout` header.
     pub grpc_timeout_header_offset: Option<Duration>,
+    /// `max_stream_duration` is present (Envoy's "new timeouts"): the router has no response
+    /// timeout of its own (`timeout` and `max_grpc_timeout` are ignored) and the `grpc-timeout`
+    /// cap bounds the whole stream's duration instead, ending it with `DEADLINE_EXCEEDED`.
+    pub uses_stream_duration: bool,
     pub include_vh_rate_limits: bool,
     /// `upgrade_configs`: per upgrade type (lowercase), whether it is allowed.
     pub upgrades: Vec<Upgrade>,
@@ -239,6 +244,7 @@ impl ForwardAction {
             max_stream_duration: stream.max_stream_duration,
             max_grpc_timeout: stream.max_grpc_timeout,
             grpc_timeout_header_offset: stream.grpc_timeout_header_offset,
+            uses_stream_duration: ra.max_stream_duration.is_some(),
             #[allow(deprecated)]
             include_vh_rate_limits: ra.include_vh_rate_limits.as_ref().is_some_and(|b| b.value),
             upgrades: upgrades(&ra.upgrade_configs)?,

@@ -42,6 +42,7 @@ fn grpc_timeouts_come_from_max_stream_duration_when_present() {
     let f = forward(&route);
     assert_eq!(f.max_grpc_timeout, Some(Duration::ZERO));
     assert_eq!(f.max_stream_duration, Some(Duration::from_secs(9)));
+    assert!(f.uses_stream_duration);
     let legacy = forward_route("{cluster: b, max_grpc_timeout: 5s, grpc_timeout_offset: 1s}");
     assert_eq!(
         forward(&legacy).max_grpc_timeout,
@@ -51,6 +52,7 @@ fn grpc_timeouts_come_from_max_stream_duration_when_present() {
         forward(&legacy).grpc_timeout_header_offset,
         Some(Duration::from_secs(1))
     );
+    assert!(!forward(&legacy).uses_stream_duration);
 }
 
 #[test]
