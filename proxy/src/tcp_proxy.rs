@@ -23,6 +23,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 const RELAY_BUFFER: usize = 16 * 1024;
+/// How many times a connect attempt picks again to avoid a host it already tried.
+const TCP_RESELECT: u32 = 3;
 
 /// Serves a downstream connection with `config`.
 pub async fn serve(
@@ -93,7 +95,10 @@ async fn connect_with_retries(
     let stats = &cluster.stats;
     let mut tried: Vec<SocketAddr> = Vec::new();
     for _ in 0..attempts {
-        let picked = match worker.clusters.pick(cluster, hash, &tried, original) {
+        let picked = match worker
+            .clusters
+            .pick(cluster, hash, &tried, TCP_RESELECT, original)
+        {
             Ok(picked) => picked,
             Err(NoHost::NoneHealthy | NoHost::NoOriginalDestination) => {
                 stats.upstream_cx_none_healthy.inc();

@@ -62,6 +62,7 @@ impl WorkerClusters {
         cluster: &Arc<ClusterEntry>,
         hash: Option<u64>,
         avoid: &[SocketAddr],
+        reselect: u32,
         original_destination: Option<SocketAddr>,
     ) -> Result<PickedHost, NoHost> {
         if cluster.config.discovery == Discovery::OriginalDst {
@@ -92,7 +93,7 @@ impl WorkerClusters {
         };
         let index = state
             .lb
-            .pick_with_retry(&ctx, &load, &reject, 3)
+            .pick_with_retry(&ctx, &load, &reject, reselect)
             .ok_or(NoHost::NoneHealthy)?;
         let host = hosts[index].clone();
         if state

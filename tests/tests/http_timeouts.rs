@@ -216,3 +216,42 @@ async fn an_idle_connection_is_closed_after_idle_timeout() {
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert_eq!(tern.stat("http.ingress.downstream_cx_idle_timeout"), 1);
 }
+
+#[tokio::test]
+async fn a_route_idle_timeout_replaces_the_connection_managers() {
+    let yaml = HttpBootstrap {
+        hcm: "          stream_idle_timeout: 30s",
+        routes: &route_all("backend", "timeout: 0s, idle_timeout: 0.2s"),
+        clusters: &static_cluster("backend", &[silent_backend().await], ""),
+        ..Default::default()
+    }
+    .yaml();
+    let tern = Running::start(&yaml, 1).await;
+    let response = get(tern.listener("http").await).await;
+    assert_eq!(response.status, 504);
+    assert_eq!(response.text(), "stream timeout");
+    assert_eq!(tern.stat("http.ingress.downstream_rq_idle_timeout"), 1);
+}
+
+#[tokio::test]
+async fn per_try_idle_timeout_ends_each_attempt_and_is_retried() {
+    let route = route_all(
+        "backend",
+        "retry_policy: { retry_on: 5xx, num_retries: 1, per_try_idle_timeout: 0.2s }",
+    );
+    let yaml = HttpBootstrap {
+        routes: &route,
+        clusters: &static_cluster("backend", &[silent_backend().await], ""),
+        ..Default::default()
+    }
+    .yaml();
+    let tern = Running::start(&yaml, 1).await;
+    let response = get(tern.listener("http").await).await;
+    assert_eq!(response.status, 504);
+    assert_eq!(response.text(), "upstream request timeout");
+    assert_eq!(
+        tern.stat("cluster.backend.upstream_rq_per_try_idle_timeout"),
+        2
+    );
+    assert_eq!(tern.stat("cluster.backend.upstream_rq_retry"), 1);
+}

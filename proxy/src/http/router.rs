@@ -656,7 +656,10 @@ struct Forward<'a> {
 /// Why an attempt failed, for retry decisions and the final reply.
 enum AttemptError {
     Failure(Failure),
-    PerTryTimeout,
+    /// The route timeout, the per-try timeout or (`idle`) the per-try idle timeout passed.
+    PerTryTimeout {
+        idle: bool,
+    },
 }
 
 impl Forward<'_> {
@@ -685,6 +688,10 @@ impl Forward<'_> {
         let timeout = self.timeout(&parts.headers, trusted, grpc);
         let stream_duration = self.stream_duration(&parts.headers);
         self.clock.set_max_duration(stream_duration);
+        if let Some(idle) = self.action.idle_timeout {
+            self.clock
+                .set_idle_timeout((!idle.is_zero()).then_some(idle));
+        }
         let policy = self.retry_policy(&parts.headers, trusted);
         // Mirrors need the whole body first; retries keep a copy as it streams.
         let upgrade = self.upgrade_type(&parts.headers);
@@ -813,6 +820,7 @@ impl Forward<'_> {
                 &cluster,
                 hash,
                 if policy.previous_hosts { &tried } else { &[] },
+                policy.host_selection_retry_max_attempts,
                 original_destination,
             ) {
                 Ok(p) => p,
@@ -904,11 +912,17 @@ impl Forward<'_> {
                 .rq_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let active = ActiveRequest(cluster.clone());
-            let per_try = policy.per_try_timeout;
+            // Before the response headers no byte comes back, so the per-try idle timeout runs
+            // from the attempt's start like the per-try timeout.
+            let now = Instant::now();
+            let per_try = policy.per_try_timeout.map(|p| (now + p, false));
+            let per_try_idle = policy.per_try_idle_timeout.map(|p| (now + p, true));
             let attempt_deadline = response_deadline
+                .map(|d| (d, false))
                 .into_iter()
-                .chain(per_try.map(|p| Instant::now() + p))
-                .min();
+                .chain(per_try)
+                .chain(per_try_idle)
+                .min_by_key(|(at, _)| *at);
             let pools = ctx.worker.http_pools();
             let host_stats = picked.host.stats.clone();
             let outlier = picked.host.outlier.clone();
@@ -922,9 +936,9 @@ impl Forward<'_> {
                 Box::new((picked, active)),
             );
             let outcome = match attempt_deadline {
-                Some(at) => match tokio::time::timeout_at(at, send).await {
+                Some((at, idle)) => match tokio::time::timeout_at(at, send).await {
                     Ok(r) => r.map_err(AttemptError::Failure),
-                    Err(_) => Err(AttemptError::PerTryTimeout),
+                    Err(_) => Err(AttemptError::PerTryTimeout { idle }),
                 },
                 None => send.await.map_err(AttemptError::Failure),
             };
@@ -974,7 +988,7 @@ impl Forward<'_> {
                     );
                     return Ok(response);
                 }
-                Err(AttemptError::PerTryTimeout) => {
+                Err(AttemptError::PerTryTimeout { idle }) => {
                     cluster.report_outlier(&outlier, Outcome::Timeout);
                     if global_expired {
                         stats.upstream_rq_timeout.inc();
@@ -985,7 +999,11 @@ impl Forward<'_> {
                             "upstream_response_timeout",
                         ));
                     }
-                    stats.upstream_rq_per_try_timeout.inc();
+                    if idle {
+                        stats.upstream_rq_per_try_idle_timeout.inc();
+                    } else {
+                        stats.upstream_rq_per_try_timeout.inc();
+                    }
                     let retriable = policy.retry_on.contains(RetryOn::FIVE_XX)
                         || policy.retry_on.contains(RetryOn::GATEWAY_ERROR)
                         || policy.retry_on.contains(RetryOn::RESET);
@@ -1279,7 +1297,7 @@ impl Forward<'_> {
             let Some(cluster) = self.ctx.snapshot.clusters.get(&policy.cluster).cloned() else {
                 continue;
             };
-            let Ok(picked) = self.ctx.worker.clusters.pick(&cluster, None, &[], None) else {
+            let Ok(picked) = self.ctx.worker.clusters.pick(&cluster, None, &[], 0, None) else {
                 continue;
             };
             let mut request = Request::new(local_reply::full(bytes.clone()));

@@ -33,7 +33,8 @@ pub struct StreamClock {
     started: Instant,
     last_activity: Cell<Instant>,
     request_complete: Cell<bool>,
-    idle_timeout: Option<Duration>,
+    /// The connection manager's `stream_idle_timeout`, or the route's `idle_timeout`.
+    idle_timeout: Cell<Option<Duration>>,
     request_timeout: Option<Duration>,
     /// The connection manager's, until the route sets its own ([`StreamClock::set_max_duration`]).
     max_duration: Cell<Option<Duration>>,
@@ -55,7 +56,7 @@ impl StreamClock {
             started,
             last_activity: Cell::new(started),
             request_complete: Cell::new(false),
-            idle_timeout: ctx.hcm.stream_idle_timeout,
+            idle_timeout: Cell::new(ctx.hcm.stream_idle_timeout),
             request_timeout: ctx.hcm.request_timeout,
             max_duration: Cell::new(ctx.hcm.max_stream_duration),
             rearmed: Notify::new(),
@@ -70,6 +71,13 @@ impl StreamClock {
         self.rearmed.notify_waiters();
     }
 
+    /// The route's `idle_timeout`, which replaces the connection manager's
+    /// `stream_idle_timeout` (`None`: disabled).
+    pub fn set_idle_timeout(&self, idle: Option<Duration>) {
+        self.idle_timeout.set(idle);
+        self.rearmed.notify_waiters();
+    }
+
     fn touch(&self) {
         self.last_activity.set(Instant::now());
     }
@@ -78,6 +86,7 @@ impl StreamClock {
     fn next_deadline(&self) -> Option<(Instant, Expiry)> {
         let idle = self
             .idle_timeout
+            .get()
             .map(|t| (self.last_activity.get() + t, Expiry::StreamIdle));
         let request = self
             .request_timeout
@@ -93,16 +102,22 @@ impl StreamClock {
             .min_by_key(|(at, _)| *at)
     }
 
-    /// Resolves when a timer expires (activity pushes the idle deadline back).
+    /// Resolves when a timer expires (activity pushes the idle deadline back; the route's
+    /// settings re-arm it).
     pub async fn expired(&self) -> Expiry {
         loop {
-            let Some((at, which)) = self.next_deadline() else {
-                return std::future::pending().await;
+            // Created before reading the deadlines, so a change made after the read wakes it.
+            let rearmed = self.rearmed.notified();
+            let Some((at, _)) = self.next_deadline() else {
+                rearmed.await;
+                continue;
             };
-            tokio::time::sleep_until(at).await;
-            if self
-                .next_deadline()
-                .is_some_and(|(now_at, _)| now_at <= Instant::now())
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = rearmed => continue,
+            }
+            if let Some((due, which)) = self.next_deadline()
+                && due <= Instant::now()
             {
                 return which;
             }
@@ -245,6 +260,7 @@ impl StreamBody {
         let idle = self
             .clock
             .idle_timeout
+            .get()
             .map(|t| (self.clock.last_activity.get() + t, Expiry::StreamIdle));
         let max = self
             .clock

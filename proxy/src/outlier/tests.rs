@@ -531,7 +531,7 @@ fn picked_ports(cluster: &Arc<crate::snapshot::ClusterEntry>, picks: usize) -> V
     let mut ports: Vec<u16> = (0..picks)
         .map(|_| {
             worker
-                .pick(cluster, None, &[], None)
+                .pick(cluster, None, &[], 0, None)
                 .ok()
                 .unwrap()
                 .address
@@ -547,7 +547,7 @@ fn picked_ports(cluster: &Arc<crate::snapshot::ClusterEntry>, picks: usize) -> V
 fn ejected_host_leaves_the_balancer_until_readmitted() {
     let cluster = two_host_cluster(50.0);
     let worker = crate::upstream::WorkerClusters::default();
-    let pick = || worker.pick(&cluster, None, &[], None).ok().unwrap();
+    let pick = || worker.pick(&cluster, None, &[], 0, None).ok().unwrap();
     assert_eq!(picked_ports(&cluster, 4), [1, 2]);
     let bad = pick().host.clone();
     for _ in 0..5 {
@@ -579,7 +579,7 @@ fn ejections_below_the_panic_threshold_put_every_host_back_in_play() {
     let cluster = two_host_cluster(60.0);
     let worker = crate::upstream::WorkerClusters::default();
     let bad = worker
-        .pick(&cluster, None, &[], None)
+        .pick(&cluster, None, &[], 0, None)
         .ok()
         .unwrap()
         .host
@@ -592,7 +592,7 @@ fn ejections_below_the_panic_threshold_put_every_host_back_in_play() {
     for _ in 0..4 {
         seen.push(
             worker
-                .pick(&cluster, None, &[], None)
+                .pick(&cluster, None, &[], 0, None)
                 .ok()
                 .unwrap()
                 .address
