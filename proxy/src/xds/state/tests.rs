@@ -1,0 +1,1 @@
+//! Warming, NACK and subscription behaviour of the xDS view.
