@@ -161,6 +161,20 @@ impl Harness {
         }
     }
 
+    async fn config_dump(&self, query: &str) -> serde_json::Value {
+        let r = http_request(
+            self.admin,
+            "GET",
+            "admin",
+            &format!("/config_dump{query}"),
+            &[],
+        )
+        .await
+        .expect("admin answers");
+        assert_eq!(r.status, 200);
+        r.json.expect("config_dump is JSON")
+    }
+
     async fn listener(&self, name: &str) -> SocketAddr {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
@@ -180,6 +194,17 @@ impl Drop for Harness {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
     }
+}
+
+/// The config_dump section whose `@type` ends with `kind`.
+fn section<'a>(dump: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+    dump["configs"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|s| s["@type"].as_str().is_some_and(|t| t.ends_with(kind)))
+        })
+        .unwrap_or_else(|| panic!("no {kind} in {dump}"))
 }
 
 async fn get(listener: SocketAddr) -> Response {
@@ -271,6 +296,27 @@ async fn tern_follows_ads(api_type: &str, tag: &str) {
     let response = get(listener).await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(a.requests(), 1);
+    let dump = h.config_dump("").await;
+    let clusters = section(&dump, "ClustersConfigDump");
+    assert_eq!(clusters["version_info"], v1.as_str());
+    assert_eq!(
+        clusters["dynamic_active_clusters"][0]["cluster"]["name"], "a",
+        "{clusters}"
+    );
+    let listeners = section(&dump, "ListenersConfigDump");
+    assert_eq!(listeners["version_info"], v1.as_str());
+    assert_eq!(listeners["dynamic_listeners"][0]["name"], "http_in");
+    let routes = section(&dump, "RoutesConfigDump");
+    assert_eq!(
+        routes["dynamic_route_configs"][0]["route_config"]["name"], "routes",
+        "{routes}"
+    );
+    let with_eds = h.config_dump("?include_eds").await;
+    let endpoints = section(&with_eds, "EndpointsConfigDump");
+    assert_eq!(
+        endpoints["dynamic_endpoint_configs"][0]["endpoint_config"]["cluster_name"], "a",
+        "{endpoints}"
+    );
 
     // One bad cluster next to a good new one: NACK naming the bad one; the good one applies.
     let mut bad = base(&a);
@@ -418,6 +464,12 @@ async fn eds_cluster_without_endpoints_warms_and_is_not_used() {
         .await
         .expect("ACKed while warming");
     assert_eq!(h.tern.stat("cluster_manager.warming_clusters"), 1);
+    let dump = h.config_dump("").await;
+    let clusters = section(&dump, "ClustersConfigDump");
+    assert_eq!(
+        clusters["dynamic_warming_clusters"][0]["cluster"]["name"], "late",
+        "{clusters}"
+    );
     let (status, _) = h.ready().await;
     assert_eq!(status, 503, "not LIVE while a cluster warms");
     assert!(
