@@ -210,3 +210,147 @@ pub fn eds_service_name(cluster: &Cluster) -> &str {
         _ => &cluster.name,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::bootstrap::Bootstrap;
+    use xds_client::proto_json::{ReadOptions, from_text};
+
+    fn load(yaml: &str) -> Result<Option<XdsSettings>, ConfigError> {
+        let source: bootstrap_proto::Bootstrap =
+            from_text(yaml, "bootstrap.yaml", ReadOptions::default()).expect("parses");
+        Bootstrap::new(source, None, None).map(|b| b.xds)
+    }
+
+    fn with_dynamic(dynamic: &str) -> String {
+        format!(
+            r#"
+node: {{id: n1, cluster: c1}}
+dynamic_resources:
+{dynamic}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: ./etc/istio/proxy/XDS}}}}}}}}]}}]
+  - name: tcp-xds
+    type: STATIC
+    load_assignment:
+      cluster_name: tcp-xds
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 15010}}}}}}}}]}}]
+"#
+        )
+    }
+
+    const ADS: &str = r#"
+  ads_config:
+    api_type: DELTA_GRPC
+    set_node_on_first_message_only: true
+    grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]
+  lds_config: {ads: {}, initial_fetch_timeout: 0s}
+  cds_config: {ads: {}}
+"#;
+
+    #[test]
+    fn istio_golden_bootstrap_uses_delta_ads_on_the_xds_pipe() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/istio/xds/default_golden.json"
+        ));
+        let Ok(text) = text else {
+            eprintln!("skipped: the Istio golden bootstrap fixture is not present");
+            return;
+        };
+        let source: bootstrap_proto::Bootstrap = from_text(
+            &text,
+            "default_golden.json",
+            ReadOptions {
+                allow_unknown_fields: true,
+            },
+        )
+        .expect("golden parses");
+        let xds = Bootstrap::new(source, None, None)
+            .expect("golden validates")
+            .xds
+            .expect("golden has ADS");
+        assert_eq!(xds.address, XdsAddress::Unix("/tmp/XDS".into()));
+        assert_eq!(xds.protocol, Protocol::Delta);
+        assert!(xds.node_on_first_message_only && xds.lds && xds.cds);
+        assert_eq!(xds.lds_initial_fetch_timeout, None, "0s waits forever");
+        assert_eq!(xds.cds_initial_fetch_timeout, None);
+        assert!(xds.node.id.starts_with("sidecar~"));
+        assert!(
+            xds.node.metadata.is_some(),
+            "node metadata goes out verbatim"
+        );
+    }
+
+    #[test]
+    fn ads_settings_follow_the_bootstrap() {
+        let xds = load(&with_dynamic(ADS)).expect("valid").expect("ADS");
+        assert_eq!(
+            xds.address,
+            XdsAddress::Unix("./etc/istio/proxy/XDS".into())
+        );
+        assert_eq!(xds.protocol, Protocol::Delta);
+        assert_eq!(xds.lds_initial_fetch_timeout, None);
+        assert_eq!(
+            xds.cds_initial_fetch_timeout,
+            Some(DEFAULT_INITIAL_FETCH_TIMEOUT),
+            "unset is Envoy's 15 s"
+        );
+        assert_eq!(
+            (xds.node.id.as_str(), xds.node.cluster.as_str()),
+            ("n1", "c1")
+        );
+        let tcp = load(&with_dynamic(
+            &ADS.replace("DELTA_GRPC", "GRPC")
+                .replace("xds-grpc", "tcp-xds"),
+        ))
+        .expect("valid")
+        .expect("ADS");
+        assert_eq!(
+            tcp.address,
+            XdsAddress::Tcp("http://127.0.0.1:15010".into())
+        );
+        assert_eq!(tcp.protocol, Protocol::StateOfTheWorld);
+        assert_eq!(load("node: {id: n}").expect("valid"), None);
+    }
+
+    #[test]
+    fn unsupported_sources_are_one_line_errors_naming_the_field() {
+        let cases = [
+            (
+                ADS.replace("DELTA_GRPC", "REST"),
+                "dynamic_resources.ads_config.api_type",
+            ),
+            (
+                ADS.replace("{ads: {}}", "{path_config_source: {path: /x}}"),
+                "dynamic_resources.cds_config",
+            ),
+            (
+                ADS.replace("cluster_name: xds-grpc", "cluster_name: nope"),
+                "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name",
+            ),
+            (
+                ADS.replace(
+                    "{envoy_grpc: {cluster_name: xds-grpc}}",
+                    "{google_grpc: {target_uri: x, stat_prefix: y}}",
+                ),
+                "dynamic_resources.ads_config.grpc_services[0].google_grpc",
+            ),
+            (
+                "  lds_config: {ads: {}}\n".to_string(),
+                "dynamic_resources.ads_config",
+            ),
+        ];
+        for (dynamic, field) in cases {
+            let e = load(&with_dynamic(&dynamic)).expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+}
