@@ -119,7 +119,7 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
         .map(|s| s.listeners.iter().map(|l| l.name.as_str()).collect())
         .unwrap_or_default();
     if let Some(xds) = &xds {
-        for (_, slot) in &xds.clusters {
+        for slot in xds.clusters.values() {
             if let Some((warming, _)) = &slot.warming {
                 clusters.dynamic_warming_clusters.push(
                     admin::clusters_config_dump::DynamicCluster {
