@@ -52,11 +52,6 @@ async fn serve(
     logs: LogControl,
 ) -> anyhow::Result<ExitCode> {
     let admin_address = bootstrap.admin.clone();
-    if bootstrap.source.dynamic_resources.is_some() {
-        tracing::warn!(
-            "dynamic_resources (xDS) are not implemented yet: serving the static configuration only"
-        );
-    }
     let signals = Signals::install()?;
     let (handle, manager) = server::start(bootstrap, options)?;
     let admin = match admin_address.as_ref().and_then(|a| a.socket()) {

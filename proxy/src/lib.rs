@@ -25,6 +25,7 @@ pub mod stats;
 pub mod tcp_proxy;
 pub mod upstream;
 pub mod worker;
+pub mod xds;
 
 /// The version Tern reports where Envoy reports its own (`/server_info`, `server.version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,7 +9,7 @@ mod dns;
 
 use crate::config::ConfigError;
 use crate::config::bootstrap::Bootstrap;
-use crate::config::cluster::{Discovery, Endpoint};
+use crate::config::cluster::{Discovery, Endpoint, LoadAssignment};
 use crate::config::listener::Direction;
 use crate::listener::ListeningSockets;
 use crate::snapshot::{
@@ -86,7 +86,13 @@ pub enum Command {
         clusters: Vec<cluster_proto::Cluster>,
         reply: oneshot::Sender<Vec<ConfigError>>,
     },
-    /// New hosts for a cluster (DNS answer; EDS later).
+    /// What an xDS update changed (see [`crate::xds`]): one snapshot; the reply lists what
+    /// could not be served (a listener that cannot bind).
+    Xds {
+        change: crate::xds::XdsChange,
+        reply: oneshot::Sender<Vec<ConfigError>>,
+    },
+    /// New hosts for a cluster (DNS answer).
     SetHosts {
         cluster: String,
         endpoints: Vec<Endpoint>,
@@ -112,6 +118,8 @@ pub struct ServerInfo {
     pub node: crate::config::bootstrap::Node,
     pub bootstrap: bootstrap_proto::Bootstrap,
     pub state: Gauge,
+    /// The xDS view for `/config_dump` (`None` without `dynamic_resources`).
+    pub xds: arc_swap::ArcSwapOption<crate::xds::XdsDump>,
 }
 
 /// A handle on a running server: send commands, read shared state.
@@ -125,6 +133,11 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub fn send(&self, command: Command) {
         let _ = self.commands.send(command);
+    }
+
+    /// Resolves when the manager has stopped.
+    pub async fn closed(&self) {
+        self.commands.closed().await;
     }
 
     /// Applies dynamic listeners and clusters; returns the rejected resources' errors.
@@ -188,6 +201,7 @@ pub fn start(
         node: bootstrap.node.clone(),
         bootstrap: bootstrap.source.clone(),
         state,
+        xds: arc_swap::ArcSwapOption::empty(),
     });
     let handle = ServerHandle {
         commands: commands.clone(),
@@ -207,6 +221,8 @@ pub fn start(
         static_clusters: statics.clusters,
         dynamic_listeners: Vec::new(),
         dynamic_clusters: Vec::new(),
+        routes: BTreeMap::new(),
+        assignments: HashMap::new(),
         resolvers: HashMap::new(),
         stats_flush_interval: stats_flush_interval(&bootstrap),
     };
@@ -218,10 +234,23 @@ pub fn start(
     store
         .gauge("server.concurrency")
         .set(manager.workers.len() as i64);
+    match bootstrap.xds {
+        // Envoy starts its workers (and goes LIVE) once the first xDS config is in and warm.
+        Some(settings) => {
+            store.gauge("listener_manager.workers_started").set(0);
+            store.gauge("server.live").set(0);
+            crate::xds::start(settings, handle.clone()).map_err(StartError::Xds)?;
+        }
+        None => go_live(&handle),
+    }
+    Ok((handle, manager.run(rx)))
+}
+
+fn go_live(handle: &ServerHandle) {
+    let store = handle.store();
     store.gauge("listener_manager.workers_started").set(1);
     store.gauge("server.live").set(1);
     handle.info.state.set(ServerState::Live as i64);
-    Ok((handle, manager.run(rx)))
 }
 
 /// The bootstrap's `stats_flush_interval`, Envoy's default 5 s when unset or invalid.
@@ -242,6 +271,8 @@ pub enum StartError {
     Workers(#[source] std::io::Error),
     #[error("{0}")]
     Listener(ConfigError),
+    #[error("dynamic_resources.ads_config: {0}")]
+    Xds(#[source] xds_client::ads::ConfigError),
 }
 
 struct Manager {
@@ -252,6 +283,10 @@ struct Manager {
     static_clusters: Vec<cluster_proto::Cluster>,
     dynamic_listeners: Vec<listener_proto::Listener>,
     dynamic_clusters: Vec<cluster_proto::Cluster>,
+    /// Route configurations from RDS, by name.
+    routes: BTreeMap<String, Arc<crate::config::route::RouteConfig>>,
+    /// Endpoints from EDS, by service name.
+    assignments: HashMap<String, Arc<LoadAssignment>>,
     /// DNS resolution tasks by cluster name, with the cluster version they resolve for.
     resolvers: HashMap<String, (cluster_proto::Cluster, tokio::task::JoinHandle<()>)>,
     /// How often histograms roll their interval view (bootstrap `stats_flush_interval`).
@@ -283,6 +318,9 @@ impl Manager {
                     self.dynamic_listeners = listeners;
                     self.dynamic_clusters = clusters;
                     let _ = reply.send(self.rebuild());
+                }
+                Command::Xds { change, reply } => {
+                    let _ = reply.send(self.apply_xds(change));
                 }
                 Command::SetHosts { cluster, endpoints } => self.set_hosts(&cluster, endpoints),
                 Command::DrainListeners {
@@ -340,6 +378,7 @@ impl Manager {
         for (source, dynamic) in cluster_sources {
             match builder.cluster(prev.clusters.get(&source.name), source, dynamic) {
                 Ok(entry) => {
+                    let entry = self.with_assignment(entry);
                     clusters.insert(source.name.clone(), entry);
                 }
                 Err(e) => {
@@ -375,7 +414,7 @@ impl Manager {
             listeners,
             by_address,
             clusters,
-            routes: prev.routes.clone(),
+            routes: self.routes.clone(),
         };
         self.record_changes(&prev, &next);
         self.publish(next);
@@ -465,6 +504,95 @@ impl Manager {
         store
             .counter("cluster_manager.cluster_removed")
             .add(removed as u64);
+    }
+
+    /// Applies what an xDS update changed: a full rebuild when listeners, clusters or routes
+    /// changed, else only the clusters whose endpoints moved (their LB state rebuilt in place).
+    fn apply_xds(&mut self, change: crate::xds::XdsChange) -> Vec<ConfigError> {
+        let mut moved = Vec::new();
+        for (service, assignment) in change.assignments {
+            match assignment {
+                Some(a) => {
+                    self.assignments.insert(service.clone(), a);
+                    moved.push(service);
+                }
+                None => {
+                    self.assignments.remove(&service);
+                }
+            }
+        }
+        let structural =
+            change.listeners.is_some() || change.clusters.is_some() || change.routes.is_some();
+        if let Some(listeners) = change.listeners {
+            self.dynamic_listeners = listeners;
+        }
+        if let Some(clusters) = change.clusters {
+            self.dynamic_clusters = clusters;
+        }
+        if let Some(routes) = change.routes {
+            self.routes = routes;
+        }
+        let errors = if structural {
+            self.rebuild()
+        } else {
+            if !moved.is_empty() {
+                self.set_assignments(&moved);
+            }
+            Vec::new()
+        };
+        if change.live {
+            go_live(&self.handle);
+        }
+        errors
+    }
+
+    /// An EDS cluster entry with the endpoints last received for its service (unchanged when
+    /// it already has them, or when none arrived yet).
+    fn with_assignment(&self, entry: Arc<ClusterEntry>) -> Arc<ClusterEntry> {
+        if !matches!(entry.config.discovery, Discovery::Eds { .. }) {
+            return entry;
+        }
+        let service = crate::xds::settings::eds_service_name(&entry.config);
+        match self.assignments.get(service) {
+            Some(a) if entry.config.load_assignment != **a => {
+                Arc::new(snapshot::with_assignment(&entry, a))
+            }
+            _ => entry,
+        }
+    }
+
+    /// Publishes new hosts for the EDS clusters of `services`, leaving everything else as is.
+    fn set_assignments(&mut self, services: &[String]) {
+        let prev = self.handle.shared.snapshots.load();
+        let mut clusters = prev.clusters.clone();
+        let mut changed = false;
+        for (name, entry) in &prev.clusters {
+            let Discovery::Eds { .. } = entry.config.discovery else {
+                continue;
+            };
+            if !services
+                .iter()
+                .any(|s| s == crate::xds::settings::eds_service_name(&entry.config))
+            {
+                continue;
+            }
+            let updated = self.with_assignment(entry.clone());
+            if !Arc::ptr_eq(&updated, entry) {
+                clusters.insert(name.clone(), updated);
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+        let next = Snapshot {
+            version: prev.version + 1,
+            listeners: prev.listeners.clone(),
+            by_address: prev.by_address.clone(),
+            clusters,
+            routes: prev.routes.clone(),
+        };
+        self.publish(next);
     }
 
     fn set_hosts(&mut self, cluster: &str, endpoints: Vec<Endpoint>) {

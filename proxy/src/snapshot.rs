@@ -477,6 +477,18 @@ pub fn with_hosts(entry: &ClusterEntry, endpoints: Vec<Endpoint>) -> ClusterEntr
     }
 }
 
+/// The same EDS cluster with the hosts, locality weights and overprovisioning factor of a
+/// ClusterLoadAssignment; host stats and outlier state carry over by address.
+pub fn with_assignment(
+    entry: &ClusterEntry,
+    assignment: &crate::config::cluster::LoadAssignment,
+) -> ClusterEntry {
+    let mut updated = with_hosts(entry, assignment.endpoints.clone());
+    updated.config.load_assignment = assignment.clone();
+    updated.config.lb.overprovisioning_factor = assignment.overprovisioning_factor;
+    updated
+}
+
 /// Hosts for `endpoints`, keeping the stats of `prev` hosts at the same address, and their
 /// outlier state when `detector` carries over from `prev` (hosts that left are retired from it).
 fn hosts_from(prev: &[Host], endpoints: Vec<Endpoint>, detector: Option<&Detector>) -> Arc<[Host]> {

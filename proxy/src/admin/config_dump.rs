@@ -12,7 +12,7 @@ use xds_client::pb::envoy::admin::v3 as admin;
 use xds_client::pb::google::protobuf::Timestamp;
 
 pub fn config_dump(handle: &ServerHandle, query: &Query) -> Response<Body> {
-    let dump = build(handle);
+    let dump = build(handle, query.contains_key("include_eds"));
     let value = match xds_client::proto_json::to_value(&dump) {
         Ok(v) => v,
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
@@ -65,9 +65,10 @@ pub fn config_dump(handle: &ServerHandle, query: &Query) -> Response<Body> {
     )
 }
 
-fn build(handle: &ServerHandle) -> admin::ConfigDump {
+fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
     let snapshot = handle.snapshot();
     let info = &handle.info;
+    let xds = info.xds.load_full();
     let bootstrap = admin::BootstrapConfigDump {
         bootstrap: Some(info.bootstrap.clone()),
         last_updated: Some(timestamp(info.started_wall)),
@@ -81,17 +82,25 @@ fn build(handle: &ServerHandle) -> admin::ConfigDump {
         String::new()
     };
     let mut clusters = admin::ClustersConfigDump {
-        version_info: version.clone(),
+        version_info: xds
+            .as_ref()
+            .map_or_else(|| version.clone(), |x| x.cds_version.clone()),
         ..Default::default()
     };
-    for entry in snapshot.clusters.values() {
+    for (name, entry) in &snapshot.clusters {
         if entry.added_via_api {
+            let active = xds
+                .as_ref()
+                .and_then(|x| x.clusters.get(name))
+                .and_then(|s| s.active.as_ref());
             clusters
                 .dynamic_active_clusters
                 .push(admin::clusters_config_dump::DynamicCluster {
-                    version_info: version.clone(),
+                    version_info: active.map_or_else(|| version.clone(), |a| a.version.clone()),
                     cluster: Some(pack(&entry.source)),
-                    last_updated: Some(timestamp(entry.last_updated)),
+                    last_updated: Some(timestamp(
+                        active.map_or(entry.last_updated, |a| a.last_updated),
+                    )),
                     ..Default::default()
                 });
         } else {
@@ -109,8 +118,24 @@ fn build(handle: &ServerHandle) -> admin::ConfigDump {
         .as_ref()
         .map(|s| s.listeners.iter().map(|l| l.name.as_str()).collect())
         .unwrap_or_default();
+    if let Some(xds) = &xds {
+        for slot in xds.clusters.values() {
+            if let Some((warming, _)) = &slot.warming {
+                clusters.dynamic_warming_clusters.push(
+                    admin::clusters_config_dump::DynamicCluster {
+                        version_info: warming.version.clone(),
+                        cluster: Some(pack(&*warming.source)),
+                        last_updated: Some(timestamp(warming.last_updated)),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
     let mut listeners = admin::ListenersConfigDump {
-        version_info: version.clone(),
+        version_info: xds
+            .as_ref()
+            .map_or_else(|| version.clone(), |x| x.lds_version.clone()),
         ..Default::default()
     };
     for (name, entry) in &snapshot.listeners {
@@ -122,21 +147,84 @@ fn build(handle: &ServerHandle) -> admin::ConfigDump {
                     last_updated: Some(timestamp(entry.last_updated)),
                 });
         } else {
+            let slot = xds.as_ref().and_then(|x| x.listeners.get(name));
+            let active = slot.and_then(|s| s.active.as_ref());
             listeners
                 .dynamic_listeners
                 .push(admin::listeners_config_dump::DynamicListener {
                     name: name.clone(),
                     active_state: Some(admin::listeners_config_dump::DynamicListenerState {
-                        version_info: version.clone(),
+                        version_info: active.map_or_else(|| version.clone(), |a| a.version.clone()),
                         listener: Some(pack(&entry.source)),
-                        last_updated: Some(timestamp(entry.last_updated)),
+                        last_updated: Some(timestamp(
+                            active.map_or(entry.last_updated, |a| a.last_updated),
+                        )),
                     }),
+                    warming_state: slot
+                        .and_then(|s| s.warming.as_ref())
+                        .map(|(w, _)| listener_state(&w.source, &w.version, w.last_updated)),
                     ..Default::default()
                 });
         }
     }
-    admin::ConfigDump {
-        configs: vec![pack(&bootstrap), pack(&clusters), pack(&listeners)],
+    let mut configs = vec![pack(&bootstrap), pack(&clusters), pack(&listeners)];
+    if let Some(xds) = &xds {
+        // Listeners that only warm (no active version yet) are listed with their warming state.
+        for (name, slot) in &xds.listeners {
+            if let (None, Some((w, _))) = (&slot.active, &slot.warming) {
+                listeners
+                    .dynamic_listeners
+                    .push(admin::listeners_config_dump::DynamicListener {
+                        name: name.clone(),
+                        warming_state: Some(listener_state(&w.source, &w.version, w.last_updated)),
+                        ..Default::default()
+                    });
+            }
+        }
+        configs[2] = pack(&listeners);
+        let routes = admin::RoutesConfigDump {
+            dynamic_route_configs: xds
+                .routes
+                .values()
+                .map(|r| admin::routes_config_dump::DynamicRouteConfig {
+                    version_info: r.version.clone(),
+                    route_config: Some(pack(&*r.source)),
+                    last_updated: Some(timestamp(r.last_updated)),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        configs.push(pack(&routes));
+        if include_eds {
+            let endpoints = admin::EndpointsConfigDump {
+                dynamic_endpoint_configs: xds
+                    .endpoints
+                    .values()
+                    .map(|e| admin::endpoints_config_dump::DynamicEndpointConfig {
+                        version_info: e.version.clone(),
+                        endpoint_config: Some(pack(&*e.source)),
+                        last_updated: Some(timestamp(e.last_updated)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            configs.push(pack(&endpoints));
+        }
+    }
+    admin::ConfigDump { configs }
+}
+
+fn listener_state(
+    source: &xds_client::pb::envoy::config::listener::v3::Listener,
+    version: &str,
+    last_updated: SystemTime,
+) -> admin::listeners_config_dump::DynamicListenerState {
+    admin::listeners_config_dump::DynamicListenerState {
+        version_info: version.to_string(),
+        listener: Some(pack(source)),
+        last_updated: Some(timestamp(last_updated)),
     }
 }
 
@@ -155,6 +243,10 @@ fn with_type(item: &Value, resource: &str) -> Value {
             admin::clusters_config_dump::DynamicCluster::full_name()
         }
         "static_listeners" => admin::listeners_config_dump::StaticListener::full_name(),
+        "dynamic_route_configs" => admin::routes_config_dump::DynamicRouteConfig::full_name(),
+        "dynamic_endpoint_configs" => {
+            admin::endpoints_config_dump::DynamicEndpointConfig::full_name()
+        }
         "dynamic_listeners" => admin::listeners_config_dump::DynamicListener::full_name(),
         _ => return item.clone(),
     };

@@ -90,6 +90,8 @@ pub struct Bootstrap {
     pub admin: Option<Address>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
+    /// The ADS stream to follow (`dynamic_resources`), if any.
+    pub xds: Option<crate::xds::XdsSettings>,
     /// The bootstrap as given (after merging), for `/config_dump` and for xDS set-up.
     pub source: proto::Bootstrap,
 }
@@ -149,11 +151,14 @@ impl Bootstrap {
                 .iter()
                 .map(String::as_str),
         )?;
+        let xds =
+            crate::xds::settings::from_bootstrap(&source, &node.id, &node.cluster, &clusters)?;
         Ok(Bootstrap {
             node,
             admin,
             listeners,
             clusters,
+            xds,
             source,
         })
     }

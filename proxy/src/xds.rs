@@ -1,0 +1,148 @@
+//! Tern driven over ADS: the ADS client's consumer.
+//!
+//! [`start`] opens the stream the bootstrap's `dynamic_resources` describe (see [`settings`]) and
+//! runs one task that owns the [`XdsState`]. For every response the client delivers, that task:
+//! 1. converts and validates each resource (refusals go back to the client, which NACKs them
+//!    with the reason; the rest of the response still applies);
+//! 2. moves versions between warming and active, and changes the RDS/EDS subscriptions to match
+//!    what the listeners and clusters now name;
+//! 3. sends the manager one [`Command::Xds`](crate::server::Command::Xds) with what changed and
+//!    waits until the new snapshot is published, so an ACK always means "serving";
+//! 4. publishes the `/config_dump` view.
+//!
+//! Warming deadlines (`initial_fetch_timeout`) are timers of the same task. Nothing here touches
+//! the data path: workers only ever see the snapshots the manager publishes.
+
+pub mod settings;
+mod state;
+
+pub use settings::XdsSettings;
+pub use state::{Received, Slot, Versioned, XdsChange, XdsDump, XdsState};
+
+use crate::server::{Command, ServerHandle};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use xds_client::ads::{
+    AdsClient, AdsConfig, AdsHandle, ChannelHandler, Delivery, Rejection, Update,
+};
+
+/// How many responses may wait for the consumer (the client waits for each verdict anyway).
+const DELIVERY_QUEUE: usize = 4;
+
+/// Starts the ADS client and its consumer on the current runtime. Both end when the manager does.
+pub fn start(
+    settings: XdsSettings,
+    handle: ServerHandle,
+) -> Result<(), xds_client::ads::ConfigError> {
+    let mut config = AdsConfig::ads(
+        settings.address.clone(),
+        settings.protocol,
+        settings.node.clone(),
+    );
+    config.node_on_first_message_only = settings.node_on_first_message_only;
+    config.wildcard.retain(|ty| match ty {
+        xds_client::resource::ResourceType::Listener => settings.lds,
+        xds_client::resource::ResourceType::Cluster => settings.cds,
+        _ => true,
+    });
+    let (handler, deliveries) = ChannelHandler::new(DELIVERY_QUEUE);
+    let (client, ads) = AdsClient::new(config, handler)?;
+    let state = XdsState::new(&settings, handle.store(), std::time::Instant::now());
+    tracing::info!(address = %settings.address, protocol = ?settings.protocol, "starting ADS");
+    tokio::spawn(client.run());
+    tokio::spawn(consume(state, deliveries, ads, handle));
+    Ok(())
+}
+
+async fn consume(
+    mut state: XdsState,
+    mut deliveries: mpsc::Receiver<Delivery>,
+    ads: AdsHandle,
+    handle: ServerHandle,
+) {
+    // The bootstrap's own EDS clusters subscribe before anything arrives.
+    if !apply(&mut state, &ads, &handle).await {
+        return;
+    }
+    loop {
+        let deadline = state.next_deadline().map(Instant::from_std);
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            delivery = deliveries.recv() => {
+                let Some(mut delivery) = delivery else { return };
+                let (ty, version) = (delivery.update.resource_type, delivery.update.version.clone());
+                let update = Update {
+                    resource_type: ty,
+                    version: version.clone(),
+                    resources: std::mem::take(&mut delivery.update.resources),
+                    removed: std::mem::take(&mut delivery.update.removed),
+                };
+                let mut rejections = state.apply(update, std::time::Instant::now());
+                if !rejections.is_empty() {
+                    tracing::warn!(?ty, %version, rejected = rejections.len(), "xDS update rejected in part: {}",
+                        rejections.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; "));
+                }
+                let Some(more) = apply_collect(&mut state, &ads, &handle).await else { return };
+                rejections.extend(more);
+                delivery.reply(rejections);
+            }
+            () = timer => {
+                state.expire(std::time::Instant::now());
+                if !apply(&mut state, &ads, &handle).await {
+                    return;
+                }
+            }
+            () = handle.closed() => return,
+        }
+    }
+}
+
+/// Syncs subscriptions and hands the manager what changed; false when the manager is gone.
+async fn apply(state: &mut XdsState, ads: &AdsHandle, handle: &ServerHandle) -> bool {
+    apply_collect(state, ads, handle).await.is_some()
+}
+
+/// As [`apply`], returning listeners the manager could not serve (a bind failure) as rejections.
+async fn apply_collect(
+    state: &mut XdsState,
+    ads: &AdsHandle,
+    handle: &ServerHandle,
+) -> Option<Vec<Rejection>> {
+    let subscriptions = state.sync_subscriptions();
+    for (ty, names) in subscriptions.unsubscribe {
+        ads.unsubscribe(ty, names);
+    }
+    for (ty, names) in subscriptions.subscribe {
+        ads.subscribe(ty, names);
+    }
+    let change = state.take_change();
+    let mut rejections = Vec::new();
+    if !change.is_empty() {
+        let names: Vec<String> = change
+            .listeners
+            .iter()
+            .flatten()
+            .map(|l| l.name.clone())
+            .collect();
+        let (reply, errors) = oneshot::channel();
+        handle.send(Command::Xds { change, reply });
+        let errors = errors.await.ok()?;
+        for e in errors {
+            tracing::warn!("xDS configuration not applied: {e}");
+            if let Some(name) = names
+                .iter()
+                .find(|n| e.resource == format!("listener {n:?}"))
+            {
+                rejections.push(Rejection::new(name, e.to_string()));
+            }
+        }
+    }
+    handle.info.xds.store(Some(Arc::new(state.dump().clone())));
+    Some(rejections)
+}

@@ -1,0 +1,769 @@
+//! What Tern holds from the control plane, and when it is allowed to serve it.
+//!
+//! [`XdsState`] takes one [`Update`] at a time, converts and validates every resource with the
+//! same converters the bootstrap uses, and keeps per listener and per cluster an *active* version
+//! (what the manager serves) and maybe a *warming* one (accepted, waiting for what it depends on):
+//! - an EDS cluster warms until its ClusterLoadAssignment arrived;
+//! - a listener warms until every RouteConfiguration its connection managers name arrived;
+//! - warming ends early when the dependency's `initial_fetch_timeout` passes (0: never).
+//!
+//! While a new version warms the previous one stays active, so an update never leaves a gap.
+//! RDS and EDS subscriptions follow what the listeners and clusters (active or warming) name;
+//! what nothing names any more is unsubscribed and forgotten.
+//!
+//! Invariants: a rejected resource changes nothing (its last good version stays); a removal is a
+//! fact and always applies; [`XdsState::take_change`] reports exactly what the manager must
+//! change, so one accepted push makes at most one snapshot.
+
+use super::settings::{XdsSettings, ads_source, eds_service_name};
+use crate::config::cluster::{Cluster, LoadAssignment, load_assignment};
+use crate::config::listener::Listener;
+use crate::config::route::RouteConfig;
+use crate::stats::{Counter, Gauge, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use xds_client::ads::{Rejection, Resource, Update};
+use xds_client::any;
+use xds_client::pb::envoy::config::cluster::v3 as cluster_proto;
+use xds_client::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use xds_client::pb::envoy::config::listener::v3 as listener_proto;
+use xds_client::pb::envoy::config::route::v3::RouteConfiguration;
+use xds_client::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm_proto;
+use xds_client::resource::ResourceType;
+
+/// One accepted version of a resource, as `/config_dump` shows it.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub source: Arc<T>,
+    pub version: String,
+    pub last_updated: SystemTime,
+    /// What it waits for: RDS names (listener) or the EDS service name (cluster).
+    needs: Vec<(String, Option<Duration>)>,
+}
+
+/// A listener or cluster: the version served and the one warming, if any.
+#[derive(Debug, Clone)]
+pub struct Slot<T> {
+    pub active: Option<Versioned<T>>,
+    pub warming: Option<(Versioned<T>, Option<Instant>)>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            active: None,
+            warming: None,
+        }
+    }
+}
+
+impl<T: Clone> Slot<T> {
+    fn active_source(&self) -> Option<T> {
+        self.active.as_ref().map(|v| (*v.source).clone())
+    }
+
+    /// Ends warming whose deadline passed: the warming version serves (without what it waited
+    /// for). Returns whether the active version changed.
+    fn expire(&mut self, now: Instant) -> bool {
+        let due = matches!(&self.warming, Some((_, Some(d))) if *d <= now);
+        if due {
+            self.active = self.warming.take().map(|(v, _)| v);
+        }
+        due
+    }
+}
+
+impl<T> Slot<T> {
+    fn versions(&self) -> impl Iterator<Item = &Versioned<T>> {
+        self.active
+            .iter()
+            .chain(self.warming.iter().map(|(v, _)| v))
+    }
+}
+
+/// A route configuration or endpoint assignment as received.
+#[derive(Debug, Clone)]
+pub struct Received<C, P> {
+    pub config: Arc<C>,
+    pub source: Arc<P>,
+    pub version: String,
+    pub last_updated: SystemTime,
+}
+
+/// The xDS view the admin server shows (`/config_dump`), published after every update.
+#[derive(Debug, Clone, Default)]
+pub struct XdsDump {
+    pub lds_version: String,
+    pub cds_version: String,
+    pub listeners: BTreeMap<String, Slot<listener_proto::Listener>>,
+    pub clusters: BTreeMap<String, Slot<cluster_proto::Cluster>>,
+    pub routes: BTreeMap<String, Received<RouteConfig, RouteConfiguration>>,
+    pub endpoints: BTreeMap<String, Received<LoadAssignment, ClusterLoadAssignment>>,
+}
+
+/// What the manager must change after an update; `None` fields are unchanged.
+#[derive(Debug, Default)]
+pub struct XdsChange {
+    /// The complete set of active dynamic listeners.
+    pub listeners: Option<Vec<listener_proto::Listener>>,
+    /// The complete set of active dynamic clusters.
+    pub clusters: Option<Vec<cluster_proto::Cluster>>,
+    /// Every route configuration received.
+    pub routes: Option<BTreeMap<String, Arc<RouteConfig>>>,
+    /// New endpoints by EDS service name (`None`: forgotten, nothing uses it any more).
+    pub assignments: Vec<(String, Option<Arc<LoadAssignment>>)>,
+    /// Start-up is complete: the server goes LIVE.
+    pub live: bool,
+}
+
+impl XdsChange {
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_none()
+            && self.clusters.is_none()
+            && self.routes.is_none()
+            && self.assignments.is_empty()
+            && !self.live
+    }
+}
+
+/// Subscriptions to change on the ADS stream.
+#[derive(Debug, Default, PartialEq)]
+pub struct Subscriptions {
+    pub subscribe: Vec<(ResourceType, Vec<String>)>,
+    pub unsubscribe: Vec<(ResourceType, Vec<String>)>,
+}
+
+/// Envoy's subscription counters for one type (`<prefix>.update_*`).
+#[derive(Debug, Clone)]
+struct UpdateStats {
+    attempt: Counter,
+    success: Counter,
+    rejected: Counter,
+    init_fetch_timeout: Counter,
+}
+
+impl UpdateStats {
+    fn new(store: &Store, prefix: &str) -> Self {
+        UpdateStats {
+            attempt: store.counter(&format!("{prefix}.update_attempt")),
+            success: store.counter(&format!("{prefix}.update_success")),
+            rejected: store.counter(&format!("{prefix}.update_rejected")),
+            init_fetch_timeout: store.counter(&format!("{prefix}.init_fetch_timeout")),
+        }
+    }
+
+    fn count(&self, rejections: &[Rejection]) {
+        self.attempt.inc();
+        if rejections.is_empty() {
+            self.success.inc();
+        } else {
+            self.rejected.inc();
+        }
+    }
+}
+
+/// The control plane's resources, their warming, and the subscriptions they imply.
+pub struct XdsState {
+    store: Store,
+    dump: XdsDump,
+    static_eds: Vec<String>,
+    subscribed_routes: BTreeSet<String>,
+    subscribed_endpoints: BTreeSet<String>,
+    /// Initial fetch: `Ok(())` once the first response came (or timed out), else the deadline.
+    lds_init: Result<(), Option<Instant>>,
+    cds_init: Result<(), Option<Instant>>,
+    live: bool,
+    listeners_dirty: bool,
+    clusters_dirty: bool,
+    routes_dirty: bool,
+    assignments_changed: Vec<(String, Option<Arc<LoadAssignment>>)>,
+    lds_stats: UpdateStats,
+    cds_stats: UpdateStats,
+    warming_clusters: Gauge,
+    warming_listeners: Gauge,
+}
+
+impl XdsState {
+    pub fn new(settings: &XdsSettings, store: &Store, now: Instant) -> Self {
+        let init = |enabled: bool, timeout: Option<Duration>| {
+            if enabled {
+                Err(timeout.map(|t| now + t))
+            } else {
+                Ok(())
+            }
+        };
+        XdsState {
+            store: store.clone(),
+            dump: XdsDump::default(),
+            static_eds: settings.static_eds.clone(),
+            subscribed_routes: BTreeSet::new(),
+            subscribed_endpoints: BTreeSet::new(),
+            lds_init: init(settings.lds, settings.lds_initial_fetch_timeout),
+            cds_init: init(settings.cds, settings.cds_initial_fetch_timeout),
+            live: false,
+            listeners_dirty: false,
+            clusters_dirty: false,
+            routes_dirty: false,
+            assignments_changed: Vec::new(),
+            lds_stats: UpdateStats::new(store, "listener_manager.lds"),
+            cds_stats: UpdateStats::new(store, "cluster_manager.cds"),
+            warming_clusters: store.gauge("cluster_manager.warming_clusters"),
+            warming_listeners: store.gauge("listener_manager.total_listeners_warming"),
+        }
+    }
+
+    pub fn dump(&self) -> &XdsDump {
+        &self.dump
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// Applies one response; returns the resources refused, with reasons.
+    pub fn apply(&mut self, update: Update, now: Instant) -> Vec<Rejection> {
+        let version = update.version.clone();
+        let rejections = match update.resource_type {
+            ResourceType::Listener => {
+                let rejections = self.apply_listeners(update, now);
+                self.lds_stats.count(&rejections);
+                if rejections.is_empty() {
+                    self.dump.lds_version = version;
+                }
+                self.lds_init = Ok(());
+                rejections
+            }
+            ResourceType::Cluster => {
+                let rejections = self.apply_clusters(update, now);
+                self.cds_stats.count(&rejections);
+                if rejections.is_empty() {
+                    self.dump.cds_version = version;
+                }
+                self.cds_init = Ok(());
+                rejections
+            }
+            ResourceType::Route => self.apply_routes(update),
+            ResourceType::Endpoint => self.apply_endpoints(update),
+            ResourceType::Secret => update
+                .resources
+                .iter()
+                .map(|r| Rejection::new(&r.name, "secrets (SDS) are not supported yet"))
+                .collect(),
+        };
+        self.promote();
+        rejections
+    }
+
+    /// Ends the warming and initial fetches whose `initial_fetch_timeout` passed.
+    pub fn expire(&mut self, now: Instant) {
+        for (init, stats) in [
+            (&mut self.lds_init, &self.lds_stats),
+            (&mut self.cds_init, &self.cds_stats),
+        ] {
+            if matches!(init, Err(Some(deadline)) if *deadline <= now) {
+                *init = Ok(());
+                stats.init_fetch_timeout.inc();
+            }
+        }
+        for slot in self.dump.listeners.values_mut() {
+            self.listeners_dirty |= slot.expire(now);
+        }
+        for slot in self.dump.clusters.values_mut() {
+            self.clusters_dirty |= slot.expire(now);
+        }
+        self.promote();
+    }
+
+    /// The earliest moment [`XdsState::expire`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let inits = [&self.lds_init, &self.cds_init]
+            .into_iter()
+            .filter_map(|i| i.err().flatten());
+        let warming = self
+            .dump
+            .listeners
+            .values()
+            .filter_map(|s| s.warming.as_ref().and_then(|(_, d)| *d))
+            .chain(
+                self.dump
+                    .clusters
+                    .values()
+                    .filter_map(|s| s.warming.as_ref().and_then(|(_, d)| *d)),
+            );
+        inits.chain(warming).min()
+    }
+
+    /// What the manager must change since the last call.
+    pub fn take_change(&mut self) -> XdsChange {
+        let change = XdsChange {
+            listeners: std::mem::take(&mut self.listeners_dirty).then(|| {
+                self.dump
+                    .listeners
+                    .values()
+                    .filter_map(Slot::active_source)
+                    .collect()
+            }),
+            clusters: std::mem::take(&mut self.clusters_dirty).then(|| {
+                self.dump
+                    .clusters
+                    .values()
+                    .filter_map(Slot::active_source)
+                    .collect()
+            }),
+            routes: std::mem::take(&mut self.routes_dirty).then(|| {
+                self.dump
+                    .routes
+                    .iter()
+                    .map(|(name, r)| (name.clone(), r.config.clone()))
+                    .collect()
+            }),
+            assignments: std::mem::take(&mut self.assignments_changed),
+            live: false,
+        };
+        let live = !self.live
+            && self.lds_init.is_ok()
+            && self.cds_init.is_ok()
+            && self.warming_count().0 == 0
+            && self.warming_count().1 == 0;
+        self.live |= live;
+        XdsChange { live, ..change }
+    }
+
+    /// The RDS and EDS subscriptions to change so they match what is referenced.
+    pub fn sync_subscriptions(&mut self) -> Subscriptions {
+        let routes: BTreeSet<String> = self
+            .dump
+            .listeners
+            .values()
+            .flat_map(Slot::versions)
+            .flat_map(|v| v.needs.iter().map(|(n, _)| n.clone()))
+            .collect();
+        let endpoints: BTreeSet<String> = self
+            .dump
+            .clusters
+            .values()
+            .flat_map(Slot::versions)
+            .flat_map(|v| v.needs.iter().map(|(n, _)| n.clone()))
+            .chain(self.static_eds.iter().cloned())
+            .collect();
+        let mut out = Subscriptions::default();
+        diff(
+            ResourceType::Route,
+            &mut self.subscribed_routes,
+            routes,
+            &mut out,
+        );
+        diff(
+            ResourceType::Endpoint,
+            &mut self.subscribed_endpoints,
+            endpoints,
+            &mut out,
+        );
+        for (ty, names) in &out.unsubscribe {
+            for name in names {
+                match ty {
+                    ResourceType::Route => {
+                        self.routes_dirty |= self.dump.routes.remove(name).is_some();
+                    }
+                    _ => {
+                        if self.dump.endpoints.remove(name).is_some() {
+                            self.assignments_changed.push((name.clone(), None));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn apply_listeners(&mut self, update: Update, now: Instant) -> Vec<Rejection> {
+        let mut rejections = Vec::new();
+        for resource in &update.resources {
+            match listener_version(resource) {
+                Ok(version) => {
+                    let ready = |name: &str| self.dump.routes.contains_key(name);
+                    let slot = self
+                        .dump
+                        .listeners
+                        .entry(resource.name.clone())
+                        .or_default();
+                    self.listeners_dirty |= place(slot, version, now, ready);
+                }
+                Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
+            }
+        }
+        for name in &update.removed {
+            if let Some(slot) = self.dump.listeners.remove(name) {
+                self.listeners_dirty |= slot.active.is_some();
+            }
+        }
+        rejections
+    }
+
+    fn apply_clusters(&mut self, update: Update, now: Instant) -> Vec<Rejection> {
+        let mut rejections = Vec::new();
+        for resource in &update.resources {
+            match cluster_version(resource) {
+                Ok(version) => {
+                    let ready = |name: &str| self.dump.endpoints.contains_key(name);
+                    let slot = self.dump.clusters.entry(resource.name.clone()).or_default();
+                    self.clusters_dirty |= place(slot, version, now, ready);
+                }
+                Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
+            }
+        }
+        for name in &update.removed {
+            if let Some(slot) = self.dump.clusters.remove(name) {
+                self.clusters_dirty |= slot.active.is_some();
+            }
+        }
+        rejections
+    }
+
+    fn apply_routes(&mut self, update: Update) -> Vec<Rejection> {
+        let mut rejections = Vec::new();
+        for resource in &update.resources {
+            let converted = any::unpack::<RouteConfiguration>(&resource.body)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    let config = RouteConfig::try_from(&p).map_err(|e| e.to_string())?;
+                    Ok((p, config))
+                });
+            match converted {
+                Ok((source, config)) => {
+                    if self
+                        .dump
+                        .routes
+                        .get(&resource.name)
+                        .is_some_and(|r| *r.source == source)
+                    {
+                        continue;
+                    }
+                    self.dump.routes.insert(
+                        resource.name.clone(),
+                        Received {
+                            config: Arc::new(config),
+                            source: Arc::new(source),
+                            version: resource.version.clone(),
+                            last_updated: SystemTime::now(),
+                        },
+                    );
+                    self.routes_dirty = true;
+                }
+                Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
+            }
+        }
+        for name in &update.removed {
+            self.routes_dirty |= self.dump.routes.remove(name).is_some();
+        }
+        rejections
+    }
+
+    fn apply_endpoints(&mut self, update: Update) -> Vec<Rejection> {
+        let mut rejections = Vec::new();
+        for resource in &update.resources {
+            let converted = any::unpack::<ClusterLoadAssignment>(&resource.body)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    let la = load_assignment(&p, false).map_err(|e| e.to_string())?;
+                    Ok((p, la))
+                });
+            let stats = self.eds_stats(&resource.name);
+            for s in &stats {
+                s.attempt.inc();
+            }
+            match converted {
+                Ok((source, assignment)) => {
+                    for s in &stats {
+                        s.success.inc();
+                        if assignment.endpoints.is_empty() {
+                            s.empty.inc();
+                        }
+                    }
+                    let same = self
+                        .dump
+                        .endpoints
+                        .get(&resource.name)
+                        .is_some_and(|r| *r.config == assignment);
+                    if same {
+                        continue;
+                    }
+                    let assignment = Arc::new(assignment);
+                    self.assignments_changed
+                        .push((resource.name.clone(), Some(assignment.clone())));
+                    self.dump.endpoints.insert(
+                        resource.name.clone(),
+                        Received {
+                            config: assignment,
+                            source: Arc::new(source),
+                            version: resource.version.clone(),
+                            last_updated: SystemTime::now(),
+                        },
+                    );
+                }
+                Err(reason) => {
+                    for s in &stats {
+                        s.rejected.inc();
+                    }
+                    rejections.push(Rejection::new(&resource.name, reason));
+                }
+            }
+        }
+        // A removed assignment leaves its clusters without hosts.
+        for name in &update.removed {
+            if self.dump.endpoints.contains_key(name) {
+                let empty = Arc::new(LoadAssignment {
+                    overprovisioning_factor: 140,
+                    ..Default::default()
+                });
+                self.assignments_changed
+                    .push((name.clone(), Some(empty.clone())));
+                if let Some(r) = self.dump.endpoints.get_mut(name) {
+                    r.config = empty;
+                    r.source = Arc::new(ClusterLoadAssignment {
+                        cluster_name: name.clone(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        rejections
+    }
+
+    /// `cluster.<stat_name>.update_*` for the clusters that take endpoints from `service`.
+    fn eds_stats(&self, service: &str) -> Vec<EdsStats> {
+        self.dump
+            .clusters
+            .values()
+            .flat_map(Slot::versions)
+            .filter(|v| v.needs.iter().any(|(n, _)| n == service))
+            .map(|v| {
+                let stat_name = if v.source.alt_stat_name.is_empty() {
+                    &v.source.name
+                } else {
+                    &v.source.alt_stat_name
+                };
+                EdsStats::new(&self.store, stat_name)
+            })
+            .collect()
+    }
+
+    /// Moves warming versions whose dependencies all arrived to active.
+    fn promote(&mut self) {
+        for slot in self.dump.listeners.values_mut() {
+            let routes = &self.dump.routes;
+            if take_if_ready(slot, |n| routes.contains_key(n)) {
+                self.listeners_dirty = true;
+            }
+        }
+        for slot in self.dump.clusters.values_mut() {
+            let endpoints = &self.dump.endpoints;
+            if take_if_ready(slot, |n| endpoints.contains_key(n)) {
+                self.clusters_dirty = true;
+            }
+        }
+        let (clusters, listeners) = self.warming_count();
+        self.warming_clusters.set(clusters as i64);
+        self.warming_listeners.set(listeners as i64);
+    }
+
+    fn warming_count(&self) -> (usize, usize) {
+        let count = |w: bool| usize::from(w);
+        (
+            self.dump
+                .clusters
+                .values()
+                .map(|s| count(s.warming.is_some()))
+                .sum(),
+            self.dump
+                .listeners
+                .values()
+                .map(|s| count(s.warming.is_some()))
+                .sum(),
+        )
+    }
+}
+
+/// `cluster.<name>.update_*` (EDS).
+struct EdsStats {
+    attempt: Counter,
+    success: Counter,
+    rejected: Counter,
+    empty: Counter,
+}
+
+impl EdsStats {
+    fn new(store: &Store, stat_name: &str) -> Self {
+        let name = |s: &str| format!("cluster.{stat_name}.{s}");
+        EdsStats {
+            attempt: store.counter(&name("update_attempt")),
+            success: store.counter(&name("update_success")),
+            rejected: store.counter(&name("update_rejected")),
+            empty: store.counter(&name("update_empty")),
+        }
+    }
+}
+
+/// Puts a newly accepted version in its slot: active at once when nothing it needs is missing,
+/// else warming (the active version keeps serving). Returns whether the active version changed.
+fn place<T: PartialEq>(
+    slot: &mut Slot<T>,
+    version: Versioned<T>,
+    now: Instant,
+    ready: impl Fn(&str) -> bool,
+) -> bool {
+    if slot
+        .active
+        .as_ref()
+        .is_some_and(|a| a.source == version.source)
+    {
+        // Back to (or still) the served version: nothing warms any more.
+        slot.warming = None;
+        return false;
+    }
+    if slot
+        .warming
+        .as_ref()
+        .is_some_and(|(w, _)| w.source == version.source)
+    {
+        return false;
+    }
+    let missing: Vec<Option<Duration>> = version
+        .needs
+        .iter()
+        .filter(|(n, _)| !ready(n))
+        .map(|(_, t)| *t)
+        .collect();
+    if missing.is_empty() {
+        slot.active = Some(version);
+        slot.warming = None;
+        return true;
+    }
+    // Warm until every dependency arrived or the longest initial_fetch_timeout passed.
+    let deadline = if missing.iter().any(Option::is_none) {
+        None
+    } else {
+        missing.into_iter().flatten().max().map(|t| now + t)
+    };
+    slot.warming = Some((version, deadline));
+    false
+}
+
+fn take_if_ready<T>(slot: &mut Slot<T>, ready: impl Fn(&str) -> bool) -> bool {
+    let warm = slot
+        .warming
+        .as_ref()
+        .is_some_and(|(w, _)| w.needs.iter().all(|(n, _)| ready(n)));
+    if warm {
+        slot.active = slot.warming.take().map(|(v, _)| v);
+    }
+    warm
+}
+
+fn diff(
+    ty: ResourceType,
+    current: &mut BTreeSet<String>,
+    wanted: BTreeSet<String>,
+    out: &mut Subscriptions,
+) {
+    let add: Vec<String> = wanted.difference(current).cloned().collect();
+    let drop: Vec<String> = current.difference(&wanted).cloned().collect();
+    if !add.is_empty() {
+        out.subscribe.push((ty, add));
+    }
+    if !drop.is_empty() {
+        out.unsubscribe.push((ty, drop));
+    }
+    *current = wanted;
+}
+
+fn listener_version(resource: &Resource) -> Result<Versioned<listener_proto::Listener>, String> {
+    let source: listener_proto::Listener =
+        any::unpack(&resource.body).map_err(|e| e.to_string())?;
+    Listener::try_from(&source).map_err(|e| e.to_string())?;
+    let needs = rds_names(&source)?;
+    Ok(Versioned {
+        source: Arc::new(source),
+        version: resource.version.clone(),
+        last_updated: SystemTime::now(),
+        needs,
+    })
+}
+
+fn cluster_version(resource: &Resource) -> Result<Versioned<cluster_proto::Cluster>, String> {
+    let source: cluster_proto::Cluster = any::unpack(&resource.body).map_err(|e| e.to_string())?;
+    let cluster = Cluster::try_from(&source).map_err(|e| e.to_string())?;
+    let mut needs = Vec::new();
+    if let crate::config::cluster::Discovery::Eds { .. } = cluster.discovery {
+        let config = source
+            .eds_cluster_config
+            .as_ref()
+            .and_then(|e| e.eds_config.as_ref())
+            .ok_or_else(|| {
+                format!(
+                    "cluster {:?}: eds_cluster_config.eds_config: is required (ads)",
+                    source.name
+                )
+            })?;
+        let timeout = ads_source(config).map_err(|r| {
+            format!(
+                "cluster {:?}: eds_cluster_config.eds_config: {r}",
+                source.name
+            )
+        })?;
+        needs.push((eds_service_name(&cluster).to_string(), timeout));
+    }
+    Ok(Versioned {
+        source: Arc::new(source),
+        version: resource.version.clone(),
+        last_updated: SystemTime::now(),
+        needs,
+    })
+}
+
+/// The RouteConfiguration names a listener's connection managers take over RDS, with each
+/// source's `initial_fetch_timeout`; a non-ADS source is refused.
+fn rds_names(
+    listener: &listener_proto::Listener,
+) -> Result<Vec<(String, Option<Duration>)>, String> {
+    use hcm_proto::http_connection_manager::RouteSpecifier;
+    let chains = listener
+        .filter_chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("filter_chains[{i}]"), c))
+        .chain(
+            listener
+                .default_filter_chain
+                .iter()
+                .map(|c| ("default_filter_chain".to_string(), c)),
+        );
+    let mut out: Vec<(String, Option<Duration>)> = Vec::new();
+    for (chain_field, chain) in chains {
+        for (j, filter) in chain.filters.iter().enumerate() {
+            let Some(listener_proto::filter::ConfigType::TypedConfig(typed)) = &filter.config_type
+            else {
+                continue;
+            };
+            let Ok(hcm) = any::unpack::<hcm_proto::HttpConnectionManager>(typed) else {
+                continue;
+            };
+            if let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier {
+                let field = format!("{chain_field}.filters[{j}].rds.config_source");
+                let source = rds.config_source.as_ref().ok_or_else(|| {
+                    format!("listener {:?}: {field}: is required (ads)", listener.name)
+                })?;
+                let timeout = ads_source(source)
+                    .map_err(|r| format!("listener {:?}: {field}: {r}", listener.name))?;
+                if !out.iter().any(|(n, _)| *n == rds.route_config_name) {
+                    out.push((rds.route_config_name.clone(), timeout));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

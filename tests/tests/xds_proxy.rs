@@ -1,0 +1,551 @@
+//! Tern driven by the test control plane over ADS (delta and state of the world, on a unix
+//! socket as Istio's `xds-grpc` cluster): readiness waits for the first warm config; listeners,
+//! routes, clusters and endpoints follow pushes; a bad resource is NACKed with its name while
+//! the good ones in the same response apply and traffic goes on; warming keeps an EDS cluster
+//! out until its endpoints arrive.
+//!
+//! Synchronisation is on the control plane's ACK/NACK records, on `/ready`, and on real requests
+//! retried until a deadline; never on sleeps.
+
+#[path = "xds/resources.rs"]
+mod resources;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tern_tests::http_backend::{HttpBackend, Response, http_request};
+use tern_tests::inprocess::Running;
+use tern_tests::xds_server::{Snapshot, Verdict, XdsServer};
+use xds_client::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use xds_client::pb::envoy::config::route::v3::RouteConfiguration;
+use xds_client::proto_json::{ReadOptions, from_text};
+use xds_client::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn read<M: prost::Message + prost::Name + Default>(yaml: &str) -> M {
+    from_text(yaml, "resource.yaml", ReadOptions::default())
+        .unwrap_or_else(|e| panic!("test resource does not parse: {e}\n{yaml}"))
+}
+
+/// Istio's bootstrap shape: ADS over the static `xds-grpc` cluster, a unix `pipe`.
+fn bootstrap(api_type: &str, socket: &std::path::Path) -> String {
+    format!(
+        r#"
+node: {{id: "sidecar~127.0.0.1~tern.test~test.svc.cluster.local", cluster: test}}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
+  lds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
+  cds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{}"}}}}}}}}]}}]
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+"#,
+        socket.display()
+    )
+}
+
+fn socket_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("tern-xds-{tag}-{}.sock", std::process::id()))
+}
+
+/// Every endpoint port of `cluster` in one locality.
+fn endpoints(cluster: &str, ports: &[u16]) -> ClusterLoadAssignment {
+    let lb_endpoints: String = ports
+        .iter()
+        .map(|p| {
+            format!(
+                "\n    - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}"
+            )
+        })
+        .collect();
+    read(&format!(
+        "cluster_name: {cluster}\nendpoints:\n- lb_endpoints:{lb_endpoints}\n"
+    ))
+}
+
+/// Everything to clusters `a` and `b` with the given weights.
+fn weighted_routes(name: &str, a: u32, b: u32) -> RouteConfiguration {
+    read(&format!(
+        r#"
+name: {name}
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes:
+  - match: {{prefix: "/"}}
+    route:
+      weighted_clusters:
+        clusters:
+        - {{name: a, weight: {a}}}
+        - {{name: b, weight: {b}}}
+"#
+    ))
+}
+
+struct Harness {
+    server: XdsServer,
+    tern: Running,
+    admin: SocketAddr,
+    socket: PathBuf,
+}
+
+impl Harness {
+    /// The control plane serves `initial` (version returned) before Tern starts, so Tern's very
+    /// first responses carry it (as istiod's do).
+    async fn start(api_type: &str, tag: &str, initial: Snapshot) -> (Harness, String) {
+        let socket = socket_path(tag);
+        let server = XdsServer::start_unix(&socket).await.expect("control plane");
+        let version = server.push(initial).await;
+        let tern = Running::start(&bootstrap(api_type, &socket), 2).await;
+        let admin = tern.admin().await;
+        let harness = Harness {
+            server,
+            tern,
+            admin,
+            socket,
+        };
+        (harness, version)
+    }
+
+    /// Tern first, with no control plane to reach yet: it must stay unready.
+    async fn start_before_control_plane(
+        api_type: &str,
+        tag: &str,
+    ) -> (Running, SocketAddr, PathBuf) {
+        let socket = socket_path(tag);
+        let _ = std::fs::remove_file(&socket);
+        let tern = Running::start(&bootstrap(api_type, &socket), 2).await;
+        let admin = tern.admin().await;
+        (tern, admin, socket)
+    }
+
+    async fn ready(&self) -> (u16, String) {
+        let r = http_request(self.admin, "GET", "admin", "/ready", &[])
+            .await
+            .expect("admin answers");
+        (r.status, r.text())
+    }
+
+    /// Waits until `/ready` says LIVE.
+    async fn wait_live(&self) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (status, body) = self.ready().await;
+            if status == 200 {
+                assert_eq!(body.trim(), "LIVE");
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not LIVE within {DEADLINE:?}: {status} {body}"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn config_dump(&self, query: &str) -> serde_json::Value {
+        let r = http_request(
+            self.admin,
+            "GET",
+            "admin",
+            &format!("/config_dump{query}"),
+            &[],
+        )
+        .await
+        .expect("admin answers");
+        assert_eq!(r.status, 200);
+        r.json.expect("config_dump is JSON")
+    }
+
+    async fn listener(&self, name: &str) -> SocketAddr {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(address) = self.tern.handle.listener_addresses().await.get(name) {
+                return *address;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "listener {name} never became active"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The config_dump section whose `@type` ends with `kind`.
+fn section<'a>(dump: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+    dump["configs"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|s| s["@type"].as_str().is_some_and(|t| t.ends_with(kind)))
+        })
+        .unwrap_or_else(|| panic!("no {kind} in {dump}"))
+}
+
+async fn get(listener: SocketAddr) -> Response {
+    http_request(listener, "GET", "example.test", "/hello", &[])
+        .await
+        .expect("a response through Tern")
+}
+
+/// Retries a request until `accept` holds for the response (a deadline-bounded loop of real
+/// requests), returning that response.
+async fn wait_response(listener: SocketAddr, what: &str, accept: impl Fn(&Response) -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let response = get(listener).await;
+        if accept(&response) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: last response {} {}",
+            response.status,
+            response.text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Which backend answered each of `n` requests.
+async fn split(listener: SocketAddr, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let response = get(listener).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        let name = response
+            .json
+            .as_ref()
+            .and_then(|j| j.get("backend"))
+            .and_then(|b| b.as_str())
+            .unwrap_or_default()
+            .to_string();
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
+}
+
+fn base(a: &HttpBackend) -> Snapshot {
+    let mut snapshot = Snapshot::new();
+    snapshot
+        .add(&resources::http_listener("http_in", "routes"))
+        .add(&resources::route_to("routes", "a"))
+        .add(&resources::eds_cluster("a"))
+        .add(&resources::endpoints("a", a.address.port()));
+    snapshot
+}
+
+async fn tern_follows_ads(api_type: &str, tag: &str) {
+    let (tern, admin, socket) = Harness::start_before_control_plane(api_type, tag).await;
+    let a = HttpBackend::start("a").await.expect("backend a");
+    let r = http_request(admin, "GET", "admin", "/ready", &[])
+        .await
+        .expect("admin answers");
+    assert_eq!(
+        (r.status, r.text().trim()),
+        (503, "INITIALIZING"),
+        "not ready before xDS"
+    );
+    assert_eq!(tern.stat("listener_manager.workers_started"), 0);
+    assert_eq!(tern.stat("server.state"), 3);
+
+    // Listener (HCM with rds) + routes + EDS cluster + endpoints: all ACKed, LIVE, traffic flows.
+    let server = XdsServer::start_unix(&socket).await.expect("control plane");
+    let v1 = server.push(base(&a)).await;
+    let h = Harness {
+        server,
+        tern,
+        admin,
+        socket,
+    };
+    h.server
+        .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
+        .await
+        .expect("Tern ACKs the first snapshot");
+    h.wait_live().await;
+    assert_eq!(h.tern.stat("server.state"), 0);
+    assert_eq!(h.tern.stat("listener_manager.workers_started"), 1);
+    assert!(h.tern.stat("listener_manager.lds.update_success") >= 1);
+    assert!(h.tern.stat("cluster_manager.cds.update_success") >= 1);
+    let listener = h.listener("http_in").await;
+    let response = get(listener).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(a.requests(), 1);
+    let dump = h.config_dump("").await;
+    let clusters = section(&dump, "ClustersConfigDump");
+    assert_eq!(clusters["version_info"], v1.as_str());
+    assert_eq!(
+        clusters["dynamic_active_clusters"][0]["cluster"]["name"], "a",
+        "{clusters}"
+    );
+    let listeners = section(&dump, "ListenersConfigDump");
+    assert_eq!(listeners["version_info"], v1.as_str());
+    assert_eq!(listeners["dynamic_listeners"][0]["name"], "http_in");
+    let routes = section(&dump, "RoutesConfigDump");
+    assert_eq!(
+        routes["dynamic_route_configs"][0]["route_config"]["name"], "routes",
+        "{routes}"
+    );
+    let with_eds = h.config_dump("?include_eds").await;
+    let endpoints = section(&with_eds, "EndpointsConfigDump");
+    assert_eq!(
+        endpoints["dynamic_endpoint_configs"][0]["endpoint_config"]["cluster_name"], "a",
+        "{endpoints}"
+    );
+
+    // One bad cluster next to a good new one: NACK naming the bad one; the good one applies.
+    let mut bad = base(&a);
+    let mut cluster = resources::static_cluster("bad", a.address.port());
+    cluster.lb_policy = 99;
+    bad.add(&cluster)
+        .add(&resources::static_cluster("good", a.address.port()));
+    let v2 = h.server.push(bad).await;
+    match h.server.wait_verdict(&v2, CLUSTER).await.expect("verdict") {
+        Verdict::Nack(detail) => {
+            assert!(
+                detail.contains("bad"),
+                "the NACK names the cluster: {detail}"
+            );
+            assert!(!detail.contains("\"good\""), "only the bad one: {detail}");
+            assert!(
+                detail.contains("lb_policy"),
+                "the NACK names the field: {detail}"
+            );
+        }
+        Verdict::Ack => panic!("Tern ACKed a cluster with lb_policy 99"),
+    }
+    let snapshot = h.tern.handle.snapshot();
+    assert!(
+        snapshot.clusters.contains_key("good"),
+        "the good change applied"
+    );
+    assert!(!snapshot.clusters.contains_key("bad"));
+    assert!(h.tern.stat("cluster_manager.cds.update_rejected") >= 1);
+    assert_eq!(get(listener).await.status, 200, "traffic unaffected");
+
+    let mut fixed = base(&a);
+    fixed
+        .add(&resources::static_cluster("bad", a.address.port()))
+        .add(&resources::static_cluster("good", a.address.port()));
+    let v3 = h.server.push(fixed).await;
+    h.server
+        .wait_acked(&v3, &[CLUSTER])
+        .await
+        .expect("the correction is ACKed");
+    assert!(h.tern.handle.snapshot().clusters.contains_key("bad"));
+
+    // Listener removed: the port closes.
+    let mut gone = base(&a);
+    gone.remove(LISTENER, "http_in");
+    let v4 = h.server.push(gone).await;
+    h.server
+        .wait_acked(&v4, &[LISTENER])
+        .await
+        .expect("removal ACKed");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::net::TcpStream::connect(listener).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "removed listener still accepts"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Its route configuration is no longer referenced: unsubscribed and forgotten.
+    assert!(h.tern.handle.snapshot().routes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_ads_goes_live_routes_nacks_bad_cluster_and_removes_listener() {
+    tern_follows_ads("DELTA_GRPC", "delta").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_ads_goes_live_routes_nacks_bad_cluster_and_removes_listener() {
+    tern_follows_ads("GRPC", "sotw").await;
+}
+
+fn weighted(a: &[u16], b: &[u16], weight_a: u32, weight_b: u32) -> Snapshot {
+    let mut snapshot = Snapshot::new();
+    snapshot
+        .add(&resources::http_listener("http_in", "routes"))
+        .add(&weighted_routes("routes", weight_a, weight_b))
+        .add(&resources::eds_cluster("a"))
+        .add(&resources::eds_cluster("b"))
+        .add(&endpoints("a", a))
+        .add(&endpoints("b", b));
+    snapshot
+}
+
+async fn traffic_follows_rds_and_eds(api_type: &str, tag: &str) {
+    let a1 = HttpBackend::start("a1").await.expect("backend");
+    let a2 = HttpBackend::start("a2").await.expect("backend");
+    let b1 = HttpBackend::start("b1").await.expect("backend");
+    let (pa1, pa2, pb1) = (a1.address.port(), a2.address.port(), b1.address.port());
+    let (h, v1) = Harness::start(api_type, tag, weighted(&[pa1], &[pb1], 100, 0)).await;
+    h.server
+        .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
+        .await
+        .expect("ACKed");
+    h.wait_live().await;
+    let listener = h.listener("http_in").await;
+    let counts = split(listener, 50).await;
+    assert_eq!(counts.get("a1"), Some(&50), "all to a: {counts:?}");
+
+    // Weights flipped to 20/80 by an RDS push.
+    let v2 = h.server.push(weighted(&[pa1], &[pb1], 20, 80)).await;
+    h.server.wait_acked(&v2, &[ROUTE]).await.expect("ACKed");
+    let counts = split(listener, 200).await;
+    let b = *counts.get("b1").unwrap_or(&0);
+    assert!((130..=190).contains(&b), "about 80% to b: {counts:?}");
+
+    // An endpoint added to a by EDS, then a1 removed.
+    let v3 = h.server.push(weighted(&[pa1, pa2], &[pb1], 100, 0)).await;
+    h.server
+        .wait_acked(&v3, &[ENDPOINT, ROUTE])
+        .await
+        .expect("ACKed");
+    let counts = split(listener, 40).await;
+    assert!(
+        counts.get("a1").is_some_and(|n| *n > 5) && counts.get("a2").is_some_and(|n| *n > 5),
+        "both a endpoints serve: {counts:?}"
+    );
+    let v4 = h.server.push(weighted(&[pa2], &[pb1], 100, 0)).await;
+    h.server.wait_acked(&v4, &[ENDPOINT]).await.expect("ACKed");
+    let counts = split(listener, 40).await;
+    assert_eq!(counts.get("a2"), Some(&40), "only a2 is left: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_traffic_follows_route_weights_and_endpoints() {
+    traffic_follows_rds_and_eds("DELTA_GRPC", "delta-split").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_traffic_follows_route_weights_and_endpoints() {
+    traffic_follows_rds_and_eds("GRPC", "sotw-split").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_cluster_without_endpoints_warms_and_is_not_used() {
+    let a = HttpBackend::start("a").await.expect("backend");
+    let mut snapshot = Snapshot::new();
+    snapshot
+        .add(&resources::http_listener("http_in", "routes"))
+        .add(&resources::route_to("routes", "late"))
+        .add(&resources::eds_cluster("late"));
+    let (h, v1) = Harness::start("DELTA_GRPC", "warming", snapshot.clone()).await;
+    h.server
+        .wait_acked(&v1, &[CLUSTER, LISTENER, ROUTE])
+        .await
+        .expect("ACKed while warming");
+    assert_eq!(h.tern.stat("cluster_manager.warming_clusters"), 1);
+    let dump = h.config_dump("").await;
+    let clusters = section(&dump, "ClustersConfigDump");
+    assert_eq!(
+        clusters["dynamic_warming_clusters"][0]["cluster"]["name"], "late",
+        "{clusters}"
+    );
+    let (status, _) = h.ready().await;
+    assert_eq!(status, 503, "not LIVE while a cluster warms");
+    assert!(
+        !h.tern.handle.snapshot().clusters.contains_key("late"),
+        "a warming cluster is not in the cluster manager"
+    );
+    let listener = h.listener("http_in").await;
+    let response = get(listener).await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert_eq!(a.requests(), 0);
+
+    snapshot.add(&resources::endpoints("late", a.address.port()));
+    let v2 = h.server.push(snapshot).await;
+    h.server.wait_acked(&v2, &[ENDPOINT]).await.expect("ACKed");
+    h.wait_live().await;
+    assert_eq!(h.tern.stat("cluster_manager.warming_clusters"), 0);
+    wait_response(listener, "the warmed cluster serves", |r| r.status == 200).await;
+    assert!(a.requests() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constant_load_sees_no_failure_across_pushes() {
+    let backends = [
+        HttpBackend::start("a1").await.expect("backend"),
+        HttpBackend::start("a2").await.expect("backend"),
+        HttpBackend::start("b1").await.expect("backend"),
+    ];
+    let ports: Vec<u16> = backends.iter().map(|b| b.address.port()).collect();
+    let initial = weighted(&[ports[0]], &[ports[2]], 50, 50);
+    let (h, v1) = Harness::start("DELTA_GRPC", "load", initial).await;
+    h.server
+        .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
+        .await
+        .expect("ACKed");
+    h.wait_live().await;
+    let listener = h.listener("http_in").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match http_request(listener, "GET", "example.test", "/", &[]).await {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(r) => {
+                        eprintln!("failed: {} {}", r.status, r.text());
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(e) => {
+                        eprintln!("failed: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    for i in 0..60u32 {
+        let a: &[u16] = if i % 2 == 0 {
+            &[ports[0], ports[1]]
+        } else {
+            &[ports[1]]
+        };
+        let weight = 10 + (i * 37) % 80;
+        let version = h
+            .server
+            .push(weighted(a, &[ports[2]], weight, 100 - weight))
+            .await;
+        h.server
+            .wait_acked(&version, &[ENDPOINT, ROUTE])
+            .await
+            .expect("each push is ACKed");
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load task");
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 60, "the load ran throughout: {ok} requests");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+}
