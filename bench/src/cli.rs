@@ -1,0 +1,130 @@
+//! `tern-bench` flags: which scenarios, which proxies, how long and how often, where to write.
+
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The scenarios of BENCHMARKS.md this harness runs so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, serde::Serialize)]
+pub enum Scenario {
+    /// HTTP/1.1 keep-alive: saturation (50 connections, 64 B), then 1000 rps at 16 connections (1 KB).
+    #[value(name = "S1")]
+    S1,
+    /// h2c, one connection, many streams: saturation and 1000 rps (1 KB).
+    #[value(name = "S2")]
+    S2,
+    /// TCP bulk, one stream: CPU-seconds per GB.
+    #[value(name = "S4")]
+    S4,
+    /// Idle RSS after start: one-route config, and Istio's rendered bootstrap.
+    #[value(name = "S9")]
+    S9,
+}
+
+/// A path under test: a proxy, or no proxy at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proxy {
+    Direct,
+    Tern,
+    Envoy,
+    Nginx,
+    Haproxy,
+}
+
+impl Proxy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proxy::Direct => "direct",
+            Proxy::Tern => "tern",
+            Proxy::Envoy => "envoy",
+            Proxy::Nginx => "nginx",
+            Proxy::Haproxy => "haproxy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tern-bench",
+    about = "Tern against Envoy, nginx, haproxy and the direct path, side by side in one run"
+)]
+pub struct Cli {
+    /// A short smoke run (about two minutes): 1 repetition, 2 s per point.
+    #[arg(long)]
+    pub quick: bool,
+    /// Scenarios to run.
+    #[arg(long, value_delimiter = ',', default_value = "S1,S2,S4,S9")]
+    pub scenario: Vec<Scenario>,
+    /// Paths to measure.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,tern,envoy,nginx,haproxy"
+    )]
+    pub proxy: Vec<Proxy>,
+    /// Repetitions of every point (default 3; 1 with --quick).
+    #[arg(long)]
+    pub repeat: Option<u32>,
+    /// Seconds measured per point, after a warm-up (default 10; 2 with --quick).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Write the results as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Write the Markdown report here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// The tern binary (default: $TERN_BIN, else `tern` next to this executable).
+    #[arg(long, value_name = "PATH")]
+    pub tern_bin: Option<PathBuf>,
+    /// The Envoy binary (default: $TERN_ENVOY_BIN, else .cache/envoy-venv's).
+    #[arg(long, value_name = "PATH")]
+    pub envoy_bin: Option<PathBuf>,
+    /// Istio's rendered sidecar bootstrap for S9.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/work/shared/fixtures/istio/xds/default_golden.json"
+    )]
+    pub istio_bootstrap: PathBuf,
+    /// Skip the wrk cross-check of the in-tree generator.
+    #[arg(long)]
+    pub no_wrk: bool,
+}
+
+/// The run's settings once defaults are applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub scenarios: Vec<Scenario>,
+    pub proxies: Vec<Proxy>,
+    pub repeat: u32,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub wrk: bool,
+}
+
+impl Cli {
+    pub fn settings(&self) -> Settings {
+        let mut scenarios = self.scenario.clone();
+        scenarios.sort();
+        scenarios.dedup();
+        let mut proxies = self.proxy.clone();
+        proxies.sort();
+        proxies.dedup();
+        let seconds = self.duration.unwrap_or(if self.quick { 2.0 } else { 10.0 });
+        let duration = Duration::from_secs_f64(seconds.max(0.2));
+        Settings {
+            scenarios,
+            proxies,
+            repeat: self.repeat.unwrap_or(if self.quick { 1 } else { 3 }).max(1),
+            duration,
+            warmup: if self.quick {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(2)
+            },
+            wrk: !self.no_wrk,
+        }
+    }
+}

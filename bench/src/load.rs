@@ -1,0 +1,427 @@
+//! The in-tree load generator: HTTP/1.1 keep-alive over N connections and h2c over one
+//! connection, closed loop (saturation) or open loop (constant arrival rate), plus a TCP bulk
+//! writer.
+//!
+//! Every load runs on the harness runtime (core 0) and measures only inside a [`Window`]: the
+//! load starts at once, the first `warmup` is not counted, and it stops at the window's end.
+//!
+//! Open-loop latency is corrected for coordinated omission: request `i` has an intended send
+//! time `t0 + i / rate`. On HTTP/1.1 a connection carries every N-th request; when the previous
+//! response on it arrived after the next intended time (the path under test held it up), the
+//! latency is counted from the intended time, not from the late send. When the connection was
+//! idle, it is counted from the actual send, so the runtime's 1 ms timer granularity is not
+//! charged to the proxy. h2c streams never wait for each other, so each counts from its send.
+//! Percentiles come from the `hdrhistogram` crate (microseconds, 3 significant digits).
+
+use crate::backend;
+use bytes::{Buf, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// When a load counts: completions (closed loop) or intended sends (open loop) in [start, end).
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    pub fn after(warmup: Duration, duration: Duration) -> Window {
+        let start = Instant::now() + warmup;
+        Window {
+            start,
+            end: start + duration,
+        }
+    }
+
+    fn contains(&self, t: Instant) -> bool {
+        t >= self.start && t < self.end
+    }
+
+    pub fn seconds(&self) -> f64 {
+        (self.end - self.start).as_secs_f64()
+    }
+}
+
+/// What one load achieved inside its window.
+#[derive(Debug)]
+pub struct Outcome {
+    pub completed: u64,
+    pub errors: u64,
+    /// Latency in microseconds (open loop only).
+    pub latency: Option<Histogram<u64>>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// One HTTP/1.1 keep-alive connection sending a fixed GET and reading `Content-Length` bodies.
+/// A hand-rolled client (httparse for the head) keeps core 0's cost per request low.
+struct H1Connection {
+    stream: TcpStream,
+    buf: BytesMut,
+    request: Bytes,
+}
+
+impl H1Connection {
+    async fn connect(target: SocketAddr, path: &str) -> std::io::Result<H1Connection> {
+        let stream = TcpStream::connect(target).await?;
+        stream.set_nodelay(true)?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        Ok(H1Connection {
+            stream,
+            buf: BytesMut::with_capacity(8192),
+            request: Bytes::from(request),
+        })
+    }
+
+    /// Sends the request and reads one whole 200 response.
+    async fn round_trip(&mut self) -> std::io::Result<()> {
+        self.stream.write_all(&self.request).await?;
+        loop {
+            if let Some(total) = complete_response(&self.buf)? {
+                self.buf.advance(total);
+                return Ok(());
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
+
+/// The length of the first whole response in `buf`, if it is all there.
+fn complete_response(buf: &[u8]) -> std::io::Result<Option<usize>> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(buf) {
+        Ok(httparse::Status::Complete(head)) => head,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(invalid(format!("bad response head: {e}"))),
+    };
+    if response.code != Some(200) {
+        return Err(invalid(format!("status {:?}", response.code)));
+    }
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .ok_or_else(|| invalid("response without Content-Length".into()))?;
+    Ok((buf.len() >= head + length).then_some(head + length))
+}
+
+/// Closed loop: `connections` HTTP/1.1 connections, each sending its next request as soon as
+/// the previous response is in. Counts responses completed inside the window.
+pub async fn h1_closed(
+    target: SocketAddr,
+    connections: usize,
+    body: usize,
+    window: Window,
+) -> Outcome {
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (mut completed, mut errors) = (0u64, 0u64);
+                let mut connection = None;
+                while Instant::now() < window.end {
+                    let conn = match connection.as_mut() {
+                        Some(conn) => conn,
+                        None => {
+                            match H1Connection::connect(target, backend::path_for(body)).await {
+                                Ok(conn) => connection.insert(conn),
+                                Err(_) => {
+                                    errors += 1;
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    match conn.round_trip().await {
+                        Ok(()) if window.contains(Instant::now()) => completed += 1,
+                        Ok(()) => {}
+                        Err(_) => {
+                            errors += 1;
+                            connection = None;
+                        }
+                    }
+                }
+                (completed, errors)
+            })
+        })
+        .collect();
+    let mut outcome = Outcome {
+        completed: 0,
+        errors: 0,
+        latency: None,
+    };
+    for task in tasks {
+        let (completed, errors) = task.await.unwrap_or((0, 1));
+        outcome.completed += completed;
+        outcome.errors += errors;
+    }
+    outcome
+}
+
+/// Open loop: `rate` requests per second spread over `connections` HTTP/1.1 connections
+/// (connection `c` carries requests c, c + N, c + 2N, ...), latency corrected as the module says.
+pub async fn h1_open(
+    target: SocketAddr,
+    connections: usize,
+    rate: f64,
+    body: usize,
+    window: Window,
+) -> Outcome {
+    let t0 = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            tokio::spawn(async move {
+                let mut latency = histogram();
+                let (mut completed, mut errors) = (0u64, 0u64);
+                let mut connection = None;
+                let mut previous_done = t0;
+                for k in 0u32.. {
+                    let intended = t0 + interval * (c as u32 + k * connections as u32);
+                    if intended >= window.end {
+                        break;
+                    }
+                    tokio::time::sleep_until(intended).await;
+                    let conn = match connection.as_mut() {
+                        Some(conn) => conn,
+                        None => {
+                            match H1Connection::connect(target, backend::path_for(body)).await {
+                                Ok(conn) => connection.insert(conn),
+                                Err(_) => {
+                                    errors += 1;
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    let sent = Instant::now();
+                    let result = conn.round_trip().await;
+                    let done = Instant::now();
+                    let from = if previous_done > intended {
+                        intended
+                    } else {
+                        sent
+                    };
+                    previous_done = done;
+                    match result {
+                        Ok(()) if window.contains(intended) => {
+                            completed += 1;
+                            let _ = latency.record(micros(done - from));
+                        }
+                        Ok(()) => {}
+                        Err(_) => {
+                            errors += 1;
+                            connection = None;
+                        }
+                    }
+                }
+                (completed, errors, latency)
+            })
+        })
+        .collect();
+    let mut outcome = Outcome {
+        completed: 0,
+        errors: 0,
+        latency: Some(histogram()),
+    };
+    for task in tasks {
+        match task.await {
+            Ok((completed, errors, latency)) => {
+                outcome.completed += completed;
+                outcome.errors += errors;
+                if let Some(h) = outcome.latency.as_mut() {
+                    let _ = h.add(&latency);
+                }
+            }
+            Err(_) => outcome.errors += 1,
+        }
+    }
+    outcome
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+async fn h2_connect(target: SocketAddr) -> anyhow::Result<H2Sender> {
+    let stream = TcpStream::connect(target).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn h2_get(sender: &mut H2Sender, uri: &http::Uri) -> anyhow::Result<()> {
+    let request = http::Request::get(uri.clone()).body(Empty::new())?;
+    let response = sender.send_request(request).await?;
+    anyhow::ensure!(response.status() == 200, "status {}", response.status());
+    response.into_body().collect().await?;
+    Ok(())
+}
+
+fn h2_uri(target: SocketAddr, body: usize) -> http::Uri {
+    format!("http://{target}{}", backend::path_for(body))
+        .parse()
+        .expect("a valid URI")
+}
+
+/// One h2c GET on a fresh connection: the readiness probe for h2-only listeners.
+pub async fn h2_probe(target: SocketAddr) -> anyhow::Result<()> {
+    let mut sender = h2_connect(target).await?;
+    h2_get(&mut sender, &h2_uri(target, 64)).await
+}
+
+/// One HTTP/1.1 GET on a fresh connection: the readiness probe for HTTP/1.1 listeners.
+pub async fn h1_probe(target: SocketAddr) -> anyhow::Result<()> {
+    let mut conn = H1Connection::connect(target, "/64").await?;
+    tokio::time::timeout(Duration::from_secs(2), conn.round_trip()).await??;
+    Ok(())
+}
+
+/// Closed loop over one h2c connection: `streams` requests always in flight.
+pub async fn h2_closed(target: SocketAddr, streams: usize, body: usize, window: Window) -> Outcome {
+    let failed = Outcome {
+        completed: 0,
+        errors: 1,
+        latency: None,
+    };
+    let Ok(sender) = h2_connect(target).await else {
+        return failed;
+    };
+    let uri = h2_uri(target, body);
+    let tasks: Vec<_> = (0..streams)
+        .map(|_| {
+            let mut sender = sender.clone();
+            let uri = uri.clone();
+            tokio::spawn(async move {
+                let (mut completed, mut errors) = (0u64, 0u64);
+                while Instant::now() < window.end {
+                    match h2_get(&mut sender, &uri).await {
+                        Ok(()) if window.contains(Instant::now()) => completed += 1,
+                        Ok(()) => {}
+                        Err(_) => {
+                            errors += 1;
+                            if sender.is_closed() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                (completed, errors)
+            })
+        })
+        .collect();
+    let mut outcome = Outcome {
+        latency: None,
+        ..failed
+    };
+    outcome.errors = 0;
+    for task in tasks {
+        let (completed, errors) = task.await.unwrap_or((0, 1));
+        outcome.completed += completed;
+        outcome.errors += errors;
+    }
+    outcome
+}
+
+/// Open loop over one h2c connection: a stream started every `1 / rate` seconds.
+pub async fn h2_open(target: SocketAddr, rate: f64, body: usize, window: Window) -> Outcome {
+    let mut outcome = Outcome {
+        completed: 0,
+        errors: 0,
+        latency: Some(histogram()),
+    };
+    let Ok(sender) = h2_connect(target).await else {
+        outcome.errors = 1;
+        return outcome;
+    };
+    let uri = h2_uri(target, body);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+    let t0 = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    tokio::spawn(async move {
+        for i in 0u32.. {
+            let intended = t0 + interval * i;
+            if intended >= window.end {
+                break;
+            }
+            tokio::time::sleep_until(intended).await;
+            let (mut sender, uri, tx) = (sender.clone(), uri.clone(), tx.clone());
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let result = h2_get(&mut sender, &uri).await;
+                let latency = micros(Instant::now() - sent);
+                if window.contains(intended) {
+                    let _ = tx.send(result.ok().map(|()| latency));
+                }
+            });
+        }
+    });
+    while let Some(sample) = rx.recv().await {
+        match sample {
+            Some(us) => {
+                outcome.completed += 1;
+                if let Some(h) = outcome.latency.as_mut() {
+                    let _ = h.record(us);
+                }
+            }
+            None => outcome.errors += 1,
+        }
+    }
+    outcome
+}
+
+/// One TCP stream writing 256 KiB chunks to `target` until the window ends. The bytes that
+/// count are the ones the backend sink received inside the window (read by the caller).
+pub async fn tcp_bulk(target: SocketAddr, window: Window) -> Outcome {
+    let mut outcome = Outcome {
+        completed: 0,
+        errors: 0,
+        latency: None,
+    };
+    let Ok(mut stream) = TcpStream::connect(target).await else {
+        outcome.errors = 1;
+        return outcome;
+    };
+    let chunk = vec![0x5au8; 256 << 10];
+    while Instant::now() < window.end {
+        if stream.write_all(&chunk).await.is_err() {
+            outcome.errors += 1;
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+    outcome
+}
+
+/// A counter shared with the backend's TCP sink.
+pub type ByteCounter = Arc<AtomicU64>;
+
+pub fn read_counter(counter: &ByteCounter) -> u64 {
+    counter.load(Ordering::Relaxed)
+}

@@ -1,0 +1,477 @@
+//! The paths under test: how each proxy is found, configured and run, in one place.
+//!
+//! Every proxy gets the equivalent configuration (same-config rule of BENCHMARKS.md): one
+//! listener on 127.0.0.1, one route or one TCP forward to the in-process backend, one worker,
+//! keep-alive to the upstream, no access log. Envoy additionally gets `generate_request_id:
+//! false` and `dynamic_stats: false` (its own benchmarking advice); Tern gets the same YAML.
+//! h2c listeners forward over HTTP/1.1 keep-alive, since nginx cannot proxy h2 to an upstream.
+//!
+//! Invariants:
+//! - A proxy runs under `taskset -c 1` as the leader of its own process group; [`Running`] kills
+//!   the whole group with SIGKILL and reaps the child when dropped (normal end, error, panic
+//!   unwinding, Ctrl-C), so no proxy outlives the harness.
+//! - [`start`] returns only once a request through the proxy succeeded, or fails with its log.
+
+use crate::cli::Proxy;
+use crate::load;
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a proxy may take to answer its first request.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// HTTP/1.1 downstream (S1).
+    Http1,
+    /// h2c with prior knowledge downstream (S2).
+    H2c,
+    /// Plain TCP forwarding (S4).
+    Tcp,
+}
+
+/// The proxies' binaries, or why one cannot run.
+#[derive(Debug)]
+pub struct Binaries {
+    tern: Result<PathBuf, String>,
+    envoy: Result<PathBuf, String>,
+    nginx: Result<PathBuf, String>,
+    haproxy: Result<PathBuf, String>,
+}
+
+impl Binaries {
+    pub fn locate(tern: Option<&Path>, envoy: Option<&Path>) -> Binaries {
+        let tern = match tern.map(Path::to_path_buf).or_else(|| env_path("TERN_BIN")) {
+            Some(path) => exists(path),
+            None => std::env::current_exe()
+                .map_err(|e| e.to_string())
+                .and_then(|exe| exists(exe.with_file_name("tern"))),
+        };
+        let envoy = match envoy
+            .map(Path::to_path_buf)
+            .or_else(|| env_path("TERN_ENVOY_BIN"))
+        {
+            Some(path) => exists(path),
+            None => venv_envoy(),
+        };
+        Binaries {
+            tern,
+            envoy,
+            nginx: on_path("nginx"),
+            haproxy: on_path("haproxy"),
+        }
+    }
+
+    /// The binary for `proxy`, or the reason it is skipped. `direct` needs none.
+    pub fn get(&self, proxy: Proxy) -> Result<Option<&Path>, String> {
+        let found = match proxy {
+            Proxy::Direct => return Ok(None),
+            Proxy::Tern => &self.tern,
+            Proxy::Envoy => &self.envoy,
+            Proxy::Nginx => &self.nginx,
+            Proxy::Haproxy => &self.haproxy,
+        };
+        found
+            .as_ref()
+            .map(|p| Some(p.as_path()))
+            .map_err(Clone::clone)
+    }
+
+    /// `<binary> --version` (or -v / -V), first line, for the report.
+    pub fn version(&self, proxy: Proxy) -> Option<String> {
+        let binary = self.get(proxy).ok()??;
+        let flag = match proxy {
+            Proxy::Nginx => "-v",
+            Proxy::Haproxy => "-v",
+            _ => "--version",
+        };
+        let out = Command::new(binary).arg(flag).output().ok()?;
+        let text = [out.stdout, out.stderr].concat();
+        let text = String::from_utf8_lossy(&text);
+        text.lines()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+    }
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn exists(path: PathBuf) -> Result<PathBuf, String> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("no binary at {}", path.display()))
+    }
+}
+
+fn on_path(name: &str) -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!("{name} not installed (bash scripts/install-test-deps.d/bench.sh installs it)")
+        })
+}
+
+/// Where scripts/install-test-deps.d/envoy.sh puts Envoy 1.40.0.
+fn venv_envoy() -> Result<PathBuf, String> {
+    let lib = repo_root().join(".cache/envoy-venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.is_file())
+    });
+    found.ok_or_else(|| {
+        format!(
+            "Envoy not installed under {} (bash scripts/install-test-deps.d/envoy.sh installs it)",
+            lib.display()
+        )
+    })
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the proxy binds it right after).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A path under test, up and answering. Dropping it kills the proxy's process group.
+pub struct Running {
+    pub listen: SocketAddr,
+    child: Option<Child>,
+    scratch: Option<PathBuf>,
+}
+
+impl Running {
+    /// The proxy's process group id (its pid), or None for the direct path.
+    pub fn pgid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn log(&self) -> String {
+        let Some(scratch) = &self.scratch else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(scratch.join("proxy.log")).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        Some(format!("exited ({status}); log:\n{}", self.log()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(scratch) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+    }
+}
+
+/// Starts `proxy` in front of `upstream` speaking `mode`, pinned to core 1, and waits until a
+/// request (or connection, for TCP) through it succeeds.
+pub async fn start(
+    proxy: Proxy,
+    binaries: &Binaries,
+    mode: Mode,
+    upstream: SocketAddr,
+) -> anyhow::Result<Running> {
+    let Some(binary) = binaries.get(proxy).map_err(anyhow::Error::msg)? else {
+        return Ok(Running {
+            listen: upstream,
+            child: None,
+            scratch: None,
+        });
+    };
+    let port = free_port()?;
+    let scratch = scratch_dir(proxy)?;
+    let (file, text) = match proxy {
+        Proxy::Tern | Proxy::Envoy => ("bootstrap.yaml", envoy_yaml(mode, port, upstream)),
+        Proxy::Nginx => ("nginx.conf", nginx_conf(mode, port, upstream, &scratch)),
+        Proxy::Haproxy => ("haproxy.cfg", haproxy_cfg(mode, port, upstream)),
+        Proxy::Direct => unreachable!("direct returned above"),
+    };
+    let config = scratch.join(file);
+    std::fs::write(&config, text)?;
+    let mut running = spawn(proxy, binary, &config, scratch)?;
+    running.listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        let probe = match mode {
+            Mode::Http1 => load::h1_probe(running.listen).await,
+            Mode::H2c => load::h2_probe(running.listen).await,
+            Mode::Tcp => tokio::net::TcpStream::connect(running.listen)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+        };
+        match probe {
+            Ok(()) => return Ok(running),
+            Err(e) => {
+                if let Some(why) = running.exited() {
+                    bail!("{} {why}", proxy.name());
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} did not answer within {START_DEADLINE:?} ({e}); log:\n{}",
+                        proxy.name(),
+                        running.log()
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts Tern or Envoy with Istio's rendered sidecar bootstrap (pilot-agent's output for
+/// pkg/bootstrap/testdata/default.proxycfg), its ports moved to free ones and its xDS socket to
+/// a path where no agent listens. Returns once the process has lived for `settle`.
+pub async fn start_istio(
+    proxy: Proxy,
+    binaries: &Binaries,
+    fixture: &Path,
+    settle: Duration,
+) -> anyhow::Result<Running> {
+    let Some(binary) = binaries.get(proxy).map_err(anyhow::Error::msg)? else {
+        bail!("the Istio bootstrap is for tern and envoy only");
+    };
+    let mut text = std::fs::read_to_string(fixture)
+        .with_context(|| format!("reading Istio's bootstrap {}", fixture.display()))?;
+    let scratch = scratch_dir(proxy)?;
+    for port in [15000, 15020, 15021, 15090] {
+        text = text.replace(
+            &format!("\"port_value\": {port}"),
+            &format!("\"port_value\": {}", free_port()?),
+        );
+    }
+    text = text.replace("/tmp/XDS", &scratch.join("XDS").display().to_string());
+    text = text.replace(
+        "/var/lib/istio/data/envoy.prof",
+        &scratch.join("envoy.prof").display().to_string(),
+    );
+    let config = scratch.join("bootstrap.json");
+    std::fs::write(&config, text)?;
+    let mut running = spawn(proxy, binary, &config, scratch)?;
+    tokio::time::sleep(settle).await;
+    if let Some(why) = running.exited() {
+        bail!("{} {why}", proxy.name());
+    }
+    Ok(running)
+}
+
+fn scratch_dir(proxy: Proxy) -> anyhow::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "tern-bench-{}-{}-{n}",
+        std::process::id(),
+        proxy.name()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Runs `taskset -c 1 <binary> <args>` in its own process group, logging to scratch/proxy.log.
+fn spawn(proxy: Proxy, binary: &Path, config: &Path, scratch: PathBuf) -> anyhow::Result<Running> {
+    let log = std::fs::File::create(scratch.join("proxy.log"))?;
+    let mut command = Command::new("taskset");
+    command.args(["-c", "1"]).arg(binary);
+    match proxy {
+        Proxy::Tern | Proxy::Envoy => {
+            command.arg("-c").arg(config).args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "warning",
+            ]);
+            if proxy == Proxy::Envoy {
+                command.arg("--use-dynamic-base-id");
+            }
+        }
+        Proxy::Nginx => {
+            command.arg("-p").arg(&scratch).arg("-c").arg(config);
+        }
+        Proxy::Haproxy => {
+            command.arg("-db").arg("-f").arg(config);
+        }
+        Proxy::Direct => bail!("direct has no process"),
+    }
+    command
+        .current_dir(&scratch)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let child = command
+        .spawn()
+        .with_context(|| format!("spawning taskset -c 1 {}", binary.display()))?;
+    Ok(Running {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        child: Some(child),
+        scratch: Some(scratch),
+    })
+}
+
+/// Envoy v3 bootstrap (also Tern's): one listener, one route or a tcp_proxy, one cluster.
+fn envoy_yaml(mode: Mode, port: u16, upstream: SocketAddr) -> String {
+    let filter = match mode {
+        Mode::Tcp => r#"      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: bench
+          cluster: backend"#
+            .to_string(),
+        Mode::Http1 | Mode::H2c => r#"      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          codec_type: AUTO
+          generate_request_id: false
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              dynamic_stats: false
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
+                route: { cluster: backend, timeout: 0s }"#
+            .to_string(),
+    };
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: bench
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+{filter}
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {up} }} }} }}
+"#,
+        ip = upstream.ip(),
+        up = upstream.port()
+    )
+}
+
+/// nginx: master plus one worker, no access log, upstream keep-alive (HTTP/1.1 to the backend).
+fn nginx_conf(mode: Mode, port: u16, upstream: SocketAddr, scratch: &Path) -> String {
+    let s = scratch.display();
+    let head = format!(
+        "daemon off;\nworker_processes 1;\npid {s}/nginx.pid;\nerror_log {s}/error.log warn;\n"
+    );
+    let events = "events { worker_connections 4096; }\n";
+    if mode == Mode::Tcp {
+        return format!(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n{head}{events}\
+             stream {{\n  server {{\n    listen 127.0.0.1:{port};\n    proxy_pass {upstream};\n  }}\n}}\n"
+        );
+    }
+    let http2 = if mode == Mode::H2c { " http2" } else { "" };
+    format!(
+        "{head}{events}http {{
+  access_log off;
+  client_body_temp_path {s}/body;
+  proxy_temp_path {s}/proxy;
+  fastcgi_temp_path {s}/fastcgi;
+  uwsgi_temp_path {s}/uwsgi;
+  scgi_temp_path {s}/scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  http2_max_concurrent_streams 1000;
+  upstream backend {{
+    server {upstream};
+    keepalive 64;
+    keepalive_requests 10000000;
+  }}
+  server {{
+    listen 127.0.0.1:{port}{http2};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }}
+  }}
+}}
+"
+    )
+}
+
+/// haproxy: one thread, no log, keep-alive both sides with `http-reuse always`.
+fn haproxy_cfg(mode: Mode, port: u16, upstream: SocketAddr) -> String {
+    let (mode_line, bind_extra, http_options) = match mode {
+        Mode::Tcp => ("tcp", "", ""),
+        Mode::Http1 => (
+            "http",
+            "",
+            "  option http-keep-alive\n  http-reuse always\n",
+        ),
+        Mode::H2c => (
+            "http",
+            " proto h2",
+            "  option http-keep-alive\n  http-reuse always\n",
+        ),
+    };
+    format!(
+        "global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode {mode_line}
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+{http_options}frontend bench
+  bind 127.0.0.1:{port}{bind_extra}
+  default_backend backend
+backend backend
+  server s1 {upstream}
+"
+    )
+}

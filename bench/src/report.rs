@@ -1,0 +1,369 @@
+//! Results as JSON and as a Markdown report: one table per scenario case (median and min–max
+//! over repetitions per path), a ratio table (Tern against each comparator and the direct path),
+//! and the generator cross-check against wrk.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// One measured point: a case of a scenario, on one path, in one repetition.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub scenario: String,
+    pub case: String,
+    pub proxy: String,
+    pub repetition: u32,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A path (or a path's case) that did not run, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skip {
+    pub scenario: String,
+    pub proxy: String,
+    pub reason: String,
+}
+
+/// Median, min and max of one metric over repetitions.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Option<Spread> {
+        values.retain(|v| v.is_finite());
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: values[0],
+            max: values[n - 1],
+            n,
+        })
+    }
+}
+
+/// The summary row of one (scenario, case, path).
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryRow {
+    pub scenario: String,
+    pub case: String,
+    pub proxy: String,
+    pub metrics: BTreeMap<String, Spread>,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub date: String,
+    pub command: String,
+    pub machine: serde_json::Value,
+    pub settings: serde_json::Value,
+    pub versions: BTreeMap<String, String>,
+    pub measurements: Vec<Measurement>,
+    pub skipped: Vec<Skip>,
+    pub notes: Vec<String>,
+    pub summary: Vec<SummaryRow>,
+}
+
+/// Column order and labels for the metrics a table may show.
+const METRICS: &[(&str, &str)] = &[
+    ("rps", "rps"),
+    ("cpu_us_per_req", "CPU µs/req"),
+    ("proxy_core_util", "proxy core"),
+    ("client_core_util", "core 0"),
+    ("p50_us", "p50 µs"),
+    ("p90_us", "p90 µs"),
+    ("p99_us", "p99 µs"),
+    ("p999_us", "p99.9 µs"),
+    ("added_p50_us", "added p50 µs"),
+    ("added_p90_us", "added p90 µs"),
+    ("added_p99_us", "added p99 µs"),
+    ("added_p999_us", "added p99.9 µs"),
+    ("gbit_s", "Gbit/s"),
+    ("cpu_s_per_gb", "CPU-s/GB"),
+    ("idle_rss_mib", "idle RSS MiB"),
+    ("rss_after_load_mib", "RSS after load MiB"),
+    ("errors", "errors"),
+];
+
+/// Headline metrics for the ratio table (lower is better for all but rps).
+const HEADLINES: &[&str] = &[
+    "cpu_us_per_req",
+    "rps",
+    "added_p50_us",
+    "added_p99_us",
+    "added_p999_us",
+    "cpu_s_per_gb",
+    "idle_rss_mib",
+];
+
+const PROXY_ORDER: &[&str] = &["direct", "tern", "envoy", "nginx", "haproxy"];
+
+impl Results {
+    /// Adds added-latency metrics (proxied minus direct in the same repetition and case), then
+    /// builds the summary rows.
+    pub fn finish(&mut self) {
+        let direct: BTreeMap<(String, u32), BTreeMap<String, f64>> = self
+            .measurements
+            .iter()
+            .filter(|m| m.proxy == "direct")
+            .map(|m| ((m.case.clone(), m.repetition), m.metrics.clone()))
+            .collect();
+        for m in self.measurements.iter_mut().filter(|m| m.proxy != "direct") {
+            let Some(base) = direct.get(&(m.case.clone(), m.repetition)) else {
+                continue;
+            };
+            for p in ["p50_us", "p90_us", "p99_us", "p999_us"] {
+                if let (Some(v), Some(b)) = (m.metrics.get(p), base.get(p)) {
+                    m.metrics.insert(format!("added_{p}"), v - b);
+                }
+            }
+        }
+        let mut groups: BTreeMap<(String, String, usize), BTreeMap<String, Vec<f64>>> =
+            BTreeMap::new();
+        for m in &self.measurements {
+            let key = (m.scenario.clone(), m.case.clone(), proxy_rank(&m.proxy));
+            let entry = groups.entry(key).or_default();
+            for (name, value) in &m.metrics {
+                entry.entry(name.clone()).or_default().push(*value);
+            }
+        }
+        self.summary = groups
+            .into_iter()
+            .map(|((scenario, case, rank), metrics)| SummaryRow {
+                scenario,
+                case,
+                proxy: PROXY_ORDER.get(rank).unwrap_or(&"?").to_string(),
+                metrics: metrics
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, Spread::of(v)?)))
+                    .collect(),
+            })
+            .collect();
+    }
+
+    fn median(&self, case: &str, proxy: &str, metric: &str) -> Option<f64> {
+        self.summary
+            .iter()
+            .find(|r| r.case == case && r.proxy == proxy)
+            .and_then(|r| r.metrics.get(metric))
+            .map(|s| s.median)
+    }
+
+    fn cases(&self) -> Vec<(String, String)> {
+        let mut cases: Vec<(String, String)> = Vec::new();
+        for r in &self.summary {
+            let key = (r.scenario.clone(), r.case.clone());
+            if !cases.contains(&key) {
+                cases.push(key);
+            }
+        }
+        cases
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "## Run\n");
+        let _ = writeln!(out, "- Date (UTC): {}", self.date);
+        let _ = writeln!(out, "- Command: `{}`", self.command);
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "- Machine: {} × {}, {} GiB, kernel {}; load average at start: {}",
+            m["cores"],
+            m["cpu"].as_str().unwrap_or("?"),
+            m["memory_gib"],
+            m["kernel"].as_str().unwrap_or("?"),
+            m["loadavg_at_start"].as_str().unwrap_or("?")
+        );
+        let _ = writeln!(out, "- Settings: `{}`", self.settings);
+        for (name, version) in &self.versions {
+            let _ = writeln!(out, "- {name}: {version}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        for s in &self.skipped {
+            // One list item per skip: the proxy's log tail folded onto one line, the end kept.
+            let reason: Vec<&str> = s
+                .reason
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let reason = reason.join(" / ");
+            let start = reason.len().saturating_sub(400);
+            let start = (start..reason.len())
+                .find(|i| reason.is_char_boundary(*i))
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "- Skipped {} in {}: {}",
+                s.proxy,
+                s.scenario,
+                &reason[start..]
+            );
+        }
+        let _ = writeln!(out, "\n## Ratios (medians)\n");
+        out.push_str(&self.ratio_table());
+        out.push_str(&self.wrk_table());
+        let _ = writeln!(out, "\n## Per case (median, min–max over repetitions)\n");
+        for (scenario, case) in self.cases() {
+            out.push_str(&self.case_table(&scenario, &case));
+        }
+        out
+    }
+
+    fn case_table(&self, scenario: &str, case: &str) -> String {
+        let rows: Vec<&SummaryRow> = self.summary.iter().filter(|r| r.case == case).collect();
+        let columns: Vec<&(&str, &str)> = METRICS
+            .iter()
+            .filter(|(k, _)| rows.iter().any(|r| r.metrics.contains_key(*k)))
+            .collect();
+        let mut out = format!("### {scenario}: {case}\n\n| path |");
+        for (_, label) in &columns {
+            let _ = write!(out, " {label} |");
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(columns.len()));
+        out.push('\n');
+        for r in rows {
+            let _ = write!(out, "| {} |", r.proxy);
+            for (k, _) in &columns {
+                let cell = r.metrics.get(*k).map_or(String::from("–"), |s| {
+                    if s.n > 1 {
+                        format!("{} ({}–{})", num(s.median), num(s.min), num(s.max))
+                    } else {
+                        num(s.median)
+                    }
+                });
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+        out
+    }
+
+    fn ratio_table(&self) -> String {
+        let mut out = String::from(
+            "| case | metric | direct | tern | envoy | nginx | haproxy | tern/envoy | tern/nginx | tern/haproxy | tern/direct |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for (_, case) in self.cases() {
+            if case.contains("wrk") {
+                continue;
+            }
+            for metric in HEADLINES {
+                let values: Vec<Option<f64>> = PROXY_ORDER
+                    .iter()
+                    .map(|p| self.median(&case, p, metric))
+                    .collect();
+                if values.iter().skip(1).all(Option::is_none) {
+                    continue;
+                }
+                let label = METRICS
+                    .iter()
+                    .find(|(k, _)| k == metric)
+                    .map_or(*metric, |(_, l)| l);
+                let _ = write!(out, "| {case} | {label} |");
+                for v in &values {
+                    let _ = write!(out, " {} |", v.map_or("–".into(), num));
+                }
+                let tern = values[1];
+                for other in [values[2], values[3], values[4], values[0]] {
+                    let ratio = match (tern, other) {
+                        (Some(t), Some(o))
+                            if o.abs() > f64::EPSILON && !metric.starts_with("added") =>
+                        {
+                            format!("{:.2}", t / o)
+                        }
+                        (Some(t), Some(o)) if metric.starts_with("added") && o > 0.0 => {
+                            format!("{:.2}", t / o)
+                        }
+                        _ => "–".into(),
+                    };
+                    let _ = write!(out, " {ratio} |");
+                }
+                out.push('\n');
+            }
+        }
+        out.push_str(
+            "\nRatios are of medians; for added latency a ratio is shown only when the comparator's added latency is positive.\n",
+        );
+        out
+    }
+
+    fn wrk_table(&self) -> String {
+        let Some((_, wrk_case)) = self.cases().into_iter().find(|(_, c)| c.contains("wrk")) else {
+            return String::new();
+        };
+        let Some((_, own_case)) = self
+            .cases()
+            .into_iter()
+            .find(|(s, c)| s == "S1" && c.starts_with("saturation"))
+        else {
+            return String::new();
+        };
+        let mut out = format!(
+            "\n### Generator cross-check (first repetition): in-tree `{own_case}` vs `{wrk_case}`\n\n| path | in-tree rps | wrk rps | in-tree/wrk | CPU µs/req in-tree | CPU µs/req wrk |\n|---|---:|---:|---:|---:|---:|\n"
+        );
+        for proxy in PROXY_ORDER {
+            let first = |case: &str, metric: &str| {
+                self.measurements
+                    .iter()
+                    .find(|m| m.case == case && m.proxy == *proxy && m.repetition == 0)
+                    .and_then(|m| m.metrics.get(metric).copied())
+            };
+            let (own, wrk) = (first(&own_case, "rps"), first(&wrk_case, "rps"));
+            if wrk.is_none() {
+                continue;
+            }
+            let ratio = match (own, wrk) {
+                (Some(o), Some(w)) if w > 0.0 => format!("{:.2}", o / w),
+                _ => "–".into(),
+            };
+            let cell = |v: Option<f64>| v.map_or("–".into(), num);
+            let _ = writeln!(
+                out,
+                "| {proxy} | {} | {} | {ratio} | {} | {} |",
+                cell(own),
+                cell(wrk),
+                cell(first(&own_case, "cpu_us_per_req")),
+                cell(first(&wrk_case, "cpu_us_per_req"))
+            );
+        }
+        out
+    }
+}
+
+fn proxy_rank(proxy: &str) -> usize {
+    PROXY_ORDER
+        .iter()
+        .position(|p| *p == proxy)
+        .unwrap_or(PROXY_ORDER.len())
+}
+
+/// A number with about three significant digits.
+fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 || v == v.trunc() && a >= 10.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}

@@ -1,0 +1,427 @@
+//! The scenarios themselves: for each repetition and each path, start the path's proxy, run the
+//! scenario's cases through it, record one [`Measurement`] per case, stop the proxy.
+//!
+//! Paths alternate inside a repetition, so a noisy minute on the shared machine spreads over all
+//! of them instead of landing on one. A path that cannot run (binary missing, config refused)
+//! becomes a [`Skip`] with the reason; the run goes on.
+
+use crate::backend::{self, Sink};
+use crate::cli::{Cli, Proxy, Scenario, Settings};
+use crate::load::{self, Outcome, Window};
+use crate::measure;
+use crate::proxies::{self, Binaries, Mode, Running};
+use crate::report::{Measurement, Results, Skip};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// S1/S2 saturation: closed-loop connections (HTTP/1.1) or streams (h2c), 64 B bodies.
+const SATURATION_CONNECTIONS: usize = 50;
+const H2_SATURATION_STREAMS: usize = 50;
+/// S1/S2 fixed rate: Istio's point (1000 rps, 16 connections, 1 KB).
+const FIXED_RATE: f64 = 1000.0;
+const FIXED_CONNECTIONS: usize = 16;
+/// How long a proxy idles before its RSS is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+const ISTIO_SETTLE: Duration = Duration::from_secs(3);
+
+struct Bench {
+    settings: Settings,
+    binaries: Binaries,
+    http: SocketAddr,
+    sink: Sink,
+    istio_bootstrap: PathBuf,
+    results: Results,
+}
+
+pub async fn run(cli: &Cli, command: String) -> anyhow::Result<Results> {
+    let settings = cli.settings();
+    let binaries = Binaries::locate(cli.tern_bin.as_deref(), cli.envoy_bin.as_deref());
+    let mut results = Results {
+        date: utc_now(),
+        command,
+        machine: measure::machine(),
+        settings: serde_json::json!({
+            "scenarios": settings.scenarios,
+            "proxies": settings.proxies,
+            "repeat": settings.repeat,
+            "duration_s": settings.duration.as_secs_f64(),
+            "warmup_s": settings.warmup.as_secs_f64(),
+        }),
+        ..Results::default()
+    };
+    results.notes.push(
+        "Layout: each proxy alone on core 1 (taskset -c 1, one worker); generator and backend in this process on core 0. Latency percentiles: hdrhistogram crate."
+            .into(),
+    );
+    for proxy in &settings.proxies {
+        if let Some(version) = binaries.version(*proxy) {
+            results.versions.insert(proxy.name().into(), version);
+        }
+        if let Ok(Some(path)) = binaries.get(*proxy) {
+            results.versions.insert(
+                format!("{} binary", proxy.name()),
+                path.display().to_string(),
+            );
+        }
+    }
+    let mut bench = Bench {
+        http: backend::start_http().await?,
+        sink: backend::start_sink().await?,
+        settings,
+        binaries,
+        istio_bootstrap: cli.istio_bootstrap.clone(),
+        results,
+    };
+    bench.run_all().await;
+    let mut results = bench.results;
+    results.finish();
+    Ok(results)
+}
+
+impl Bench {
+    async fn run_all(&mut self) {
+        let proxies: Vec<Proxy> = self.settings.proxies.clone();
+        let runnable: Vec<Proxy> = proxies
+            .into_iter()
+            .filter(|p| match self.binaries.get(*p) {
+                Ok(_) => true,
+                Err(reason) => {
+                    self.skip("all", *p, reason);
+                    false
+                }
+            })
+            .collect();
+        let has = |s| self.settings.scenarios.contains(&s);
+        let (s1, s2, s4, s9) = (
+            has(Scenario::S1),
+            has(Scenario::S2),
+            has(Scenario::S4),
+            has(Scenario::S9),
+        );
+        for repetition in 0..self.settings.repeat {
+            for &proxy in &runnable {
+                eprintln!(
+                    "[tern-bench] repetition {}/{}: {}",
+                    repetition + 1,
+                    self.settings.repeat,
+                    proxy.name()
+                );
+                if s1 || (s9 && proxy != Proxy::Direct) {
+                    self.s1(proxy, repetition, s1, s9).await;
+                }
+                if s2 {
+                    self.s2(proxy, repetition).await;
+                }
+                if s4 {
+                    self.s4(proxy, repetition).await;
+                }
+            }
+        }
+        if s9 {
+            for proxy in [Proxy::Tern, Proxy::Envoy] {
+                if runnable.contains(&proxy) {
+                    self.s9_istio(proxy).await;
+                }
+            }
+        }
+    }
+
+    fn skip(&mut self, scenario: &str, proxy: Proxy, reason: impl Into<String>) {
+        let reason = reason.into();
+        eprintln!(
+            "[tern-bench] skipped {} in {scenario}: {reason}",
+            proxy.name()
+        );
+        self.results.skipped.push(Skip {
+            scenario: scenario.into(),
+            proxy: proxy.name().into(),
+            reason,
+        });
+    }
+
+    fn record(
+        &mut self,
+        scenario: &str,
+        case: &str,
+        proxy: Proxy,
+        repetition: u32,
+        metrics: BTreeMap<String, f64>,
+    ) {
+        eprintln!(
+            "[tern-bench]   {scenario} {case} {}: {}",
+            proxy.name(),
+            metrics
+                .iter()
+                .filter(|(k, _)| [
+                    "rps",
+                    "cpu_us_per_req",
+                    "p99_us",
+                    "gbit_s",
+                    "cpu_s_per_gb",
+                    "idle_rss_mib",
+                    "errors"
+                ]
+                .contains(&k.as_str()))
+                .map(|(k, v)| format!("{k}={v:.1}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        self.results.measurements.push(Measurement {
+            scenario: scenario.into(),
+            case: case.into(),
+            proxy: proxy.name().into(),
+            repetition,
+            metrics,
+        });
+    }
+
+    async fn start(
+        &mut self,
+        scenario: &str,
+        proxy: Proxy,
+        mode: Mode,
+        upstream: SocketAddr,
+    ) -> Option<Running> {
+        match proxies::start(proxy, &self.binaries, mode, upstream).await {
+            Ok(running) => Some(running),
+            Err(e) => {
+                self.skip(scenario, proxy, format!("{e:#}"));
+                None
+            }
+        }
+    }
+
+    /// S1: HTTP/1.1 saturation and fixed rate; S9's idle RSS with the same one-route config.
+    async fn s1(&mut self, proxy: Proxy, repetition: u32, s1: bool, s9: bool) {
+        let Some(running) = self.start("S1", proxy, Mode::Http1, self.http).await else {
+            return;
+        };
+        if s9 && let Some(pgid) = running.pgid() {
+            tokio::time::sleep(IDLE_SETTLE).await;
+            let rss = mib(measure::group_rss_kib(pgid));
+            let metrics = BTreeMap::from([("idle_rss_mib".to_string(), rss)]);
+            self.record(
+                "S9",
+                "idle, one-route HTTP config",
+                proxy,
+                repetition,
+                metrics,
+            );
+        }
+        if !s1 {
+            return;
+        }
+        let target = running.listen;
+        let case = format!("saturation, HTTP/1.1, {SATURATION_CONNECTIONS} connections, 64 B");
+        let metrics = self
+            .point(&running, move |w| {
+                load::h1_closed(target, SATURATION_CONNECTIONS, 64, w)
+            })
+            .await;
+        self.record("S1", &case, proxy, repetition, metrics);
+        let case = format!("{FIXED_RATE} rps, HTTP/1.1, {FIXED_CONNECTIONS} connections, 1 KB");
+        let mut metrics = self
+            .point(&running, move |w| {
+                load::h1_open(target, FIXED_CONNECTIONS, FIXED_RATE, 1024, w)
+            })
+            .await;
+        if let Some(pgid) = running.pgid() {
+            metrics.insert(
+                "rss_after_load_mib".into(),
+                mib(measure::group_rss_kib(pgid)),
+            );
+        }
+        self.record("S1", &case, proxy, repetition, metrics);
+        if repetition == 0 && self.settings.wrk {
+            self.wrk(&running, proxy).await;
+        }
+    }
+
+    /// S2: h2c over one connection: saturation (many streams) and fixed rate.
+    async fn s2(&mut self, proxy: Proxy, repetition: u32) {
+        let Some(running) = self.start("S2", proxy, Mode::H2c, self.http).await else {
+            return;
+        };
+        let target = running.listen;
+        let case = format!("saturation, h2c, 1 connection, {H2_SATURATION_STREAMS} streams, 64 B");
+        let metrics = self
+            .point(&running, move |w| {
+                load::h2_closed(target, H2_SATURATION_STREAMS, 64, w)
+            })
+            .await;
+        self.record("S2", &case, proxy, repetition, metrics);
+        let case = format!("{FIXED_RATE} rps, h2c, 1 connection, 1 KB");
+        let metrics = self
+            .point(&running, move |w| {
+                load::h2_open(target, FIXED_RATE, 1024, w)
+            })
+            .await;
+        self.record("S2", &case, proxy, repetition, metrics);
+    }
+
+    /// S4: one TCP stream of bulk data through the proxy into the backend's sink.
+    async fn s4(&mut self, proxy: Proxy, repetition: u32) {
+        let Some(running) = self.start("S4", proxy, Mode::Tcp, self.sink.address).await else {
+            return;
+        };
+        let target = running.listen;
+        let metrics = self
+            .point(&running, move |w| load::tcp_bulk(target, w))
+            .await;
+        self.record("S4", "TCP bulk, 1 stream", proxy, repetition, metrics);
+    }
+
+    /// S9 with Istio's rendered sidecar bootstrap (no pilot-agent, so xDS never answers).
+    async fn s9_istio(&mut self, proxy: Proxy) {
+        if !self.istio_bootstrap.is_file() {
+            let reason = format!("no Istio bootstrap at {}", self.istio_bootstrap.display());
+            self.skip("S9", proxy, reason);
+            return;
+        }
+        let started =
+            proxies::start_istio(proxy, &self.binaries, &self.istio_bootstrap, ISTIO_SETTLE).await;
+        match started {
+            Ok(running) => {
+                let rss = running
+                    .pgid()
+                    .map_or(0.0, |p| mib(measure::group_rss_kib(p)));
+                let metrics = BTreeMap::from([("idle_rss_mib".to_string(), rss)]);
+                let case = "idle, Istio default bootstrap, xDS unreachable";
+                self.record("S9", case, proxy, 0, metrics);
+            }
+            Err(e) => self.skip("S9 (Istio bootstrap)", proxy, format!("{e:#}")),
+        }
+    }
+
+    /// Runs one load against `running` and reads the proxy's CPU across the load's window.
+    async fn point<F, Fut>(&self, running: &Running, load: F) -> BTreeMap<String, f64>
+    where
+        F: FnOnce(Window) -> Fut,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let window = Window::after(self.settings.warmup, self.settings.duration);
+        let task = tokio::spawn(load(window));
+        tokio::time::sleep_until(window.start).await;
+        let pgid = running.pgid();
+        let proxy0 = pgid.map(measure::group_cpu_seconds);
+        let own0 = measure::own_cpu_seconds();
+        let bytes0 = load::read_counter(&self.sink.received);
+        tokio::time::sleep_until(window.end).await;
+        let proxy1 = pgid.map(measure::group_cpu_seconds);
+        let own1 = measure::own_cpu_seconds();
+        let bytes1 = load::read_counter(&self.sink.received);
+        let outcome = task.await.unwrap_or(Outcome {
+            completed: 0,
+            errors: 1,
+            latency: None,
+        });
+        let secs = window.seconds();
+        let mut m = BTreeMap::new();
+        m.insert("errors".to_string(), outcome.errors as f64);
+        m.insert("client_core_util".into(), (own1 - own0) / secs);
+        let proxy_cpu = proxy0.zip(proxy1).map(|(a, b)| b - a);
+        if let Some(cpu) = proxy_cpu {
+            m.insert("proxy_core_util".into(), cpu / secs);
+        }
+        let bytes = bytes1.saturating_sub(bytes0);
+        if bytes > 0 {
+            let gb = bytes as f64 / 1e9;
+            m.insert("gbit_s".into(), gb * 8.0 / secs);
+            if let Some(cpu) = proxy_cpu {
+                m.insert("cpu_s_per_gb".into(), cpu / gb);
+            }
+        }
+        if outcome.completed > 0 {
+            m.insert("rps".into(), outcome.completed as f64 / secs);
+            if let Some(cpu) = proxy_cpu {
+                m.insert(
+                    "cpu_us_per_req".into(),
+                    cpu * 1e6 / outcome.completed as f64,
+                );
+            }
+        }
+        if let Some(h) = outcome.latency.filter(|h| !h.is_empty()) {
+            for (name, q) in [
+                ("p50_us", 0.5),
+                ("p90_us", 0.9),
+                ("p99_us", 0.99),
+                ("p999_us", 0.999),
+            ] {
+                m.insert(name.into(), h.value_at_quantile(q) as f64);
+            }
+        }
+        m
+    }
+
+    /// The generator cross-check: `wrk -t1 -c50` on core 0 against the same listener.
+    async fn wrk(&mut self, running: &Running, proxy: Proxy) {
+        let secs = self.settings.duration.as_secs().max(1);
+        let url = format!("http://{}/64", running.listen);
+        let pgid = running.pgid();
+        let cpu0 = pgid.map(measure::group_cpu_seconds);
+        let output = tokio::process::Command::new("taskset")
+            .args([
+                "-c",
+                "0",
+                "wrk",
+                "-t1",
+                &format!("-c{SATURATION_CONNECTIONS}"),
+                &format!("-d{secs}s"),
+                &url,
+            ])
+            .kill_on_drop(true)
+            .output()
+            .await;
+        let cpu1 = pgid.map(measure::group_cpu_seconds);
+        let text = match output {
+            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Ok(out) => {
+                let reason = format!(
+                    "wrk failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                self.skip("S1 wrk", proxy, reason);
+                return;
+            }
+            Err(e) => {
+                self.skip("S1 wrk", proxy, format!("wrk not runnable: {e}"));
+                return;
+            }
+        };
+        let Some(requests) = wrk_requests(&text) else {
+            self.skip("S1 wrk", proxy, format!("unreadable wrk output: {text}"));
+            return;
+        };
+        let mut m = BTreeMap::from([("rps".to_string(), requests / secs as f64)]);
+        if let Some(cpu) = cpu0.zip(cpu1).map(|(a, b)| b - a) {
+            m.insert("cpu_us_per_req".into(), cpu * 1e6 / requests);
+        }
+        let case = format!("saturation, wrk -t1 -c{SATURATION_CONNECTIONS}, 64 B");
+        self.record("S1", &case, proxy, 0, m);
+    }
+}
+
+/// The request count in wrk's "N requests in Xs, Y read" line.
+fn wrk_requests(text: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.contains(" requests in "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Benchmark smoke: builds tern and tern-bench (profile bench-fast), runs `tern-bench --quick`
+# (about two minutes) and checks that it wrote valid JSON with measurements for tern, envoy,
+# nginx, haproxy and direct. Not part of scripts/test.sh: it is slow and needs the comparators
+# (bash scripts/install-test-deps.sh installs them). Under CI=true a missing comparator fails
+# this check, since every path must have rows.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+profile="${BENCH_PROFILE:-bench-fast}"
+cargo build --profile "$profile" -p tern -p tern-bench
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+"target/$profile/tern-bench" --quick --json "$out/bench.json" --report "$out/bench.md" >/dev/null
+python3 - "$out/bench.json" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+paths = {m["proxy"] for m in data["measurements"]}
+missing = {"tern", "envoy", "nginx", "haproxy", "direct"} - paths
+for skip in data["skipped"]:
+    print(f"skipped {skip['proxy']} in {skip['scenario']}: {skip['reason'].splitlines()[0]}")
+if missing:
+    sys.exit(f"bench-smoke: no measurements for {sorted(missing)}")
+bad = [m for m in data["measurements"] if m["metrics"].get("errors", 0) > 0]
+if bad:
+    sys.exit(f"bench-smoke: errors in {[(m['proxy'], m['case']) for m in bad]}")
+print(f"bench-smoke: ok, {len(data['measurements'])} measurements for {sorted(paths)}")
+PY
