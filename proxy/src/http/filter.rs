@@ -234,6 +234,16 @@ impl<'a> RouteLevels<'a> {
     }
 }
 
+/// The most specific per-filter config of `filter` that `pick` accepts (switches and configs of
+/// other types are skipped, as Envoy's `mostSpecificPerFilterConfig` does).
+fn most_specific<'a, T>(
+    route: Option<RouteLevels<'a>>,
+    filter: &'a str,
+    pick: impl Fn(&'a FilterOverride) -> Option<&'a T>,
+) -> Option<&'a T> {
+    route.and_then(|r| r.overrides(filter).find_map(pick))
+}
+
 /// Whether a filter runs for this request: the most specific per-filter entry decides (any
 /// config enables, a `FilterConfig { disabled: true }` disables), else the chain's `disabled`.
 fn filter_enabled(route: Option<RouteLevels<'_>>, name: &str, disabled_in_chain: bool) -> bool {
@@ -370,14 +380,11 @@ pub async fn run_request_filters(
                 if !filter_enabled(route, name, *disabled) {
                     continue;
                 }
-                let config = route
-                    .and_then(|r| {
-                        r.overrides(name).find_map(|o| match o {
-                            FilterOverride::Fault(c) => Some(c),
-                            _ => None,
-                        })
-                    })
-                    .unwrap_or(config);
+                let config = most_specific(route, name, |o| match o {
+                    FilterOverride::Fault(c) => Some(c),
+                    _ => None,
+                })
+                .unwrap_or(config);
                 let decision = {
                     let mut rng = ctx.worker.rng.borrow_mut();
                     config.decide(stats, headers, request.cluster, &mut *rng)
@@ -406,14 +413,11 @@ pub async fn run_request_filters(
                 if !filter_enabled(route, name, *disabled) {
                     continue;
                 }
-                let config = route
-                    .and_then(|r| {
-                        r.overrides(name).find_map(|o| match o {
-                            FilterOverride::LocalRateLimit(c) => Some(c),
-                            _ => None,
-                        })
-                    })
-                    .unwrap_or(config);
+                let config = most_specific(route, name, |o| match o {
+                    FilterOverride::LocalRateLimit(c) => Some(c),
+                    _ => None,
+                })
+                .unwrap_or(config);
                 let decision = {
                     let mut rng = ctx.worker.rng.borrow_mut();
                     config.check(

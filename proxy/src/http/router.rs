@@ -109,22 +109,7 @@ pub async fn handle(
     };
     let mut response = match outcome {
         Ok(r) => r,
-        Err(reply) => {
-            log.response_flags = reply.flag.to_string();
-            log.response_code_details = reply.details.to_string();
-            let mut response = local_reply::reply_with_grpc_status(
-                reply.status,
-                &reply.body,
-                grpc,
-                reply.grpc_status,
-            );
-            if reply.close {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            response
-        }
+        Err(reply) => reply.into_response(grpc, &mut log),
     };
     decorations.apply(response.headers_mut());
     let hcm = &ctx.hcm;
@@ -196,6 +181,21 @@ impl LocalReply {
         self.close = true;
         self
     }
+
+    /// The reply as sent (a gRPC request gets a trailers-only answer), with its flag and
+    /// details recorded for the access log.
+    fn into_response(self, grpc: bool, log: &mut LogRecord) -> Response<Body> {
+        log.response_flags = self.flag.to_string();
+        log.response_code_details = self.details.to_string();
+        let mut response =
+            local_reply::reply_with_grpc_status(self.status, &self.body, grpc, self.grpc_status);
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
 }
 
 async fn process(
@@ -248,13 +248,7 @@ async fn process(
         RouteSource::Rds(name) => ctx.snapshot.routes.get(name).cloned(),
     };
     let random: u64 = ctx.worker.rng.borrow_mut().random();
-    let view = RequestView {
-        method: &parts.method,
-        scheme: ctx.scheme,
-        authority: &authority,
-        path: &path,
-        headers: &parts.headers,
-    };
+    let view = request_view(ctx, &parts, &authority, &path);
     let selected = routes.as_deref().and_then(|r| r.route(&view, random));
     // The cluster is chosen before the filters run: they see the weighted pick (per-filter
     // configs, the fault filter's upstream_cluster) that the router then uses.
@@ -294,14 +288,7 @@ async fn process(
             && let Some((vhost, route)) = selected
             && let Some(routes) = routes.as_deref()
         {
-            apply_header_ops(
-                routes,
-                vhost,
-                route,
-                None,
-                response.headers_mut(),
-                HeaderOps::apply_response,
-            );
+            route_response_headers(routes, vhost, route, response.headers_mut());
         }
         return Ok(response);
     }
@@ -316,7 +303,7 @@ async fn process(
         ));
     };
     log.route_name = route.name.clone();
-    match &route.action {
+    let mut response = match &route.action {
         Action::DirectResponse { status, body } => {
             ctx.stats.rq_direct_response.inc();
             let mut response = Response::new(local_reply::full(body.clone().unwrap_or_default()));
@@ -326,40 +313,18 @@ async fn process(
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
-            apply_header_ops(
-                routes,
-                vhost,
-                route,
-                None,
-                response.headers_mut(),
-                HeaderOps::apply_response,
-            );
-            Ok(response)
+            response
         }
         Action::Redirect(redirect) => {
             ctx.stats.rq_redirect.inc();
-            let view = RequestView {
-                method: &parts.method,
-                scheme: ctx.scheme,
-                authority: &authority,
-                path: &path,
-                headers: &parts.headers,
-            };
+            let view = request_view(ctx, &parts, &authority, &path);
             let location = redirect.location(&view, route.matcher.matched_prefix());
             let mut response = Response::new(local_reply::empty());
             *response.status_mut() = redirect.status;
             if let Ok(v) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, v);
             }
-            apply_header_ops(
-                routes,
-                vhost,
-                route,
-                None,
-                response.headers_mut(),
-                HeaderOps::apply_response,
-            );
-            Ok(response)
+            response
         }
         Action::Forward(action) => {
             let (cluster_name, weighted) = target.unwrap_or_default();
@@ -377,29 +342,31 @@ async fn process(
             };
             let grpc = local_reply::is_grpc(&parts.headers);
             match request.run(parts, body, on_upgrade, log).await {
-                Ok(response) => Ok(response),
-                Err(reply) => {
-                    // Local replies after route selection carry the route's response headers.
-                    log.response_flags = reply.flag.to_string();
-                    log.response_code_details = reply.details.to_string();
-                    let mut response = local_reply::reply_with_grpc_status(
-                        reply.status,
-                        &reply.body,
-                        grpc,
-                        reply.grpc_status,
-                    );
-                    apply_header_ops(
-                        routes,
-                        vhost,
-                        route,
-                        None,
-                        response.headers_mut(),
-                        HeaderOps::apply_response,
-                    );
-                    Ok(response)
-                }
+                // Forwarded responses get the route's headers (with the weighted cluster's
+                // level) in `run`.
+                Ok(response) => return Ok(response),
+                Err(reply) => reply.into_response(grpc, log),
             }
         }
+    };
+    // Answers made here after route selection carry the route's response headers.
+    route_response_headers(routes, vhost, route, response.headers_mut());
+    Ok(response)
+}
+
+/// What route matching sees of a request.
+fn request_view<'a>(
+    ctx: &ConnectionContext,
+    parts: &'a http::request::Parts,
+    authority: &'a str,
+    path: &'a str,
+) -> RequestView<'a> {
+    RequestView {
+        method: &parts.method,
+        scheme: ctx.scheme,
+        authority,
+        path,
+        headers: &parts.headers,
     }
 }
 
@@ -637,6 +604,24 @@ fn apply_header_ops(
     for ops in header_levels(routes, vhost, route, weighted) {
         side(ops, headers);
     }
+}
+
+/// The route's response header mutations (route config, virtual host, route) on a response
+/// the proxy made itself.
+fn route_response_headers(
+    routes: &RouteConfig,
+    vhost: &VirtualHost,
+    route: &Route,
+    headers: &mut HeaderMap,
+) {
+    apply_header_ops(
+        routes,
+        vhost,
+        route,
+        None,
+        headers,
+        HeaderOps::apply_response,
+    );
 }
 
 /// A request that a route forwards to a cluster.
