@@ -1,7 +1,8 @@
-//! Bootstraps for in-process HTTP tests, built from YAML fragments: one listener `http` on
-//! 127.0.0.1 (port chosen by the kernel) whose connection manager (stat prefix `ingress`) has one
-//! `*` virtual host, plus an admin listener. A test states only what it is about (extra
-//! connection manager fields, filters, routes, clusters).
+//! Bootstraps for in-process tests, built from YAML fragments: one listener `http` on 127.0.0.1
+//! (port chosen by the kernel) whose connection manager (stat prefix `ingress`) has one `*`
+//! virtual host, plus an admin listener ([`HttpBootstrap`]); or one listener `tcp` proxying to
+//! cluster `backend` ([`tcp_bootstrap`]). A test states only what it is about (extra connection
+//! manager fields, filters, routes, clusters).
 
 use std::net::SocketAddr;
 
@@ -59,6 +60,27 @@ static_resources:
             clusters = line(self.clusters),
         )
     }
+}
+
+/// One listener `tcp` on 127.0.0.1 whose tcp_proxy (stat prefix `tcp`) sends every connection to
+/// cluster `backend`, defined in `clusters` (cluster list items, indented 2).
+pub fn tcp_bootstrap(clusters: &str) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: tcp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: backend
+  clusters:
+{clusters}"#
+    )
 }
 
 /// A STATIC ROUND_ROBIN cluster over `hosts`, with `extra` cluster fields (indented 4).

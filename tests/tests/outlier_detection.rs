@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use tern_tests::backend::{Backend, round_trip};
-use tern_tests::bootstrap::{HttpBootstrap, route_all, static_cluster};
+use tern_tests::bootstrap::{HttpBootstrap, route_all, static_cluster, tcp_bootstrap};
 use tern_tests::http_backend::{self, HttpBackend};
 use tern_tests::inprocess::Running;
 use tokio::time::Instant;
@@ -22,19 +22,6 @@ const OUTLIER: &str = "    outlier_detection:
       base_ejection_time: 1s
       max_ejection_percent: 50
 ";
-
-fn endpoints(hosts: &[SocketAddr]) -> String {
-    hosts
-        .iter()
-        .map(|h| {
-            format!(
-                "        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
-                h.ip(),
-                h.port()
-            )
-        })
-        .collect()
-}
 
 /// One HTTP listener routing everything to ROUND_ROBIN cluster `backend` over `hosts`.
 fn http_bootstrap(hosts: &[SocketAddr]) -> String {
@@ -142,30 +129,11 @@ async fn tcp_proxy_connect_failures_eject_the_unreachable_host() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let yaml = format!(
-        r#"
-static_resources:
-  listeners:
-  - name: tcp
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: tcp
-          cluster: backend
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    lb_policy: ROUND_ROBIN
-{OUTLIER}    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-{}"#,
-        endpoints(&[a.address, b.address, refused])
-    );
+    let yaml = tcp_bootstrap(&static_cluster(
+        "backend",
+        &[a.address, b.address, refused],
+        OUTLIER,
+    ));
     let tern = Running::start(&yaml, 1).await;
     let proxy = tern.listener("tcp").await;
 

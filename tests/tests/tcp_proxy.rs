@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tern::server::ServerHandle;
 use tern_tests::backend::{Backend, round_trip};
+use tern_tests::bootstrap::tcp_bootstrap;
 use tern_tests::inprocess::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xds_client::pb::envoy::config::bootstrap::v3 as bootstrap_proto;
@@ -27,21 +28,8 @@ fn bootstrap_yaml(cluster_extra: &str, endpoints: &[(SocketAddr, &str)]) -> Stri
             )
         })
         .collect();
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: tcp
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: tcp
-          cluster: backend
-  clusters:
-  - name: backend
+    tcp_bootstrap(&format!(
+        r#"  - name: backend
     connect_timeout: 1s
     {cluster_extra}
     load_assignment:
@@ -49,7 +37,7 @@ static_resources:
       endpoints:
       - lb_endpoints:
 {endpoints}"#
-    )
+    ))
 }
 
 async fn start(yaml: &str, concurrency: usize) -> Tested {
