@@ -388,23 +388,6 @@ fn decode_chunked(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_chunked_and_sized_responses() {
-        let chunked =
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nLIVE\n\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_response(chunked).unwrap(),
-            (200, "LIVE\n".to_string())
-        );
-        let sized = b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 2\r\n\r\nno";
-        assert_eq!(parse_response(sized).unwrap(), (405, "no".to_string()));
-    }
-}
-
 /// The workspace's `xds-server` binary serving a directory (see its `//!` docs), killed on drop.
 pub struct XdsServerProcess {
     /// What it printed after `listening on `: `http://ip:port` or the unix socket path.
@@ -458,5 +441,22 @@ impl XdsServerProcess {
             stderr,
             _child: child,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_chunked_and_sized_responses() {
+        let chunked =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nLIVE\n\r\n0\r\n\r\n";
+        assert_eq!(
+            parse_response(chunked).unwrap(),
+            (200, "LIVE\n".to_string())
+        );
+        let sized = b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 2\r\n\r\nno";
+        assert_eq!(parse_response(sized).unwrap(), (405, "no".to_string()));
     }
 }
