@@ -65,12 +65,19 @@ fn seed_resources() -> Vec<(&'static str, Vec<Any>)> {
         "active_state.listener",
     );
     assert_eq!(listeners.len(), 27, "Istio's sidecar listeners");
+    let mut listeners = listeners;
+    listeners.push(pack(&resources::http_listener("http_in", "r80")));
     let endpoints = from_dump::<ClusterLoadAssignment>(
         &fixture("configdump.json"),
         "dynamic_endpoint_configs",
         "endpoint_config",
     );
     assert!(endpoints.len() >= 30, "{} assignments", endpoints.len());
+    let mut endpoints = endpoints;
+    endpoints.push(pack(&resources::endpoints(
+        "outbound|9080||reviews.default.svc.cluster.local",
+        9080,
+    )));
     let clusters = vec![
         pack(&resources::eds_cluster(
             "outbound|9080||reviews.default.svc.cluster.local",
@@ -137,8 +144,14 @@ fn seeds() -> Vec<Vec<u8>> {
         encode_input(Protocol::Delta, &delta),
     ];
     for (i, response) in sotw.iter().enumerate() {
-        seeds.push(encode_input(Protocol::StateOfTheWorld, &[response.clone()]));
-        seeds.push(encode_input(Protocol::Delta, &[delta[i].clone()]));
+        seeds.push(encode_input(
+            Protocol::StateOfTheWorld,
+            std::slice::from_ref(response),
+        ));
+        seeds.push(encode_input(
+            Protocol::Delta,
+            std::slice::from_ref(&delta[i]),
+        ));
     }
     seeds
 }
