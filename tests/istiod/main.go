@@ -6,8 +6,8 @@
 //
 //	istiod-standalone --config DIR [--listen 127.0.0.1:0]
 //
-// Prints "listening on <addr>" once the first push context is built. Re-reads DIR when a file
-// changes and pushes the difference to connected proxies.
+// Prints "listening on <addr>" once the first push context is built. The directory is read once
+// at start (following file changes is still to do, for issue #6).
 package main
 
 import (
