@@ -756,3 +756,51 @@ async fn a_connection_accepted_before_a_listener_update_is_served_then_closed() 
     assert!(response.contains("\r\nserver: tern-old\r\n"), "{response}");
     assert!(response.contains("\r\nconnection: close\r\n"), "{response}");
 }
+
+/// A cluster removed (with the route that used it) while a request to it is in flight: the
+/// request still completes through the removed cluster; new requests follow the new routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_cluster_finishes_its_in_flight_request() {
+    let (held, mut arrived, release) = tern_tests::http_backend::held_backend().await;
+    let other = HttpBackend::start("other").await.expect("backend");
+    let mut snapshot = Snapshot::new();
+    snapshot
+        .add(&resources::http_listener("http_in", "routes"))
+        .add(&resources::route_to("routes", "old"))
+        .add(&resources::eds_cluster("old"))
+        .add(&resources::endpoints("old", held.port()));
+    let (h, v1) = Harness::start("DELTA_GRPC", "removal", snapshot).await;
+    h.server
+        .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
+        .await
+        .expect("ACKed");
+    h.wait_live().await;
+    let listener = h.listener("http_in").await;
+    let in_flight = tokio::spawn(get(listener));
+    arrived
+        .recv()
+        .await
+        .expect("the request reached the old cluster");
+
+    let mut next = Snapshot::new();
+    next.add(&resources::http_listener("http_in", "routes"))
+        .add(&resources::route_to("routes", "new"))
+        .add(&resources::eds_cluster("new"))
+        .add(&resources::endpoints("new", other.address.port()));
+    let v2 = h.server.push(next).await;
+    h.server
+        .wait_acked(&v2, &[CLUSTER, ROUTE])
+        .await
+        .expect("ACKed");
+    assert!(!h.tern.handle.snapshot().clusters.contains_key("old"));
+    let response = get(listener).await;
+    assert_eq!(
+        response.json.as_ref().map(|j| j["backend"].clone()),
+        Some("other".into())
+    );
+
+    release.notify_one();
+    let response = in_flight.await.expect("request task");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "held");
+}
