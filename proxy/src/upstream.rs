@@ -161,6 +161,7 @@ fn original_dst_host(address: SocketAddr) -> PickedHost {
         priority: 0,
         locality: 0,
         health: crate::lb::HostHealth::Healthy,
+        socket_match: None,
     };
     PickedHost {
         host: Host {
