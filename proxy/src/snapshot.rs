@@ -117,6 +117,9 @@ pub struct ListenerStats {
     pub downstream_listener_filter_error: Counter,
     pub downstream_pre_cx_timeout: Counter,
     pub downstream_cx_length_ms: Histogram,
+    /// `ssl.connection_error`: connections closed because their filter chain terminates TLS,
+    /// which Tern does not do yet (the mTLS work).
+    pub ssl_connection_error: Counter,
     /// `listener.<address>.worker_<n>.downstream_cx_{total,active}`.
     pub per_worker: Vec<(Counter, Gauge)>,
 }
@@ -133,6 +136,7 @@ impl ListenerStats {
                 .counter(&name("downstream_listener_filter_error")),
             downstream_pre_cx_timeout: store.counter(&name("downstream_pre_cx_timeout")),
             downstream_cx_length_ms: store.histogram(&name("downstream_cx_length_ms")),
+            ssl_connection_error: store.counter(&name("ssl.connection_error")),
             per_worker: (0..workers)
                 .map(|w| {
                     (
