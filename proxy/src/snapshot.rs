@@ -13,6 +13,8 @@
 use crate::config::ConfigError;
 use crate::config::cluster::{Cluster, Endpoint};
 use crate::config::listener::{Listener, NetworkFilter};
+use crate::config::secret::Secret;
+use crate::config::tls::SecretKey;
 use crate::drain::Drain;
 use crate::outlier::{Detector, HostMonitor, Outcome, OutlierStats};
 use crate::stats::{Counter, Gauge, Histogram, Store};
@@ -36,6 +38,9 @@ pub struct Snapshot {
     pub clusters: BTreeMap<String, Arc<ClusterEntry>>,
     /// Route configurations by name (RDS), for connection managers that name theirs.
     pub routes: BTreeMap<String, Arc<crate::config::route::RouteConfig>>,
+    /// Secrets by name and source: the bootstrap's static ones and those received over SDS/ADS.
+    /// A rotation replaces one here and leaves every listener and cluster entry as it was.
+    pub secrets: BTreeMap<SecretKey, Arc<Secret>>,
 }
 
 impl Snapshot {

@@ -1,5 +1,6 @@
-//! `/config_dump`: the bootstrap, clusters and listeners as Envoy prints them
-//! (`envoy.admin.v3.ConfigDump`), with `?resource=` and `?mask=`.
+//! `/config_dump`: the bootstrap, clusters, listeners, routes, endpoints and secrets as Envoy
+//! prints them (`envoy.admin.v3.ConfigDump`), with `?resource=` and `?mask=`. Private keys are
+//! shown as `[redacted]`, never as they were received.
 
 use super::{Body, Query, json, text};
 use crate::server::ServerHandle;
@@ -213,7 +214,64 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
             configs.push(pack(&endpoints));
         }
     }
+    configs.push(pack(&secrets(info, xds.as_deref())));
     admin::ConfigDump { configs }
+}
+
+/// Envoy's `SecretsConfigDump`: static secrets, received ones, and awaited ones (version
+/// `uninitialized`, only their name), all with private keys redacted.
+fn secrets(
+    info: &crate::server::ServerInfo,
+    xds: Option<&crate::xds::XdsDump>,
+) -> admin::SecretsConfigDump {
+    use admin::secrets_config_dump::{DynamicSecret, StaticSecret};
+    use xds_client::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+    let static_secrets = info
+        .bootstrap
+        .static_resources
+        .iter()
+        .flat_map(|s| &s.secrets)
+        .map(|s| StaticSecret {
+            name: s.name.clone(),
+            secret: Some(pack(&crate::config::secret::redacted(s))),
+            ..Default::default()
+        })
+        .collect();
+    let Some(xds) = xds else {
+        return admin::SecretsConfigDump {
+            static_secrets,
+            ..Default::default()
+        };
+    };
+    admin::SecretsConfigDump {
+        static_secrets,
+        dynamic_active_secrets: xds
+            .secrets
+            .iter()
+            .map(|(key, r)| DynamicSecret {
+                name: key.name.clone(),
+                version_info: r.version.clone(),
+                last_updated: Some(timestamp(r.last_updated)),
+                secret: Some(pack(&*r.source)),
+                ..Default::default()
+            })
+            .collect(),
+        dynamic_warming_secrets: xds
+            .wanted_secrets
+            .iter()
+            .filter(|(key, _)| !xds.secrets.contains_key(*key))
+            .map(|(key, since)| DynamicSecret {
+                name: key.name.clone(),
+                version_info: "uninitialized".into(),
+                last_updated: Some(timestamp(*since)),
+                secret: Some(pack(&Secret {
+                    name: key.name.clone(),
+                    r#type: None,
+                })),
+                ..Default::default()
+            })
+            .collect(),
+    }
 }
 
 fn listener_state(
@@ -248,6 +306,10 @@ fn with_type(item: &Value, resource: &str) -> Value {
             admin::endpoints_config_dump::DynamicEndpointConfig::full_name()
         }
         "dynamic_listeners" => admin::listeners_config_dump::DynamicListener::full_name(),
+        "static_secrets" => admin::secrets_config_dump::StaticSecret::full_name(),
+        "dynamic_active_secrets" | "dynamic_warming_secrets" => {
+            admin::secrets_config_dump::DynamicSecret::full_name()
+        }
         _ => return item.clone(),
     };
     let mut out = serde_json::Map::new();

@@ -163,10 +163,10 @@ pub fn transport_socket(
     ts: &core::TransportSocket,
     side: Side,
 ) -> Result<TransportSocket, ConfigError> {
-    let typed = match &ts.config_type {
-        Some(core::transport_socket::ConfigType::TypedConfig(a)) => Some(a),
-        None => None,
-    };
+    let typed = ts
+        .config_type
+        .as_ref()
+        .map(|core::transport_socket::ConfigType::TypedConfig(a)| a);
     let type_url = typed.map(any::type_url).unwrap_or_default();
     let is = |full_name: &str| type_url == format!("type.googleapis.com/{full_name}");
     if is("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer")
