@@ -60,6 +60,9 @@ struct PoolKey {
     cluster: String,
     address: SocketAddr,
     http2: bool,
+    /// Whether the endpoint's transport socket is TLS: an endpoint that switches between
+    /// plaintext and TLS (its `tlsMode` changed) never reuses the other kind's connections.
+    tls: bool,
 }
 
 /// One worker's pools.
@@ -159,6 +162,7 @@ impl Pools {
             cluster: cluster.config.name.clone(),
             address: destination.address,
             http2,
+            tls: destination.tls.is_some(),
         };
         let pool = self.hosts.borrow_mut().entry(key).or_default().clone();
         let settings = cluster.config.http.clone();
