@@ -145,10 +145,7 @@ impl Bootstrap {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                Secret::try_from(s).map_err(|e| ConfigError {
-                    resource: "bootstrap".into(),
-                    ..e.within(&format!("static_resources.secrets[{i}]"))
-                })
+                Secret::try_from(s).map_err(|e| e.within(&format!("static_resources.secrets[{i}]")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         unique("secret", secrets.iter().map(|s| s.name.as_str()))?;
@@ -229,4 +226,57 @@ fn unique<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<(), Co
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Bootstrap, ConfigError> {
+        let source: proto::Bootstrap =
+            proto_json::from_text(yaml, "bootstrap.yaml", ReadOptions::default()).expect("parses");
+        Bootstrap::new(source, None, None)
+    }
+
+    /// A static cluster whose TLS names secret `name` without an sds_config.
+    fn cluster_naming(name: &str) -> String {
+        format!(
+            r#"
+  clusters:
+  - name: c
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          validation_context_sds_secret_config: {{name: {name}}}
+"#
+        )
+    }
+
+    #[test]
+    fn static_secrets_are_validated_and_found_by_name() {
+        let ca = crate::config::secret::tests::CA;
+        let secrets = format!(
+            "static_resources:\n  secrets:\n  - name: root\n    validation_context: {{trusted_ca: {{inline_string: {ca:?}}}}}\n"
+        );
+        let bootstrap =
+            load(&format!("{secrets}{}", cluster_naming("root"))).expect("the secret is there");
+        assert_eq!(bootstrap.secrets.len(), 1);
+        assert_eq!(bootstrap.secrets[0].name, "root");
+
+        let e = load(&format!("{secrets}{}", cluster_naming("nope"))).expect_err("missing");
+        assert_eq!(
+            e.to_string(),
+            "bootstrap: static_resources: cluster \"c\" names secret \"nope\", which has no sds_config and is not in static_resources.secrets"
+        );
+        let e = load(
+            "static_resources:\n  secrets:\n  - name: bad\n    validation_context: {trusted_ca: {inline_string: nothing}}\n",
+        )
+        .expect_err("bad PEM");
+        assert_eq!(
+            e.to_string(),
+            "secret \"bad\": static_resources.secrets[0].validation_context.trusted_ca: no PEM CERTIFICATE block found"
+        );
+    }
 }
