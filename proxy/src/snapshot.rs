@@ -123,14 +123,15 @@ pub struct ListenerStats {
     pub downstream_pre_cx_timeout: Counter,
     pub downstream_cx_length_ms: Histogram,
     /// `ssl.connection_error`: connections closed because their filter chain terminates TLS,
-    /// which Tern does not do yet (the mTLS work).
-    pub ssl_connection_error: Counter,
+    /// which Tern does not do yet (the mTLS work). Only listeners with a TLS chain have it, as
+    /// only those have Envoy's `ssl.*` stats.
+    pub ssl_connection_error: Option<Counter>,
     /// `listener.<address>.worker_<n>.downstream_cx_{total,active}`.
     pub per_worker: Vec<(Counter, Gauge)>,
 }
 
 impl ListenerStats {
-    pub fn new(store: &Store, prefix: &str, workers: usize) -> Self {
+    pub fn new(store: &Store, prefix: &str, workers: usize, tls: bool) -> Self {
         let name = |stat: &str| format!("listener.{prefix}.{stat}");
         ListenerStats {
             downstream_cx_total: store.counter(&name("downstream_cx_total")),
@@ -141,7 +142,7 @@ impl ListenerStats {
                 .counter(&name("downstream_listener_filter_error")),
             downstream_pre_cx_timeout: store.counter(&name("downstream_pre_cx_timeout")),
             downstream_cx_length_ms: store.histogram(&name("downstream_cx_length_ms")),
-            ssl_connection_error: store.counter(&name("ssl.connection_error")),
+            ssl_connection_error: tls.then(|| store.counter(&name("ssl.connection_error"))),
             per_worker: (0..workers)
                 .map(|w| {
                     (
@@ -412,7 +413,17 @@ impl SnapshotBuilder<'_> {
             }
         }
         Ok(Arc::new(ListenerEntry {
-            stats: ListenerStats::new(self.store, &config.stat_prefix, self.workers),
+            stats: ListenerStats::new(
+                self.store,
+                &config.stat_prefix,
+                self.workers,
+                config
+                    .filter_chains
+                    .chains()
+                    .iter()
+                    .chain(config.filter_chains.default_chain())
+                    .any(|c| c.transport != crate::config::tls::TransportSocket::Plaintext),
+            ),
             config,
             source: source.clone(),
             tcp_stats,

@@ -106,7 +106,9 @@ async fn serve_on(
     if let TransportSocket::Tls(_) = chain.transport {
         // TLS termination (Istio's inbound mTLS chains) comes with the mTLS work. Until then the
         // connection is closed: serving its bytes as plaintext would be wrong either way.
-        stats.ssl_connection_error.inc();
+        if let Some(errors) = &stats.ssl_connection_error {
+            errors.inc();
+        }
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(listener = %entry.config.name, chain = %chain.name, peer = %downstream.peer, "closing a connection: its filter chain terminates TLS, which Tern does not do yet (counted as ssl.connection_error; later ones are logged at debug)");
