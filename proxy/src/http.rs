@@ -136,23 +136,39 @@ pub async fn serve(
     };
     // Drained connections finish their streams (HTTP/2 gets a GOAWAY), bounded by the drain
     // deadline or drain_timeout.
-    let grace_until = tokio::select! {
+    let (grace_until, drained) = tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
             }
             return;
         }
-        deadline = drain.started() => deadline,
+        deadline = drain.started() => (deadline, true),
         () = idle => {
             stats.downstream_cx_idle_timeout.inc();
-            Instant::now() + hcm.drain_timeout
+            (Instant::now() + hcm.drain_timeout, false)
         }
         () = max_duration => {
             stats.downstream_cx_max_duration_reached.inc();
-            Instant::now() + hcm.drain_timeout
+            (Instant::now() + hcm.drain_timeout, false)
         }
     };
+    // A drained HTTP/1 connection that has not had a request yet may hold one hyper has not read
+    // (a connection accepted just before a listener update): closing it now would fail that
+    // request. Like Envoy, it is served first (with `connection: close`, since hyper stops
+    // keep-alive while a request is in flight); HTTP/2 gets its GOAWAY at once.
+    if drained && !codec.is_http2() {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
+                }
+                return;
+            }
+            () = connection.streams.first_request() => {}
+            () = tokio::time::sleep_until(grace_until) => return,
+        }
+    }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
         _ = conn.as_mut() => {}
@@ -188,6 +204,10 @@ struct CodecCount {
 }
 
 impl CodecCount {
+    fn is_http2(&self) -> bool {
+        self.decided.load(Ordering::Relaxed) == HTTP2
+    }
+
     fn set(&self, http2: bool) {
         let codec = if http2 { HTTP2 } else { HTTP1 };
         if self

@@ -18,6 +18,7 @@
 //! Warming deadlines (`initial_fetch_timeout`) are timers of the same task. Nothing here touches
 //! the data path: workers only ever see the snapshots the manager publishes.
 
+pub mod fuzz;
 mod sds;
 pub mod settings;
 mod state;

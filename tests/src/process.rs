@@ -25,6 +25,28 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// Pause between two polls of a condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
+/// The flags pilot-agent starts Envoy with in a default injected pod (`limits.cpu: 2`), after
+/// `-c <bootstrap>` (see shared/reference/istio-dropin.md, "Exec contract").
+pub const PILOT_AGENT_FLAGS: &[&str] = &[
+    "--drain-time-s",
+    "45",
+    "--drain-strategy",
+    "immediate",
+    "--local-address-ip-version",
+    "v4",
+    "--file-flush-interval-msec",
+    "1000",
+    "--disable-hot-restart",
+    "--allow-unknown-static-fields",
+    "-l",
+    "warning",
+    "--component-log-level",
+    "misc:error",
+    "--skip-deprecated-logs",
+    "--concurrency",
+    "2",
+];
+
 /// Which proxy a binary is; Envoy needs a distinct `--base-id` per concurrent instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyKind {
@@ -80,6 +102,18 @@ impl ProxyProcess {
         Self::start(ProxyKind::Tern, &tern_binary(), bootstrap, concurrency).await
     }
 
+    /// Runs the workspace's `tern` with `bootstrap` and exactly pilot-agent's command line
+    /// ([`PILOT_AGENT_FLAGS`]) plus `--admin-address-path`, so port 0 can be used for admin.
+    pub async fn tern_as_pilot_agent_runs_it(bootstrap: &str) -> anyhow::Result<ProxyProcess> {
+        Self::start_with_flags(
+            ProxyKind::Tern,
+            &tern_binary(),
+            bootstrap,
+            PILOT_AGENT_FLAGS,
+        )
+        .await
+    }
+
     /// Runs `binary` (of `kind`) with `bootstrap` written to a scratch file, then waits until
     /// its admin server says it is ready.
     pub async fn start(
@@ -87,6 +121,25 @@ impl ProxyProcess {
         binary: &Path,
         bootstrap: &str,
         concurrency: u32,
+    ) -> anyhow::Result<ProxyProcess> {
+        let concurrency = concurrency.to_string();
+        let flags = [
+            "--concurrency",
+            &concurrency,
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+        ];
+        Self::start_with_flags(kind, binary, bootstrap, &flags).await
+    }
+
+    /// As [`ProxyProcess::start`], with the command line's flags (besides `-c` and
+    /// `--admin-address-path`) given.
+    pub async fn start_with_flags(
+        kind: ProxyKind,
+        binary: &Path,
+        bootstrap: &str,
+        flags: &[&str],
     ) -> anyhow::Result<ProxyProcess> {
         let unique = unique_id();
         let scratch = std::env::temp_dir().join(format!(
@@ -106,10 +159,9 @@ impl ProxyProcess {
         command
             .arg("-c")
             .arg(&config)
-            .args(["--concurrency", &concurrency.to_string()])
+            .args(flags)
             .arg("--admin-address-path")
             .arg(&admin_file)
-            .args(["--disable-hot-restart", "-l", "warning"])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
@@ -333,6 +385,62 @@ fn decode_chunked(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
         }
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
+    }
+}
+
+/// The workspace's `xds-server` binary serving a directory (see its `//!` docs), killed on drop.
+pub struct XdsServerProcess {
+    /// What it printed after `listening on `: `http://ip:port` or the unix socket path.
+    pub address: String,
+    /// Its stderr, line by line (reports of bad files).
+    pub stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
+    _child: tokio::process::Child,
+}
+
+impl XdsServerProcess {
+    /// Starts `xds-server --dir <dir> <flags>` and waits for its `listening on` line (printed once
+    /// the directory's first snapshot is served).
+    pub async fn start(dir: &Path, flags: &[&str]) -> anyhow::Result<XdsServerProcess> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(workspace_binary("xds-server"))
+            .arg("--dir")
+            .arg(dir)
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning xds-server")?;
+        let mut lines =
+            tokio::io::BufReader::new(child.stdout.take().context("xds-server stdout")?).lines();
+        let announced = async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await?
+                    .context("xds-server closed its stdout before announcing its address")?;
+                if let Some(address) = line.strip_prefix("listening on ") {
+                    return anyhow::Ok(address.to_string());
+                }
+            }
+        };
+        let address = tokio::time::timeout(START_DEADLINE, announced)
+            .await
+            .context("xds-server printed no address")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (tx, stderr) = tokio::sync::mpsc::unbounded_channel();
+        let mut errors =
+            tokio::io::BufReader::new(child.stderr.take().context("xds-server stderr")?).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = errors.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        Ok(XdsServerProcess {
+            address,
+            stderr,
+            _child: child,
+        })
     }
 }
 

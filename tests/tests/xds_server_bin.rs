@@ -1,10 +1,8 @@
 //! The `xds-server` binary: serves a directory of Envoy YAML/JSON resource files and re-reads it
 //! when a file changes; a bad file keeps the last good snapshot. Driven by Tern's own client.
 
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tern_tests::process::XdsServerProcess;
 use tokio::sync::watch;
 use xds_client::ads::{
     AdsClient, AdsConfig, Backoff, Handler, Protocol, Rejection, Update, XdsAddress,
@@ -53,33 +51,11 @@ async fn xds_server_binary_serves_a_directory_and_follows_changes() {
     )
     .expect("write");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xds-server"))
-        .arg("--dir")
-        .arg(&dir)
-        .args(["--poll-ms", "50"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("xds-server starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+    let server = XdsServerProcess::start(&dir, &["--poll-ms", "50"])
         .await
-        .expect("xds-server prints its address")
-        .expect("stdout readable")
-        .expect("a line");
-    let uri = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let (errors_tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            let _ = errors_tx.send(line);
-        }
-    });
+        .expect("xds-server starts");
+    let uri = server.address.clone();
+    let mut errors = server.stderr;
 
     let (tx, mut held) = watch::channel(Vec::new());
     let mut config = AdsConfig::ads(XdsAddress::Tcp(uri), Protocol::Delta, Node::default());

@@ -35,6 +35,42 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
+/// Reads one encoded `DiscoveryResponse` (state of the world) or `DeltaDiscoveryResponse` the
+/// way the client reads a control plane's: decoded, its type resolved, each resource checked,
+/// for a consumer subscribed to everything of that type. `Err` when the bytes are no response or
+/// the type is unsupported (the client NACKs those whole). For fuzzing the wire-to-consumer path
+/// without a stream.
+pub fn read_encoded_response(
+    protocol: Protocol,
+    bytes: &[u8],
+) -> Result<(Update, Vec<Rejection>), String> {
+    use crate::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
+    use prost::Message;
+    use wire::Wire;
+    let parsed = match protocol {
+        Protocol::StateOfTheWorld => wire::StateOfTheWorld::parse(
+            DiscoveryResponse::decode(bytes).map_err(|e| e.to_string())?,
+        ),
+        Protocol::Delta => {
+            wire::Delta::parse(DeltaDiscoveryResponse::decode(bytes).map_err(|e| e.to_string())?)
+        }
+    };
+    let ty = ResourceType::from_type_url(&parsed.type_url)
+        .ok_or_else(|| format!("unsupported type {:?}", parsed.type_url))?;
+    let everything = state::TypeState {
+        wildcard: true,
+        ..Default::default()
+    };
+    let prepared = state::prepare(
+        ty,
+        &everything,
+        &parsed.version,
+        parsed.incoming,
+        parsed.removal,
+    );
+    Ok((prepared.update, prepared.rejected))
+}
+
 /// Which variant of the xDS protocol the stream speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {

@@ -11,7 +11,8 @@
 //! bytes through [`StreamBody`], which also writes the access log entry when the stream ends.
 //!
 //! [`ConnectionStreams`] counts a connection's open streams for the connection manager's
-//! `idle_timeout` (default 1 h): with no stream open for that long, the connection drains.
+//! `idle_timeout` (default 1 h): with no stream open for that long, the connection drains. It
+//! also tells a drain whether the connection has had a request yet.
 
 use super::local_reply::{Body, BodyError, BoxError};
 use super::{ConnectionContext, access_log::LogRecord};
@@ -336,13 +337,20 @@ impl Drop for StreamBody {
     }
 }
 
-/// A connection's open streams, watched by its idle timer.
+/// A connection's streams: how many are open (watched by its idle timer) and how many it has
+/// had (watched by a drain, which waits for a first request before closing an HTTP/1 connection).
 #[derive(Debug)]
-pub struct ConnectionStreams(Rc<watch::Sender<usize>>);
+pub struct ConnectionStreams(Rc<watch::Sender<StreamCount>>);
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamCount {
+    open: usize,
+    opened: u64,
+}
 
 impl Default for ConnectionStreams {
     fn default() -> Self {
-        ConnectionStreams(Rc::new(watch::Sender::new(0)))
+        ConnectionStreams(Rc::new(watch::Sender::new(StreamCount::default())))
     }
 }
 
@@ -350,7 +358,10 @@ impl ConnectionStreams {
     /// Counts a stream as open until the returned guard drops, which also records the stream's
     /// time in `rq_time` (Envoy's `downstream_rq_time`: until the stream ends, whatever the cause).
     pub fn open(&self, rq_time: Histogram) -> OpenStream {
-        self.0.send_modify(|n| *n += 1);
+        self.0.send_modify(|c| {
+            c.open += 1;
+            c.opened += 1;
+        });
         OpenStream {
             streams: self.0.clone(),
             started: Instant::now(),
@@ -360,15 +371,23 @@ impl ConnectionStreams {
 
     /// Resolves once no stream has been open for `timeout`.
     pub async fn idle_for(&self, timeout: Duration) {
-        let mut open = self.0.subscribe();
+        let mut count = self.0.subscribe();
         loop {
-            if open.wait_for(|n| *n == 0).await.is_err() {
+            if count.wait_for(|c| c.open == 0).await.is_err() {
                 return std::future::pending().await;
             }
             tokio::select! {
                 () = tokio::time::sleep(timeout) => return,
-                _ = open.changed() => {}
+                _ = count.changed() => {}
             }
+        }
+    }
+
+    /// Resolves once the connection has had a stream (at once if it already had one).
+    pub async fn first_request(&self) {
+        let mut count = self.0.subscribe();
+        if count.wait_for(|c| c.opened > 0).await.is_err() {
+            std::future::pending().await
         }
     }
 }
@@ -376,14 +395,15 @@ impl ConnectionStreams {
 /// One open stream (see [`ConnectionStreams::open`]).
 #[derive(Debug)]
 pub struct OpenStream {
-    streams: Rc<watch::Sender<usize>>,
+    streams: Rc<watch::Sender<StreamCount>>,
     started: Instant,
     rq_time: Histogram,
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.streams.send_modify(|n| *n = n.saturating_sub(1));
+        self.streams
+            .send_modify(|c| c.open = c.open.saturating_sub(1));
         self.rq_time.record_duration(self.started.elapsed());
     }
 }

@@ -11,7 +11,7 @@
 
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tern_tests::xds_server::{Bind, XdsServer, fingerprint, load_dir};
 
@@ -49,8 +49,10 @@ fn parse_args() -> anyhow::Result<Args> {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let server = XdsServer::start(args.bind, "v").await?;
+    // The address is announced once the directory's first snapshot is served, so a client
+    // started on that line never sees an empty first response.
+    let mut served = refresh(&server, &args.dir, None).await;
     println!("listening on {}", server.address());
-    let mut served = None;
     let mut interval = tokio::time::interval(args.poll);
     loop {
         tokio::select! {
@@ -60,26 +62,39 @@ async fn main() -> anyhow::Result<()> {
         if let Some(version) = server.refresh_files().await {
             println!("serving version {version} (file-cert/file-root secrets changed)");
         }
-        let current = match fingerprint(&args.dir) {
-            Ok(current) => current,
-            Err(e) => {
-                eprintln!("xds-server: {e:#}");
-                continue;
-            }
-        };
-        if served.as_ref() == Some(&current) {
-            continue;
-        }
-        match load_dir(&args.dir) {
-            Ok(snapshot) => {
-                let count: usize = snapshot.resources.values().map(|m| m.len()).sum();
-                let version = server.push(snapshot).await;
-                println!("serving version {version} ({count} resources)");
-            }
-            Err(e) => eprintln!("xds-server: keeping the last good snapshot: {e:#}"),
-        }
-        served = Some(current);
+        served = refresh(&server, &args.dir, served).await;
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// What the served files were: path, modification time and length of each.
+type Fingerprint = Vec<(PathBuf, std::time::SystemTime, u64)>;
+
+/// Serves the directory again if it changed since `served` (its fingerprint); returns the
+/// fingerprint now served or reported bad.
+async fn refresh(
+    server: &XdsServer,
+    dir: &Path,
+    served: Option<Fingerprint>,
+) -> Option<Fingerprint> {
+    let current = match fingerprint(dir) {
+        Ok(current) => current,
+        Err(e) => {
+            eprintln!("xds-server: {e:#}");
+            return served;
+        }
+    };
+    if served.as_ref() == Some(&current) {
+        return served;
+    }
+    match load_dir(dir) {
+        Ok(snapshot) => {
+            let count: usize = snapshot.resources.values().map(|m| m.len()).sum();
+            let version = server.push(snapshot).await;
+            println!("serving version {version} ({count} resources)");
+        }
+        Err(e) => eprintln!("xds-server: keeping the last good snapshot: {e:#}"),
+    }
+    Some(current)
 }
