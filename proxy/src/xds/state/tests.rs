@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::xds::settings::XdsSettings;
-use xds_client::ads::{Protocol, XdsAddress};
+use xds_client::ads::{Protocol, Resource, XdsAddress};
 use xds_client::proto_json::{ReadOptions, from_text};
 
 fn settings() -> XdsSettings {
