@@ -586,6 +586,26 @@ async fn listener_and_cluster_warm_until_sds_secrets_arrive_then_plaintext_route
         "the key is redacted as Envoy redacts it"
     );
     assert!(!dump.to_string().contains("PRIVATE KEY"), "no key anywhere");
+    // As istioctl proxy-config secret asks for them.
+    let masked = h
+        .config_dump("?mask=dynamic_active_secrets,dynamic_warming_secrets")
+        .await;
+    let masked_secrets = section(&masked, "SecretsConfigDump");
+    assert_eq!(
+        names_and_versions(&masked_secrets["dynamic_active_secrets"]).len(),
+        2,
+        "{masked}"
+    );
+    assert!(
+        section(&masked, "ListenersConfigDump")
+            .get("dynamic_listeners")
+            .is_none()
+    );
+    let items = h.config_dump("?resource=dynamic_active_secrets").await;
+    assert_eq!(
+        items["configs"][0]["@type"],
+        "type.googleapis.com/envoy.admin.v3.SecretsConfigDump.DynamicSecret"
+    );
     assert_eq!(h.tern.stat("sds.default.update_success"), 1);
     assert_eq!(h.tern.stat("sds.ROOTCA.update_success"), 1);
     assert_eq!(h.tern.handle.snapshot().secrets.len(), 2);
