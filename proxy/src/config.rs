@@ -13,14 +13,16 @@ pub mod http_connection_manager;
 pub mod listener;
 pub mod matcher;
 pub mod route;
+pub mod secret;
 pub mod tcp_proxy;
+pub mod tls;
 
 use std::time::Duration;
 use xds_client::pb::google::protobuf;
 
 /// A configuration that cannot be accepted, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{resource}: {field}: {reason}")]
+#[error("{resource}: {}{reason}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
 pub struct ConfigError {
     /// The resource: `listener "virtualInbound"`, `cluster "outbound|80||a.b"`, `bootstrap`.
     pub resource: String,

@@ -79,6 +79,8 @@ impl Outcome {
         use crate::http::pool::Failure;
         match failure {
             Failure::Overflow => None,
+            // Tern's own limit (no TLS origination yet), not the host's fault.
+            Failure::Connect(crate::upstream::ConnectError::TlsNotSupported) => None,
             Failure::Connect(_) => Some(Outcome::ConnectFailed),
             Failure::RefusedStream | Failure::Reset(_) => Some(Outcome::Reset),
         }

@@ -11,6 +11,8 @@ use crate::config::ConfigError;
 use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::{Discovery, Endpoint, LoadAssignment};
 use crate::config::listener::Direction;
+use crate::config::secret::Secret;
+use crate::config::tls::{SecretKey, SecretSource};
 use crate::listener::ListeningSockets;
 use crate::snapshot::{
     self, BindKey, ClusterEntry, ListenerEntry, Snapshot, SnapshotBuilder, SnapshotCell,
@@ -222,6 +224,17 @@ pub fn start(
         dynamic_listeners: Vec::new(),
         dynamic_clusters: Vec::new(),
         routes: BTreeMap::new(),
+        secrets: bootstrap
+            .secrets
+            .iter()
+            .map(|s| {
+                let key = SecretKey {
+                    name: s.name.clone(),
+                    source: SecretSource::Static,
+                };
+                (key, Arc::new(s.clone()))
+            })
+            .collect(),
         assignments: HashMap::new(),
         resolvers: HashMap::new(),
         stats_flush_interval: stats_flush_interval(&bootstrap),
@@ -285,6 +298,8 @@ struct Manager {
     dynamic_clusters: Vec<cluster_proto::Cluster>,
     /// Route configurations from RDS, by name.
     routes: BTreeMap<String, Arc<crate::config::route::RouteConfig>>,
+    /// The bootstrap's static secrets and the ones received.
+    secrets: BTreeMap<SecretKey, Arc<Secret>>,
     /// Endpoints from EDS, by service name.
     assignments: HashMap<String, Arc<LoadAssignment>>,
     /// DNS resolution tasks by cluster name, with the cluster version they resolve for.
@@ -415,6 +430,7 @@ impl Manager {
             by_address,
             clusters,
             routes: self.routes.clone(),
+            secrets: self.secrets.clone(),
         };
         self.record_changes(&prev, &next);
         self.publish(next);
@@ -523,6 +539,12 @@ impl Manager {
         }
         let structural =
             change.listeners.is_some() || change.clusters.is_some() || change.routes.is_some();
+        let secrets_changed = change.secrets.is_some();
+        if let Some(secrets) = change.secrets {
+            self.secrets
+                .retain(|key, _| key.source == SecretSource::Static);
+            self.secrets.extend(secrets);
+        }
         if let Some(listeners) = change.listeners {
             self.dynamic_listeners = listeners;
         }
@@ -535,9 +557,8 @@ impl Manager {
         let errors = if structural {
             self.rebuild()
         } else {
-            if !moved.is_empty() {
-                self.set_assignments(&moved);
-            }
+            // Endpoints and secrets only: the listener and cluster entries stay as they are.
+            self.republish(&moved, secrets_changed);
             Vec::new()
         };
         if change.live {
@@ -561,11 +582,12 @@ impl Manager {
         }
     }
 
-    /// Publishes new hosts for the EDS clusters of `services`, leaving everything else as is.
-    fn set_assignments(&mut self, services: &[String]) {
+    /// Publishes new hosts for the EDS clusters of `services` and, when `secrets_changed`, the
+    /// current secrets, leaving everything else as is (one snapshot, none if nothing changed).
+    fn republish(&mut self, services: &[String], secrets_changed: bool) {
         let prev = self.handle.shared.snapshots.load();
         let mut clusters = prev.clusters.clone();
-        let mut changed = false;
+        let mut changed = secrets_changed;
         for (name, entry) in &prev.clusters {
             let Discovery::Eds { .. } = entry.config.discovery else {
                 continue;
@@ -591,6 +613,7 @@ impl Manager {
             by_address: prev.by_address.clone(),
             clusters,
             routes: prev.routes.clone(),
+            secrets: self.secrets.clone(),
         };
         self.publish(next);
     }
@@ -611,6 +634,7 @@ impl Manager {
             by_address: prev.by_address.clone(),
             clusters,
             routes: prev.routes.clone(),
+            secrets: prev.secrets.clone(),
         };
         self.publish(next);
     }

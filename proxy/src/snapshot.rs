@@ -13,6 +13,8 @@
 use crate::config::ConfigError;
 use crate::config::cluster::{Cluster, Endpoint};
 use crate::config::listener::{Listener, NetworkFilter};
+use crate::config::secret::Secret;
+use crate::config::tls::SecretKey;
 use crate::drain::Drain;
 use crate::outlier::{Detector, HostMonitor, Outcome, OutlierStats};
 use crate::stats::{Counter, Gauge, Histogram, Store};
@@ -36,6 +38,9 @@ pub struct Snapshot {
     pub clusters: BTreeMap<String, Arc<ClusterEntry>>,
     /// Route configurations by name (RDS), for connection managers that name theirs.
     pub routes: BTreeMap<String, Arc<crate::config::route::RouteConfig>>,
+    /// Secrets by name and source: the bootstrap's static ones and those received over SDS/ADS.
+    /// A rotation replaces one here and leaves every listener and cluster entry as it was.
+    pub secrets: BTreeMap<SecretKey, Arc<Secret>>,
 }
 
 impl Snapshot {
@@ -117,12 +122,16 @@ pub struct ListenerStats {
     pub downstream_listener_filter_error: Counter,
     pub downstream_pre_cx_timeout: Counter,
     pub downstream_cx_length_ms: Histogram,
+    /// `ssl.connection_error`: connections closed because their filter chain terminates TLS,
+    /// which Tern does not do yet (the mTLS work). Only listeners with a TLS chain have it, as
+    /// only those have Envoy's `ssl.*` stats.
+    pub ssl_connection_error: Option<Counter>,
     /// `listener.<address>.worker_<n>.downstream_cx_{total,active}`.
     pub per_worker: Vec<(Counter, Gauge)>,
 }
 
 impl ListenerStats {
-    pub fn new(store: &Store, prefix: &str, workers: usize) -> Self {
+    pub fn new(store: &Store, prefix: &str, workers: usize, tls: bool) -> Self {
         let name = |stat: &str| format!("listener.{prefix}.{stat}");
         ListenerStats {
             downstream_cx_total: store.counter(&name("downstream_cx_total")),
@@ -133,6 +142,7 @@ impl ListenerStats {
                 .counter(&name("downstream_listener_filter_error")),
             downstream_pre_cx_timeout: store.counter(&name("downstream_pre_cx_timeout")),
             downstream_cx_length_ms: store.histogram(&name("downstream_cx_length_ms")),
+            ssl_connection_error: tls.then(|| store.counter(&name("ssl.connection_error"))),
             per_worker: (0..workers)
                 .map(|w| {
                     (
@@ -403,7 +413,17 @@ impl SnapshotBuilder<'_> {
             }
         }
         Ok(Arc::new(ListenerEntry {
-            stats: ListenerStats::new(self.store, &config.stat_prefix, self.workers),
+            stats: ListenerStats::new(
+                self.store,
+                &config.stat_prefix,
+                self.workers,
+                config
+                    .filter_chains
+                    .chains()
+                    .iter()
+                    .chain(config.filter_chains.default_chain())
+                    .any(|c| c.transport != crate::config::tls::TransportSocket::Plaintext),
+            ),
             config,
             source: source.clone(),
             tcp_stats,

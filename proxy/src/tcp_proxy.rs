@@ -110,6 +110,7 @@ async fn connect_with_retries(
             picked.address,
             cluster.config.bind_source,
             cluster.config.connect_timeout,
+            picked.tls.as_deref(),
         )
         .await
         {
@@ -122,13 +123,18 @@ async fn connect_with_retries(
             }
             Err(e) => {
                 stats.upstream_cx_connect_fail.inc();
-                let outcome = if matches!(e, ConnectError::Timeout(_)) {
-                    stats.upstream_cx_connect_timeout.inc();
-                    Outcome::ConnectTimeout
-                } else {
-                    Outcome::ConnectFailed
+                let outcome = match e {
+                    ConnectError::Timeout(_) => {
+                        stats.upstream_cx_connect_timeout.inc();
+                        Some(Outcome::ConnectTimeout)
+                    }
+                    ConnectError::Io(_) => Some(Outcome::ConnectFailed),
+                    // Tern's own limit, not the host's fault: no outlier ejection for it.
+                    ConnectError::TlsNotSupported => None,
                 };
-                cluster.report_outlier(&picked.host.outlier, outcome);
+                if let Some(outcome) = outcome {
+                    cluster.report_outlier(&picked.host.outlier, outcome);
+                }
                 picked
                     .host
                     .stats

@@ -4,6 +4,7 @@
 
 use crate::config::address::Address;
 use crate::config::cluster::Discovery;
+use crate::config::tls::{TlsContext, TransportSocket};
 use crate::lb::{HostInfo, LoadBalancer, PickContext};
 use crate::snapshot::{ClusterEntry, ClusterStats, Host, HostStats};
 use std::cell::{Cell, RefCell};
@@ -34,7 +35,28 @@ struct WorkerCluster {
 pub struct PickedHost {
     pub host: Host,
     pub address: SocketAddr,
+    /// The TLS context the host's transport socket match selects (`None`: plaintext).
+    pub tls: Option<Arc<TlsContext>>,
     active: Option<(Rc<[Cell<u32>]>, usize)>,
+}
+
+impl PickedHost {
+    /// What a connection pool needs to reach this host.
+    pub fn destination(&self) -> Destination {
+        Destination {
+            address: self.address,
+            stats: self.host.stats.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+/// Where an upstream connection goes, how, and whose counters it moves.
+#[derive(Clone)]
+pub struct Destination {
+    pub address: SocketAddr,
+    pub stats: Arc<HostStats>,
+    pub tls: Option<Arc<TlsContext>>,
 }
 
 impl Drop for PickedHost {
@@ -105,9 +127,18 @@ impl WorkerClusters {
         }
         let address = host.endpoint.address.socket().ok_or(NoHost::NoneHealthy)?;
         active[index].set(active[index].get() + 1);
+        let tls = match cluster
+            .config
+            .transport
+            .select(host.endpoint.socket_match.as_deref())
+        {
+            (_, TransportSocket::Tls(tls)) => Some(tls.clone()),
+            (_, TransportSocket::Plaintext) => None,
+        };
         Ok(PickedHost {
             host,
             address,
+            tls,
             active: Some((active, index)),
         })
     }
@@ -161,6 +192,7 @@ fn original_dst_host(address: SocketAddr) -> PickedHost {
         priority: 0,
         locality: 0,
         health: crate::lb::HostHealth::Healthy,
+        socket_match: None,
     };
     PickedHost {
         host: Host {
@@ -169,6 +201,8 @@ fn original_dst_host(address: SocketAddr) -> PickedHost {
             outlier: Default::default(),
         },
         address,
+        // ORIGINAL_DST hosts carry no metadata: the cluster's default transport socket.
+        tls: None,
         active: None,
     }
 }
@@ -180,6 +214,11 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("connect failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The endpoint's transport socket is TLS, which Tern does not originate yet.
+    #[error(
+        "connect failed: the endpoint's transport socket is TLS, and TLS origination is not supported yet"
+    )]
+    TlsNotSupported,
 }
 
 impl ConnectError {
@@ -188,16 +227,32 @@ impl ConnectError {
         match self {
             ConnectError::Timeout(d) => ConnectError::Timeout(*d),
             ConnectError::Io(e) => ConnectError::Io(std::io::Error::new(e.kind(), e.to_string())),
+            ConnectError::TlsNotSupported => ConnectError::TlsNotSupported,
         }
     }
 }
 
 /// Connects to `address` within `timeout`, from `source` when it is of the same family.
+///
+/// A destination whose transport socket is TLS fails at once, before any socket is opened, and
+/// callers count it as the connect failure it is for the request (Envoy's `UF`). TLS origination
+/// (Istio's mTLS to `tlsMode: istio` endpoints) comes with the mTLS work; until then a plaintext
+/// connection to such an endpoint would be refused by its sidecar or, worse, accepted unsecured.
 pub async fn connect(
     address: SocketAddr,
     source: Option<SocketAddr>,
     timeout: Duration,
+    tls: Option<&TlsContext>,
 ) -> Result<TcpStream, ConnectError> {
+    if tls.is_some() {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%address, "upstream connection refused: the endpoint's transport socket is TLS, which Tern does not originate yet (counted as upstream_cx_connect_fail; later ones are logged at debug)");
+        } else {
+            tracing::debug!(%address, "upstream connection refused: TLS origination is not supported yet");
+        }
+        return Err(ConnectError::TlsNotSupported);
+    }
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

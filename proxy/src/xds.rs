@@ -10,17 +10,24 @@
 //!    waits until the new snapshot is published, so an ACK always means "serving";
 //! 4. publishes the `/config_dump` view.
 //!
+//! Secrets come over the ADS stream (`sds_config: {ads: {}}`) or over one SotW `StreamSecrets`
+//! stream per SDS cluster (Istio's `sds-grpc`, see [`sds`]); both feed the same task and the same
+//! state, so a secret that arrives on either can end a listener's or cluster's warming in the
+//! same snapshot.
+//!
 //! Warming deadlines (`initial_fetch_timeout`) are timers of the same task. Nothing here touches
 //! the data path: workers only ever see the snapshots the manager publishes.
 
 pub mod fuzz;
+mod sds;
 pub mod settings;
 mod state;
 
-pub use settings::XdsSettings;
+pub use settings::{SecretSources, XdsSettings};
 pub use state::{Received, Slot, Versioned, XdsChange, XdsDump, XdsState};
 
 use crate::server::{Command, ServerHandle};
+pub use state::Subscriptions;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -50,20 +57,27 @@ pub fn start(
     let (handler, deliveries) = ChannelHandler::new(DELIVERY_QUEUE);
     let (client, ads) = AdsClient::new(config, handler)?;
     let state = XdsState::new(&settings, handle.store(), std::time::Instant::now());
+    let secrets = sds::SdsStreams::new(&settings);
     tracing::info!(address = %settings.address, protocol = ?settings.protocol, "starting ADS");
     tokio::spawn(client.run());
-    tokio::spawn(consume(state, deliveries, ads, handle));
+    tokio::spawn(consume(state, deliveries, Streams { ads, secrets }, handle));
     Ok(())
+}
+
+/// The streams subscriptions go to: ADS, and one per SDS cluster.
+struct Streams {
+    ads: AdsHandle,
+    secrets: sds::SdsStreams,
 }
 
 async fn consume(
     mut state: XdsState,
     mut deliveries: mpsc::Receiver<Delivery>,
-    ads: AdsHandle,
+    mut streams: Streams,
     handle: ServerHandle,
 ) {
     // The bootstrap's own EDS clusters subscribe before anything arrives.
-    if !apply(&mut state, &ads, &handle).await {
+    if !apply(&mut state, &mut streams, &handle).await {
         return;
     }
     loop {
@@ -85,17 +99,25 @@ async fn consume(
                     removed: std::mem::take(&mut delivery.update.removed),
                 };
                 let mut rejections = state.apply(update, std::time::Instant::now());
-                if !rejections.is_empty() {
-                    tracing::warn!(?ty, %version, rejected = rejections.len(), "xDS update rejected in part: {}",
-                        rejections.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; "));
-                }
-                let Some(more) = apply_collect(&mut state, &ads, &handle).await else { return };
+                warn_rejected(&format!("{ty:?}"), &version, &rejections);
+                let Some(more) = apply_collect(&mut state, &mut streams, &handle).await else { return };
                 rejections.extend(more);
                 delivery.reply(rejections);
             }
+            delivery = streams.secrets.next() => {
+                let (source, update, reply) = delivery.into_parts();
+                let version = update.version.clone();
+                let rejections = state.apply_secrets(&source, update);
+                warn_rejected(&format!("Secret ({source})"), &version, &rejections);
+                // A listener this promoted that cannot bind is logged; the secrets stand.
+                if apply_collect(&mut state, &mut streams, &handle).await.is_none() {
+                    return;
+                }
+                let _ = reply.send(rejections);
+            }
             () = timer => {
                 state.expire(std::time::Instant::now());
-                if !apply(&mut state, &ads, &handle).await {
+                if !apply(&mut state, &mut streams, &handle).await {
                     return;
                 }
             }
@@ -104,23 +126,39 @@ async fn consume(
     }
 }
 
+fn warn_rejected(what: &str, version: &str, rejections: &[Rejection]) {
+    if !rejections.is_empty() {
+        tracing::warn!(%what, %version, rejected = rejections.len(), "xDS update rejected in part: {}",
+            rejections.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; "));
+    }
+}
+
 /// Syncs subscriptions and hands the manager what changed; false when the manager is gone.
-async fn apply(state: &mut XdsState, ads: &AdsHandle, handle: &ServerHandle) -> bool {
-    apply_collect(state, ads, handle).await.is_some()
+async fn apply(state: &mut XdsState, streams: &mut Streams, handle: &ServerHandle) -> bool {
+    apply_collect(state, streams, handle).await.is_some()
 }
 
 /// As [`apply`], returning listeners the manager could not serve (a bind failure) as rejections.
 async fn apply_collect(
     state: &mut XdsState,
-    ads: &AdsHandle,
+    streams: &mut Streams,
     handle: &ServerHandle,
 ) -> Option<Vec<Rejection>> {
     let subscriptions = state.sync_subscriptions();
     for (ty, names) in subscriptions.unsubscribe {
-        ads.unsubscribe(ty, names);
+        streams.ads.unsubscribe(ty, names);
     }
     for (ty, names) in subscriptions.subscribe {
-        ads.subscribe(ty, names);
+        streams.ads.subscribe(ty, names);
+    }
+    for (cluster, names) in subscriptions.sds_unsubscribe {
+        let left = state.sds_names(&cluster);
+        streams
+            .secrets
+            .unsubscribe(&cluster, names, left.is_empty());
+    }
+    for (cluster, names) in subscriptions.sds_subscribe {
+        streams.secrets.subscribe(&cluster, names);
     }
     let change = state.take_change();
     let mut rejections = Vec::new();

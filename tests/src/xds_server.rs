@@ -17,8 +17,12 @@
 //!   changes the subscription.
 //! - Resource versions are a hash of the resource's bytes, so a restarted server that serves the
 //!   same resources resumes a delta stream without resending them.
+//! - Secrets named `file-cert:<chain>~<key>` / `file-root:<ca>` that the snapshot does not hold
+//!   are read from those files, as pilot-agent's SDS server does ([`XdsServer::refresh_files`]
+//!   pushes them again when the files change).
 
 mod actor;
+mod file_secrets;
 mod files;
 mod service;
 
@@ -299,6 +303,16 @@ impl XdsServer {
         self.ask(|reply| actor::Command::Offer { type_url, reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// Re-reads the files behind `file-cert:<chain>~<key>` and `file-root:<ca>` secret names
+    /// (served the way pilot-agent serves them); when a stream's secrets changed, pushes them as
+    /// a new version and returns it.
+    pub async fn refresh_files(&self) -> Option<Version> {
+        self.ask(|reply| actor::Command::RefreshFiles { reply })
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Ends every open stream with `UNAVAILABLE`, as a control plane going away would.

@@ -496,6 +496,81 @@ async fn config_dump_of_static_config_has_no_version_info() {
     assert_eq!(tern, envoy, "version_info of static-only dumps");
 }
 
+/// Static secrets as `/config_dump` shows them: the private key redacted in whichever form it was
+/// given (inline string, inline bytes, file name), everything else verbatim.
+#[tokio::test]
+async fn config_dump_static_secrets_redact_private_keys_as_envoy() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tls");
+    let pem = |file: &str| std::fs::read_to_string(format!("{dir}/{file}")).expect("test PKI");
+    let secrets = format!(
+        r#"
+  secrets:
+  - name: inline
+    tls_certificate:
+      certificate_chain: {{inline_string: {:?}}}
+      private_key: {{inline_string: {:?}}}
+  - name: bytes
+    tls_certificate:
+      certificate_chain: {{filename: {dir}/workload.pem}}
+      private_key: {{inline_bytes: {}}}
+  - name: files
+    tls_certificate:
+      certificate_chain: {{filename: {dir}/rotated.pem}}
+      private_key: {{filename: {dir}/rotated-key.pem}}
+  - name: root
+    validation_context: {{trusted_ca: {{inline_string: {:?}}}}}
+"#,
+        pem("workload.pem"),
+        pem("workload-key.pem"),
+        base64(pem("workload-key.pem").as_bytes()),
+        pem("ca.pem"),
+    );
+    let backends = weighted_backends().await;
+    let Some(pair) = Pair::start(&format!("{WEIGHTED}{secrets}"), &backends.each_ref()).await
+    else {
+        return;
+    };
+    let items = |dump: serde_json::Value| -> Vec<serde_json::Value> {
+        let mut items = dump["configs"].as_array().expect("configs").clone();
+        items.sort_by_key(|i| i["name"].as_str().unwrap_or_default().to_string());
+        items
+    };
+    let path = "/config_dump?resource=static_secrets";
+    let envoy = items(json(&pair.envoy, path).await);
+    let tern = items(json(&pair.tern, path).await);
+    assert_eq!(envoy.len(), 4, "{envoy:?}");
+    assert_eq!(tern, envoy, "{path}");
+    for proxy in pair.both() {
+        let dump = json(proxy, "/config_dump").await;
+        assert!(
+            !dump.to_string().contains("PRIVATE KEY"),
+            "{} shows a private key",
+            proxy.kind.name()
+        );
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
 // ----- /stats/prometheus -------------------------------------------------------------------
 
 /// A strict check of the Prometheus text exposition format as Envoy writes it: `# TYPE` before a

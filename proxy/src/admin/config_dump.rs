@@ -1,5 +1,6 @@
-//! `/config_dump`: the bootstrap, clusters and listeners as Envoy prints them
-//! (`envoy.admin.v3.ConfigDump`), with `?resource=` and `?mask=`.
+//! `/config_dump`: the bootstrap, clusters, listeners, routes, endpoints and secrets as Envoy
+//! prints them (`envoy.admin.v3.ConfigDump`), with `?resource=` and `?mask=`. Private keys are
+//! shown as `[redacted]`, never as they were received.
 
 use super::{Body, Query, json, text};
 use crate::server::ServerHandle;
@@ -13,10 +14,11 @@ use xds_client::pb::google::protobuf::Timestamp;
 
 pub fn config_dump(handle: &ServerHandle, query: &Query) -> Response<Body> {
     let dump = build(handle, query.contains_key("include_eds"));
-    let value = match xds_client::proto_json::to_value(&dump) {
+    let mut value = match xds_client::proto_json::to_value(&dump) {
         Ok(v) => v,
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     };
+    redact(&mut value, false);
     let mask: Option<Vec<&str>> = query
         .get("mask")
         .map(|m| m.split(',').filter(|p| !p.is_empty()).collect());
@@ -213,7 +215,124 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
             configs.push(pack(&endpoints));
         }
     }
+    configs.push(pack(&secrets(info, xds.as_deref())));
     admin::ConfigDump { configs }
+}
+
+/// Envoy's `SecretsConfigDump`: static secrets, received ones, and awaited ones (version
+/// `uninitialized`, only their name), all with private keys redacted.
+fn secrets(
+    info: &crate::server::ServerInfo,
+    xds: Option<&crate::xds::XdsDump>,
+) -> admin::SecretsConfigDump {
+    use admin::secrets_config_dump::{DynamicSecret, StaticSecret};
+    use xds_client::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+    let static_secrets = info
+        .bootstrap
+        .static_resources
+        .iter()
+        .flat_map(|s| &s.secrets)
+        .map(|s| StaticSecret {
+            name: s.name.clone(),
+            secret: Some(pack(&crate::config::secret::redacted(s))),
+            ..Default::default()
+        })
+        .collect();
+    let Some(xds) = xds else {
+        return admin::SecretsConfigDump {
+            static_secrets,
+            ..Default::default()
+        };
+    };
+    admin::SecretsConfigDump {
+        static_secrets,
+        dynamic_active_secrets: xds
+            .secrets
+            .iter()
+            .map(|(key, r)| DynamicSecret {
+                name: key.name.clone(),
+                version_info: r.version.clone(),
+                last_updated: Some(timestamp(r.last_updated)),
+                secret: Some(pack(&*r.source)),
+                ..Default::default()
+            })
+            .collect(),
+        dynamic_warming_secrets: xds
+            .wanted_secrets
+            .iter()
+            .filter(|(key, _)| !xds.secrets.contains_key(*key))
+            .map(|(key, since)| DynamicSecret {
+                name: key.name.clone(),
+                version_info: "uninitialized".into(),
+                last_updated: Some(timestamp(*since)),
+                secret: Some(pack(&Secret {
+                    name: key.name.clone(),
+                    r#type: None,
+                })),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// Blanks key material wherever the dump holds it, as Envoy's `MessageUtil::redact` does for
+/// fields marked sensitive: a TLS certificate's `private_key`, `password` and `pkcs12` (in
+/// secrets, and in inline `tls_certificates` of transport sockets in the bootstrap, listeners and
+/// clusters), session ticket keys and generic secrets. Each data source keeps its kind: strings
+/// and file names become `[redacted]`, bytes the bytes of `[redacted]`.
+fn redact(value: &mut Value, sensitive: bool) {
+    match value {
+        Value::Object(fields) if sensitive && is_data_source(fields) => {
+            for (kind, v) in fields.iter_mut() {
+                *v = match kind.as_str() {
+                    "inline_bytes" => Value::String(REDACTED_BYTES.into()),
+                    "inline_string" | "filename" | "environment_variable" => {
+                        Value::String(crate::config::secret::REDACTED.into())
+                    }
+                    _ => continue,
+                };
+            }
+        }
+        Value::Object(fields) => {
+            let certificate = |key: &str| key == "tls_certificate" || key == "tls_certificates";
+            for (key, child) in fields.iter_mut() {
+                if certificate(key) {
+                    for cert in certificates(child) {
+                        for field in ["private_key", "password", "pkcs12"] {
+                            if let Some(source) = cert.get_mut(field) {
+                                redact(source, true);
+                            }
+                        }
+                    }
+                }
+                let secret_field = matches!(key.as_str(), "session_ticket_keys" | "generic_secret");
+                redact(child, sensitive || secret_field);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| redact(i, sensitive)),
+        _ => {}
+    }
+}
+
+/// `[redacted]` as proto3 JSON shows bytes.
+const REDACTED_BYTES: &str = "W3JlZGFjdGVkXQ==";
+
+/// The TLS certificate objects of a `tls_certificate` value or a `tls_certificates` list.
+fn certificates(value: &mut Value) -> Vec<&mut serde_json::Map<String, Value>> {
+    match value {
+        Value::Object(o) => vec![o],
+        Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn is_data_source(fields: &serde_json::Map<String, Value>) -> bool {
+    fields.keys().any(|k| {
+        matches!(
+            k.as_str(),
+            "inline_bytes" | "inline_string" | "filename" | "environment_variable"
+        )
+    })
 }
 
 fn listener_state(
@@ -248,6 +367,10 @@ fn with_type(item: &Value, resource: &str) -> Value {
             admin::endpoints_config_dump::DynamicEndpointConfig::full_name()
         }
         "dynamic_listeners" => admin::listeners_config_dump::DynamicListener::full_name(),
+        "static_secrets" => admin::secrets_config_dump::StaticSecret::full_name(),
+        "dynamic_active_secrets" | "dynamic_warming_secrets" => {
+            admin::secrets_config_dump::DynamicSecret::full_name()
+        }
         _ => return item.clone(),
     };
     let mut out = serde_json::Map::new();
@@ -315,5 +438,52 @@ fn timestamp(t: SystemTime) -> Timestamp {
     Timestamp {
         seconds: since.as_secs() as i64,
         nanos: since.subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn key_material_is_redacted_wherever_it_is() {
+        let mut dump = json!({"configs": [
+            {"bootstrap": {"static_resources": {"secrets": [
+                {"name": "s", "tls_certificate": {
+                    "certificate_chain": {"inline_string": "chain"},
+                    "private_key": {"inline_bytes": "a2V5"},
+                    "password": {"environment_variable": "PASS"}}},
+                {"name": "t", "session_ticket_keys": {"keys": [{"filename": "/keys/1"}]}},
+                {"name": "g", "generic_secret": {"secret": {"inline_string": "token"}}}
+            ]}}},
+            {"dynamic_listeners": [{"active_state": {"listener": {"filter_chains": [{
+                "transport_socket": {"typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "common_tls_context": {"tls_certificates": [{
+                        "certificate_chain": {"filename": "/c.pem"},
+                        "private_key": {"filename": "/k.pem"}}]}}}}]}}}]}
+        ]});
+        redact(&mut dump, false);
+        let secrets = &dump["configs"][0]["bootstrap"]["static_resources"]["secrets"];
+        assert_eq!(
+            secrets[0]["tls_certificate"],
+            json!({
+                "certificate_chain": {"inline_string": "chain"},
+                "private_key": {"inline_bytes": REDACTED_BYTES},
+                "password": {"environment_variable": "[redacted]"}})
+        );
+        assert_eq!(
+            secrets[1]["session_ticket_keys"]["keys"][0]["filename"],
+            "[redacted]"
+        );
+        assert_eq!(
+            secrets[2]["generic_secret"]["secret"]["inline_string"],
+            "[redacted]"
+        );
+        let tls = &dump["configs"][1]["dynamic_listeners"][0]["active_state"]["listener"]["filter_chains"]
+            [0]["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"][0];
+        assert_eq!(tls["certificate_chain"]["filename"], "/c.pem");
+        assert_eq!(tls["private_key"]["filename"], "[redacted]");
     }
 }

@@ -9,6 +9,8 @@ use super::ConfigError;
 use super::address::{self, Address};
 use super::cluster::Cluster;
 use super::listener::Listener;
+use super::secret::Secret;
+use super::tls::SecretSource;
 use prost::Message;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -90,6 +92,8 @@ pub struct Bootstrap {
     pub admin: Option<Address>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
+    /// `static_resources.secrets`, for TLS contexts that name a secret without `sds_config`.
+    pub secrets: Vec<Secret>,
     /// The ADS stream to follow (`dynamic_resources`), if any.
     pub xds: Option<crate::xds::XdsSettings>,
     /// The bootstrap as given (after merging), for `/config_dump` and for xDS set-up.
@@ -136,6 +140,16 @@ impl Bootstrap {
             })
             .collect::<Result<Vec<_>, _>>()?;
         unique("listener", listeners.iter().map(|l| l.name.as_str()))?;
+        let secrets = statics
+            .secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Secret::try_from(s).map_err(|e| e.within(&format!("static_resources.secrets[{i}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        unique("secret", secrets.iter().map(|s| s.name.as_str()))?;
+        static_secret_refs(&listeners, &clusters, &secrets)?;
         let bound: Vec<SocketAddr> = listeners
             .iter()
             // Port 0 asks the kernel for a fresh port each time: never a clash (Envoy agrees).
@@ -158,10 +172,46 @@ impl Bootstrap {
             admin,
             listeners,
             clusters,
+            secrets,
             xds,
             source,
         })
     }
+}
+
+/// Static listeners and clusters that name a static secret must find it. (Secrets they take
+/// over SDS or ADS are not fetched: only xDS resources subscribe to secrets.)
+fn static_secret_refs(
+    listeners: &[Listener],
+    clusters: &[Cluster],
+    secrets: &[Secret],
+) -> Result<(), ConfigError> {
+    let listener_refs = listeners.iter().flat_map(|l| {
+        l.filter_chains
+            .chains()
+            .iter()
+            .chain(l.filter_chains.default_chain())
+            .flat_map(|c| c.transport.secret_refs())
+            .map(move |r| (format!("listener {:?}", l.name), r))
+    });
+    let cluster_refs = clusters.iter().flat_map(|c| {
+        c.transport
+            .secret_refs()
+            .map(move |r| (format!("cluster {:?}", c.name), r))
+    });
+    for (resource, r) in listener_refs.chain(cluster_refs) {
+        if r.key.source == SecretSource::Static && !secrets.iter().any(|s| s.name == r.key.name) {
+            return Err(ConfigError::new(
+                "bootstrap",
+                "static_resources",
+                format!(
+                    "{resource} names secret {:?}, which has no sds_config and is not in static_resources.secrets",
+                    r.key.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn unique<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<(), ConfigError> {
@@ -176,4 +226,57 @@ fn unique<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<(), Co
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Bootstrap, ConfigError> {
+        let source: proto::Bootstrap =
+            proto_json::from_text(yaml, "bootstrap.yaml", ReadOptions::default()).expect("parses");
+        Bootstrap::new(source, None, None)
+    }
+
+    /// A static cluster whose TLS names secret `name` without an sds_config.
+    fn cluster_naming(name: &str) -> String {
+        format!(
+            r#"
+  clusters:
+  - name: c
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          validation_context_sds_secret_config: {{name: {name}}}
+"#
+        )
+    }
+
+    #[test]
+    fn static_secrets_are_validated_and_found_by_name() {
+        let ca = crate::config::secret::tests::CA;
+        let secrets = format!(
+            "static_resources:\n  secrets:\n  - name: root\n    validation_context: {{trusted_ca: {{inline_string: {ca:?}}}}}\n"
+        );
+        let bootstrap =
+            load(&format!("{secrets}{}", cluster_naming("root"))).expect("the secret is there");
+        assert_eq!(bootstrap.secrets.len(), 1);
+        assert_eq!(bootstrap.secrets[0].name, "root");
+
+        let e = load(&format!("{secrets}{}", cluster_naming("nope"))).expect_err("missing");
+        assert_eq!(
+            e.to_string(),
+            "bootstrap: static_resources: cluster \"c\" names secret \"nope\", which has no sds_config and is not in static_resources.secrets"
+        );
+        let e = load(
+            "static_resources:\n  secrets:\n  - name: bad\n    validation_context: {trusted_ca: {inline_string: nothing}}\n",
+        )
+        .expect_err("bad PEM");
+        assert_eq!(
+            e.to_string(),
+            "secret \"bad\": static_resources.secrets[0].validation_context.trusted_ca: no PEM CERTIFICATE block found"
+        );
+    }
 }

@@ -2,13 +2,16 @@
 //! balancing policy), and how to connect (timeout, source address, connection limits).
 
 mod outlier;
+pub mod transport;
 
 pub use outlier::OutlierDetection;
+pub use transport::{SocketMatchMetadata, UpstreamTransport};
 
 use super::address::{self, Address};
 use super::{ConfigError, opt_duration};
 use crate::lb::{HostHealth, LbConfig, LbPolicy};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use xds_client::pb::envoy::config::cluster::v3 as proto;
 use xds_client::pb::envoy::config::core::v3 as core;
@@ -85,6 +88,9 @@ pub struct Endpoint {
     /// Index of the host's locality among the localities of its priority.
     pub locality: usize,
     pub health: HostHealth,
+    /// The endpoint's and its locality's `envoy.transport_socket_match` metadata, which picks
+    /// the cluster's transport socket for it (`None`: neither has any).
+    pub socket_match: Option<Arc<SocketMatchMetadata>>,
 }
 
 /// The hosts of a cluster with the per-locality weights EDS may give.
@@ -113,6 +119,8 @@ pub struct Cluster {
     pub http: UpstreamHttp,
     /// Passive health checking; `None` when the cluster has no `outlier_detection`.
     pub outlier_detection: Option<OutlierDetection>,
+    /// `transport_socket` and `transport_socket_matches`: plaintext or TLS, per endpoint.
+    pub transport: UpstreamTransport,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -154,9 +162,10 @@ impl TryFrom<&proto::Cluster> for Cluster {
         }
         let bind_source = bind_source(c.upstream_bind_config.as_ref())
             .map_err(|r| err("upstream_bind_config", r))?;
-        if let Some(ts) = &c.transport_socket {
-            transport_socket_is_plaintext(ts).map_err(|r| err("transport_socket", r))?;
-        }
+        let transport = transport::upstream_transport(c).map_err(|e| ConfigError {
+            resource: resource.clone(),
+            ..e
+        })?;
         Ok(Cluster {
             name: c.name.clone(),
             stat_name: if c.alt_stat_name.is_empty() {
@@ -189,6 +198,7 @@ impl TryFrom<&proto::Cluster> for Cluster {
                     r,
                 )
             })?,
+            transport,
         })
     }
 }
@@ -387,6 +397,7 @@ pub fn load_assignment(
             out.locality_weights.resize(priority + 1, Vec::new());
         }
         let locality_index = out.locality_weights[priority].len();
+        let locality_labels = transport::socket_match_labels(locality.metadata.as_ref());
         out.locality_weights[priority].push(
             locality
                 .load_balancing_weight
@@ -397,9 +408,18 @@ pub fn load_assignment(
             let field = format!("endpoints[{i}].lb_endpoints[{j}]");
             let ep = convert_endpoint(lb_endpoint, allow_names)
                 .map_err(|reason| ConfigError::new(&resource, &field, reason))?;
+            let endpoint_labels = transport::socket_match_labels(lb_endpoint.metadata.as_ref());
+            let socket_match =
+                (endpoint_labels.is_some() || locality_labels.is_some()).then(|| {
+                    Arc::new(SocketMatchMetadata {
+                        endpoint: endpoint_labels,
+                        locality: locality_labels.clone(),
+                    })
+                });
             out.endpoints.push(Endpoint {
                 priority: locality.priority,
                 locality: locality_index,
+                socket_match,
                 ..ep
             });
         }
@@ -429,6 +449,7 @@ fn convert_endpoint(lb: &endpoint::LbEndpoint, allow_names: bool) -> Result<Endp
         priority: 0,
         locality: 0,
         health: health(lb.health_status),
+        socket_match: None,
     })
 }
 
@@ -575,25 +596,6 @@ fn upstream_http(c: &proto::Cluster) -> Result<UpstreamHttp, String> {
         }
     }
     Ok(out)
-}
-
-fn transport_socket_is_plaintext(ts: &core::TransportSocket) -> Result<(), String> {
-    let type_url = match &ts.config_type {
-        Some(core::transport_socket::ConfigType::TypedConfig(any)) => {
-            xds_client::any::type_url(any)
-        }
-        None => String::new(),
-    };
-    if ts.name == "envoy.transport_sockets.raw_buffer"
-        || type_url.ends_with("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer")
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "transport socket {:?} ({type_url}) is not supported yet",
-            ts.name
-        ))
-    }
 }
 
 #[cfg(test)]

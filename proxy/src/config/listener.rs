@@ -4,6 +4,7 @@
 use super::address::{self, Address};
 use super::http_connection_manager::HttpConnectionManager;
 use super::tcp_proxy::TcpProxy;
+use super::tls::{self, Side, TransportSocket};
 use super::{ConfigError, opt_duration};
 use crate::listener::filter_chain_match::{FilterChainMatch, FilterChainSelector};
 use std::net::SocketAddr;
@@ -87,6 +88,8 @@ impl PortPredicate {
 pub struct FilterChain {
     pub name: String,
     pub filters: Vec<NetworkFilter>,
+    /// Plaintext, or TLS to terminate before the filters (`transport_socket`).
+    pub transport: TransportSocket,
 }
 
 /// The network filters Tern knows.
@@ -240,15 +243,13 @@ fn port_predicate(p: &proto::ListenerFilterChainMatchPredicate) -> Result<PortPr
 }
 
 fn filter_chain(chain: &proto::FilterChain) -> Result<FilterChain, (String, String)> {
-    if let Some(ts) = &chain.transport_socket {
-        return Err((
-            "transport_socket".into(),
-            format!(
-                "downstream transport socket {:?} is not supported yet",
-                ts.name
-            ),
-        ));
-    }
+    let transport = match &chain.transport_socket {
+        Some(ts) => tls::transport_socket(ts, Side::Downstream).map_err(|e| {
+            let e = e.within("transport_socket");
+            (e.field, e.reason)
+        })?,
+        None => TransportSocket::Plaintext,
+    };
     let filters = chain
         .filters
         .iter()
@@ -264,6 +265,7 @@ fn filter_chain(chain: &proto::FilterChain) -> Result<FilterChain, (String, Stri
     Ok(FilterChain {
         name: chain.name.clone(),
         filters,
+        transport,
     })
 }
 

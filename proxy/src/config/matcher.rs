@@ -93,7 +93,7 @@ pub fn re2_substitution(regex: &Regex, rewrite: &str) -> Result<String, String> 
 }
 
 /// A validated `envoy.type.matcher.v3.StringMatcher`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StringMatcher {
     pub pattern: StringPattern,
     /// ASCII case-insensitive exact/prefix/suffix/contains; ignored for regexes, as in Envoy.
@@ -108,6 +108,21 @@ pub enum StringPattern {
     Contains(String),
     /// Anchored: matches the whole input.
     Regex(Regex),
+}
+
+/// Two patterns are equal when they are written the same (regexes: the same source).
+impl PartialEq for StringPattern {
+    fn eq(&self, other: &Self) -> bool {
+        use StringPattern as P;
+        match (self, other) {
+            (P::Exact(a), P::Exact(b))
+            | (P::Prefix(a), P::Prefix(b))
+            | (P::Suffix(a), P::Suffix(b))
+            | (P::Contains(a), P::Contains(b)) => a == b,
+            (P::Regex(a), P::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
 }
 
 impl StringMatcher {

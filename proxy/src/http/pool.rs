@@ -19,9 +19,10 @@
 use super::io::LocalExec;
 use super::local_reply::Body;
 use crate::config::cluster::UpstreamHttp;
+use crate::config::tls::TlsContext;
 use crate::snapshot::ClusterEntry;
 use crate::snapshot::HostStats;
-use crate::upstream::{self, ConnectError, UpstreamConnection};
+use crate::upstream::{self, ConnectError, Destination, UpstreamConnection};
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -59,6 +60,9 @@ struct PoolKey {
     cluster: String,
     address: SocketAddr,
     http2: bool,
+    /// Whether the endpoint's transport socket is TLS: an endpoint that switches between
+    /// plaintext and TLS (its `tlsMode` changed) never reuses the other kind's connections.
+    tls: bool,
 }
 
 /// One worker's pools.
@@ -134,41 +138,40 @@ impl Pools {
     pub async fn send(
         self: &Rc<Self>,
         cluster: &Arc<ClusterEntry>,
-        address: SocketAddr,
-        host: &Arc<HostStats>,
+        destination: &Destination,
         http2: bool,
         request: Request<Body>,
         keep: Box<dyn std::any::Any>,
     ) -> Result<Response<Body>, Failure> {
-        self.send_from(Instant::now(), cluster, address, host, http2, request, keep)
+        self.send_from(Instant::now(), cluster, destination, http2, request, keep)
             .await
     }
 
     /// [`Pools::send`] for a request that started at `started`: `upstream_rq_time` counts from
     /// there to the end of the upstream response.
-    #[allow(clippy::too_many_arguments)]
     pub async fn send_from(
         self: &Rc<Self>,
         started: Instant,
         cluster: &Arc<ClusterEntry>,
-        address: SocketAddr,
-        host: &Arc<HostStats>,
+        destination: &Destination,
         http2: bool,
         mut request: Request<Body>,
         keep: Box<dyn std::any::Any>,
     ) -> Result<Response<Body>, Failure> {
         let key = PoolKey {
             cluster: cluster.config.name.clone(),
-            address,
+            address: destination.address,
             http2,
+            tls: destination.tls.is_some(),
         };
         let pool = self.hosts.borrow_mut().entry(key).or_default().clone();
         let settings = cluster.config.http.clone();
         let stats = &cluster.stats.http;
         let target = Target {
             cluster,
-            address,
-            host,
+            address: destination.address,
+            host: &destination.stats,
+            tls: destination.tls.as_deref(),
             pool: &pool,
         };
         if http2 {
@@ -371,6 +374,8 @@ struct Target<'a> {
     cluster: &'a Arc<ClusterEntry>,
     address: SocketAddr,
     host: &'a Arc<HostStats>,
+    /// The endpoint's TLS context (`None`: plaintext); see [`upstream::connect`].
+    tls: Option<&'a TlsContext>,
     pool: &'a Rc<HostPool>,
 }
 
@@ -467,6 +472,7 @@ async fn open(target: &Target<'_>) -> Result<tokio::net::TcpStream, Failure> {
         target.address,
         cluster.config.bind_source,
         cluster.config.connect_timeout,
+        target.tls,
     )
     .await
     {

@@ -909,13 +909,12 @@ impl Forward<'_> {
                 .chain(per_try_idle)
                 .min_by_key(|(at, _)| *at);
             let pools = ctx.worker.http_pools();
-            let host_stats = picked.host.stats.clone();
+            let destination = picked.destination();
             let outlier = picked.host.outlier.clone();
             let send = pools.send_from(
                 started,
                 &cluster,
-                address,
-                &host_stats,
+                &destination,
                 http2,
                 request,
                 Box::new((picked, active)),
@@ -1297,11 +1296,10 @@ impl Forward<'_> {
             };
             *request.uri_mut() = uri;
             let pools = self.ctx.worker.http_pools();
-            let address = picked.address;
-            let host = picked.host.stats.clone();
+            let destination = picked.destination();
             tokio::task::spawn_local(async move {
                 if let Ok(response) = pools
-                    .send(&cluster, address, &host, false, request, Box::new(picked))
+                    .send(&cluster, &destination, false, request, Box::new(picked))
                     .await
                 {
                     let _ = response.into_body().collect().await;

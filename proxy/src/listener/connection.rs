@@ -8,6 +8,7 @@
 use super::filter_chain_match::ConnectionInfo;
 use super::inspect::{self, Inspection, RAW_BUFFER_TRANSPORT_PROTOCOL, TLS_TRANSPORT_PROTOCOL};
 use crate::config::listener::{ListenerFilterKind, NetworkFilter};
+use crate::config::tls::TransportSocket;
 use crate::snapshot::{ListenerEntry, Snapshot};
 use crate::sockopt;
 use crate::tcp_proxy;
@@ -102,6 +103,20 @@ async fn serve_on(
         tracing::debug!(listener = %entry.config.name, peer = %downstream.peer, "no filter chain match");
         return;
     };
+    if let TransportSocket::Tls(_) = chain.transport {
+        // TLS termination (Istio's inbound mTLS chains) comes with the mTLS work. Until then the
+        // connection is closed: serving its bytes as plaintext would be wrong either way.
+        if let Some(errors) = &stats.ssl_connection_error {
+            errors.inc();
+        }
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(listener = %entry.config.name, chain = %chain.name, peer = %downstream.peer, "closing a connection: its filter chain terminates TLS, which Tern does not do yet (counted as ssl.connection_error; later ones are logged at debug)");
+        } else {
+            tracing::debug!(listener = %entry.config.name, chain = %chain.name, peer = %downstream.peer, "closing: the filter chain terminates TLS, which is not supported yet");
+        }
+        return;
+    }
     for filter in &chain.filters {
         match filter {
             NetworkFilter::NoOp { .. } => continue,

@@ -10,7 +10,7 @@
 //! Used by the cargo-fuzz target in `proxy/fuzz/` and by the stable-toolchain mutation test
 //! `tests/tests/xds_fuzz.rs`.
 
-use super::{XdsSettings, XdsState};
+use super::{SecretSources, XdsSettings, XdsState};
 use crate::stats::Store;
 use std::time::{Duration, Instant};
 use xds_client::ads::{Protocol, XdsAddress, read_encoded_response};
@@ -46,6 +46,10 @@ pub fn apply_encoded_responses(input: &[u8]) -> Outcome {
         lds_initial_fetch_timeout: None,
         cds_initial_fetch_timeout: Some(Duration::from_secs(15)),
         static_eds: vec!["static-eds".into()],
+        secret_sources: SecretSources {
+            clusters: [("sds-grpc".to_string(), Ok(XdsAddress::Unix("/sds".into())))].into(),
+            statics: Default::default(),
+        },
     };
     let now = Instant::now();
     let mut state = XdsState::new(&settings, &Store::default(), now);

@@ -5,11 +5,15 @@
 //! with `lds_config` and `cds_config` (and every RDS/EDS source inside resources) set to
 //! `ads: {}`. Every other way of fetching configuration (REST, files, per-type gRPC sources,
 //! xdstp locators) is refused here with the field that asked for it, so a bootstrap Tern would
-//! not follow fails at start-up rather than leaving the proxy silently unconfigured.
+//! not follow fails at start-up rather than leaving the proxy silently unconfigured. The one
+//! exception is secrets: a TLS context may take them from a static gRPC cluster of their own
+//! (Istio's `sds-grpc`), which [`SecretSources`] resolves.
 
 use crate::config::address::Address;
 use crate::config::cluster::{Cluster, Discovery};
+use crate::config::tls::{SecretKey, SecretSource};
 use crate::config::{ConfigError, opt_duration};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use xds_client::ads::{Protocol, XdsAddress, protocol_from_api_type};
 use xds_client::pb::envoy::config::bootstrap::v3 as bootstrap_proto;
@@ -35,6 +39,74 @@ pub struct XdsSettings {
     pub cds_initial_fetch_timeout: Option<Duration>,
     /// EDS service names of the bootstrap's own EDS clusters (they subscribe from the start).
     pub static_eds: Vec<String>,
+    /// Where the secrets TLS contexts name can come from.
+    pub secret_sources: SecretSources,
+}
+
+/// The sources an `sds_config` may name, from the bootstrap: static clusters that can carry an
+/// SDS stream (Istio's `sds-grpc`), and the static secrets.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SecretSources {
+    /// Every static cluster: its single endpoint, or why it cannot carry a gRPC stream.
+    pub clusters: BTreeMap<String, Result<XdsAddress, String>>,
+    /// Names of `static_resources.secrets`.
+    pub statics: BTreeSet<String>,
+}
+
+impl SecretSources {
+    pub fn from_bootstrap(
+        source: &bootstrap_proto::Bootstrap,
+        static_clusters: &[Cluster],
+    ) -> Self {
+        SecretSources {
+            clusters: static_clusters
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        control_plane_address(&c.name, static_clusters),
+                    )
+                })
+                .collect(),
+            statics: source
+                .static_resources
+                .iter()
+                .flat_map(|s| &s.secrets)
+                .map(|s| s.name.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether `secret` can be fetched: its cluster is a static one with one endpoint, or the
+    /// static secret it names exists.
+    pub fn check(&self, secret: &SecretKey) -> Result<(), String> {
+        match &secret.source {
+            SecretSource::Ads => Ok(()),
+            SecretSource::Static => {
+                if self.statics.contains(&secret.name) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "secret {:?} has no sds_config and is not a static secret",
+                        secret.name
+                    ))
+                }
+            }
+            SecretSource::Cluster(cluster) => match self.clusters.get(cluster) {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(reason)) => Err(format!("secret {:?}: {reason}", secret.name)),
+                None => Err(format!(
+                    "secret {:?}: SDS cluster {cluster:?} is not a static cluster",
+                    secret.name
+                )),
+            },
+        }
+    }
+
+    /// The address of an SDS cluster that [`SecretSources::check`] accepted.
+    pub fn address(&self, cluster: &str) -> Option<&XdsAddress> {
+        self.clusters.get(cluster).and_then(|r| r.as_ref().ok())
+    }
 }
 
 /// The ADS settings of a bootstrap, `None` when it has no `dynamic_resources` to follow.
@@ -128,6 +200,7 @@ pub fn from_bootstrap(
         lds_initial_fetch_timeout: lds_initial_fetch_timeout.flatten(),
         cds_initial_fetch_timeout: cds_initial_fetch_timeout.flatten(),
         static_eds,
+        secret_sources: SecretSources::from_bootstrap(source, static_clusters),
     }))
 }
 

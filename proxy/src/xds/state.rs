@@ -5,31 +5,33 @@
 //! (what the manager serves) and maybe a *warming* one (accepted, waiting for what it depends on):
 //! - an EDS cluster warms until its ClusterLoadAssignment arrived;
 //! - a listener warms until every RouteConfiguration its connection managers name arrived;
+//! - either warms until every secret its TLS transport sockets name arrived (see [`secrets`]);
 //! - warming ends early when the dependency's `initial_fetch_timeout` passes (0: never).
 //!
 //! While a new version warms the previous one stays active, so an update never leaves a gap.
-//! RDS and EDS subscriptions follow what the listeners and clusters (active or warming) name;
-//! what nothing names any more is unsubscribed and forgotten.
+//! RDS, EDS and secret subscriptions follow what the listeners and clusters (active or warming)
+//! name; what nothing names any more is unsubscribed and forgotten.
 //!
 //! Invariants: a rejected resource changes nothing (its last good version stays); a removal is a
 //! fact and always applies; [`XdsState::take_change`] reports exactly what the manager must
 //! change, so one accepted push makes at most one snapshot.
 
-use super::settings::{XdsSettings, ads_source, eds_service_name};
-use crate::config::cluster::{Cluster, LoadAssignment, load_assignment};
-use crate::config::listener::Listener;
+use super::settings::{SecretSources, XdsSettings};
+use crate::config::cluster::{LoadAssignment, load_assignment};
 use crate::config::route::RouteConfig;
+use crate::config::secret::Secret;
+use crate::config::tls::{SecretKey, SecretSource};
 use crate::stats::{Counter, Gauge, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use xds_client::ads::{Rejection, Resource, Update};
+use xds_client::ads::{Rejection, Update};
 use xds_client::any;
 use xds_client::pb::envoy::config::cluster::v3 as cluster_proto;
 use xds_client::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use xds_client::pb::envoy::config::listener::v3 as listener_proto;
 use xds_client::pb::envoy::config::route::v3::RouteConfiguration;
-use xds_client::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm_proto;
+use xds_client::pb::envoy::extensions::transport_sockets::tls::v3::Secret as SecretProto;
 use xds_client::resource::ResourceType;
 
 /// One accepted version of a resource, as `/config_dump` shows it.
@@ -40,6 +42,8 @@ pub struct Versioned<T> {
     pub last_updated: SystemTime,
     /// What it waits for: RDS names (listener) or the EDS service name (cluster).
     needs: Vec<(String, Option<Duration>)>,
+    /// The SDS secrets its TLS transport sockets name (static ones are always there).
+    secrets: Vec<(SecretKey, Option<Duration>)>,
 }
 
 /// A listener or cluster: the version served and the one warming, if any.
@@ -100,6 +104,11 @@ pub struct XdsDump {
     pub clusters: BTreeMap<String, Slot<cluster_proto::Cluster>>,
     pub routes: BTreeMap<String, Received<RouteConfig, RouteConfiguration>>,
     pub endpoints: BTreeMap<String, Received<LoadAssignment, ClusterLoadAssignment>>,
+    /// Secrets received (their `source` with private keys redacted).
+    pub secrets: BTreeMap<SecretKey, Received<Secret, SecretProto>>,
+    /// Secrets some listener or cluster names, with when they were first asked for; those not in
+    /// `secrets` are still awaited (`dynamic_warming_secrets`).
+    pub wanted_secrets: BTreeMap<SecretKey, SystemTime>,
 }
 
 /// What the manager must change after an update; `None` fields are unchanged.
@@ -113,6 +122,8 @@ pub struct XdsChange {
     pub routes: Option<BTreeMap<String, Arc<RouteConfig>>>,
     /// New endpoints by EDS service name (`None`: forgotten, nothing uses it any more).
     pub assignments: Vec<(String, Option<Arc<LoadAssignment>>)>,
+    /// Every dynamic secret received, when any changed.
+    pub secrets: Option<BTreeMap<SecretKey, Arc<Secret>>>,
     /// Start-up is complete: the server goes LIVE.
     pub live: bool,
 }
@@ -123,15 +134,20 @@ impl XdsChange {
             && self.clusters.is_none()
             && self.routes.is_none()
             && self.assignments.is_empty()
+            && self.secrets.is_none()
             && !self.live
     }
 }
 
-/// Subscriptions to change on the ADS stream.
+/// Subscriptions to change: on the ADS stream by type, and on each SDS cluster's stream.
 #[derive(Debug, Default, PartialEq)]
 pub struct Subscriptions {
     pub subscribe: Vec<(ResourceType, Vec<String>)>,
     pub unsubscribe: Vec<(ResourceType, Vec<String>)>,
+    /// Secret names to add, by SDS cluster.
+    pub sds_subscribe: Vec<(String, Vec<String>)>,
+    /// Secret names to drop, by SDS cluster.
+    pub sds_unsubscribe: Vec<(String, Vec<String>)>,
 }
 
 /// Envoy's subscription counters for one type (`<prefix>.update_*`).
@@ -168,6 +184,7 @@ pub struct XdsState {
     store: Store,
     dump: XdsDump,
     static_eds: Vec<String>,
+    secret_sources: SecretSources,
     subscribed_routes: BTreeSet<String>,
     subscribed_endpoints: BTreeSet<String>,
     /// Initial fetch: `Ok(())` once the first response came (or timed out), else the deadline.
@@ -177,6 +194,7 @@ pub struct XdsState {
     listeners_dirty: bool,
     clusters_dirty: bool,
     routes_dirty: bool,
+    secrets_dirty: bool,
     assignments_changed: Vec<(String, Option<Arc<LoadAssignment>>)>,
     lds_stats: UpdateStats,
     cds_stats: UpdateStats,
@@ -197,6 +215,7 @@ impl XdsState {
             store: store.clone(),
             dump: XdsDump::default(),
             static_eds: settings.static_eds.clone(),
+            secret_sources: settings.secret_sources.clone(),
             subscribed_routes: BTreeSet::new(),
             subscribed_endpoints: BTreeSet::new(),
             lds_init: init(settings.lds, settings.lds_initial_fetch_timeout),
@@ -205,6 +224,7 @@ impl XdsState {
             listeners_dirty: false,
             clusters_dirty: false,
             routes_dirty: false,
+            secrets_dirty: false,
             assignments_changed: Vec::new(),
             lds_stats: UpdateStats::new(store, "listener_manager.lds"),
             cds_stats: UpdateStats::new(store, "cluster_manager.cds"),
@@ -245,11 +265,7 @@ impl XdsState {
             }
             ResourceType::Route => self.apply_routes(update),
             ResourceType::Endpoint => self.apply_endpoints(update),
-            ResourceType::Secret => update
-                .resources
-                .iter()
-                .map(|r| Rejection::new(&r.name, "secrets (SDS) are not supported yet"))
-                .collect(),
+            ResourceType::Secret => self.apply_secrets(&SecretSource::Ads, update),
         };
         self.promote();
         rejections
@@ -319,6 +335,13 @@ impl XdsState {
                     .collect()
             }),
             assignments: std::mem::take(&mut self.assignments_changed),
+            secrets: std::mem::take(&mut self.secrets_dirty).then(|| {
+                self.dump
+                    .secrets
+                    .iter()
+                    .map(|(key, r)| (key.clone(), r.config.clone()))
+                    .collect()
+            }),
             live: false,
         };
         let live = !self.live
@@ -374,21 +397,23 @@ impl XdsState {
                 }
             }
         }
+        self.sync_secret_subscriptions(&mut out);
         out
     }
 
     fn apply_listeners(&mut self, update: Update, now: Instant) -> Vec<Rejection> {
         let mut rejections = Vec::new();
         for resource in &update.resources {
-            match listener_version(resource) {
+            match listener_version(resource, &self.secret_sources) {
                 Ok(version) => {
                     let ready = |name: &str| self.dump.routes.contains_key(name);
+                    let secret_ready = |key: &SecretKey| self.dump.secrets.contains_key(key);
                     let slot = self
                         .dump
                         .listeners
                         .entry(resource.name.clone())
                         .or_default();
-                    self.listeners_dirty |= place(slot, version, now, ready);
+                    self.listeners_dirty |= place(slot, version, now, ready, secret_ready);
                 }
                 Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
             }
@@ -404,11 +429,12 @@ impl XdsState {
     fn apply_clusters(&mut self, update: Update, now: Instant) -> Vec<Rejection> {
         let mut rejections = Vec::new();
         for resource in &update.resources {
-            match cluster_version(resource) {
+            match cluster_version(resource, &self.secret_sources) {
                 Ok(version) => {
                     let ready = |name: &str| self.dump.endpoints.contains_key(name);
+                    let secret_ready = |key: &SecretKey| self.dump.secrets.contains_key(key);
                     let slot = self.dump.clusters.entry(resource.name.clone()).or_default();
-                    self.clusters_dirty |= place(slot, version, now, ready);
+                    self.clusters_dirty |= place(slot, version, now, ready, secret_ready);
                 }
                 Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
             }
@@ -551,15 +577,17 @@ impl XdsState {
 
     /// Moves warming versions whose dependencies all arrived to active.
     fn promote(&mut self) {
+        let secrets = &self.dump.secrets;
+        let secret_ready = |key: &SecretKey| secrets.contains_key(key);
         for slot in self.dump.listeners.values_mut() {
             let routes = &self.dump.routes;
-            if take_if_ready(slot, |n| routes.contains_key(n)) {
+            if take_if_ready(slot, |n| routes.contains_key(n), secret_ready) {
                 self.listeners_dirty = true;
             }
         }
         for slot in self.dump.clusters.values_mut() {
             let endpoints = &self.dump.endpoints;
-            if take_if_ready(slot, |n| endpoints.contains_key(n)) {
+            if take_if_ready(slot, |n| endpoints.contains_key(n), secret_ready) {
                 self.clusters_dirty = true;
             }
         }
@@ -612,6 +640,7 @@ fn place<T: PartialEq>(
     version: Versioned<T>,
     now: Instant,
     ready: impl Fn(&str) -> bool,
+    secret_ready: impl Fn(&SecretKey) -> bool,
 ) -> bool {
     if slot
         .active
@@ -634,6 +663,13 @@ fn place<T: PartialEq>(
         .iter()
         .filter(|(n, _)| !ready(n))
         .map(|(_, t)| *t)
+        .chain(
+            version
+                .secrets
+                .iter()
+                .filter(|(k, _)| !secret_ready(k))
+                .map(|(_, t)| *t),
+        )
         .collect();
     if missing.is_empty() {
         slot.active = Some(version);
@@ -650,11 +686,14 @@ fn place<T: PartialEq>(
     false
 }
 
-fn take_if_ready<T>(slot: &mut Slot<T>, ready: impl Fn(&str) -> bool) -> bool {
-    let warm = slot
-        .warming
-        .as_ref()
-        .is_some_and(|(w, _)| w.needs.iter().all(|(n, _)| ready(n)));
+fn take_if_ready<T>(
+    slot: &mut Slot<T>,
+    ready: impl Fn(&str) -> bool,
+    secret_ready: impl Fn(&SecretKey) -> bool,
+) -> bool {
+    let warm = slot.warming.as_ref().is_some_and(|(w, _)| {
+        w.needs.iter().all(|(n, _)| ready(n)) && w.secrets.iter().all(|(k, _)| secret_ready(k))
+    });
     if warm {
         slot.active = slot.warming.take().map(|(v, _)| v);
     }
@@ -678,92 +717,9 @@ fn diff(
     *current = wanted;
 }
 
-fn listener_version(resource: &Resource) -> Result<Versioned<listener_proto::Listener>, String> {
-    let source: listener_proto::Listener =
-        any::unpack(&resource.body).map_err(|e| e.to_string())?;
-    Listener::try_from(&source).map_err(|e| e.to_string())?;
-    let needs = rds_names(&source)?;
-    Ok(Versioned {
-        source: Arc::new(source),
-        version: resource.version.clone(),
-        last_updated: SystemTime::now(),
-        needs,
-    })
-}
-
-fn cluster_version(resource: &Resource) -> Result<Versioned<cluster_proto::Cluster>, String> {
-    let source: cluster_proto::Cluster = any::unpack(&resource.body).map_err(|e| e.to_string())?;
-    let cluster = Cluster::try_from(&source).map_err(|e| e.to_string())?;
-    let mut needs = Vec::new();
-    if let crate::config::cluster::Discovery::Eds { .. } = cluster.discovery {
-        let config = source
-            .eds_cluster_config
-            .as_ref()
-            .and_then(|e| e.eds_config.as_ref())
-            .ok_or_else(|| {
-                format!(
-                    "cluster {:?}: eds_cluster_config.eds_config: is required (ads)",
-                    source.name
-                )
-            })?;
-        let timeout = ads_source(config).map_err(|r| {
-            format!(
-                "cluster {:?}: eds_cluster_config.eds_config: {r}",
-                source.name
-            )
-        })?;
-        needs.push((eds_service_name(&cluster).to_string(), timeout));
-    }
-    Ok(Versioned {
-        source: Arc::new(source),
-        version: resource.version.clone(),
-        last_updated: SystemTime::now(),
-        needs,
-    })
-}
-
-/// The RouteConfiguration names a listener's connection managers take over RDS, with each
-/// source's `initial_fetch_timeout`; a non-ADS source is refused.
-fn rds_names(
-    listener: &listener_proto::Listener,
-) -> Result<Vec<(String, Option<Duration>)>, String> {
-    use hcm_proto::http_connection_manager::RouteSpecifier;
-    let chains = listener
-        .filter_chains
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (format!("filter_chains[{i}]"), c))
-        .chain(
-            listener
-                .default_filter_chain
-                .iter()
-                .map(|c| ("default_filter_chain".to_string(), c)),
-        );
-    let mut out: Vec<(String, Option<Duration>)> = Vec::new();
-    for (chain_field, chain) in chains {
-        for (j, filter) in chain.filters.iter().enumerate() {
-            let Some(listener_proto::filter::ConfigType::TypedConfig(typed)) = &filter.config_type
-            else {
-                continue;
-            };
-            let Ok(hcm) = any::unpack::<hcm_proto::HttpConnectionManager>(typed) else {
-                continue;
-            };
-            if let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier {
-                let field = format!("{chain_field}.filters[{j}].rds.config_source");
-                let source = rds.config_source.as_ref().ok_or_else(|| {
-                    format!("listener {:?}: {field}: is required (ads)", listener.name)
-                })?;
-                let timeout = ads_source(source)
-                    .map_err(|r| format!("listener {:?}: {field}: {r}", listener.name))?;
-                if !out.iter().any(|(n, _)| *n == rds.route_config_name) {
-                    out.push((rds.route_config_name.clone(), timeout));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
+mod secrets;
 #[cfg(test)]
 mod tests;
+mod versions;
+
+use versions::{cluster_version, listener_version};

@@ -4,7 +4,8 @@
 //! xds-server --dir <DIR> [--listen <IP:PORT> | --uds <PATH>] [--poll-ms <N>]
 //! ```
 //! Serves ADS (SotW and delta) and SDS from the Envoy proto3 JSON/YAML files in DIR (see
-//! `tern_tests::xds_server::load_dir`), re-reading them when a file is added, removed or rewritten.
+//! `tern_tests::xds_server::load_dir`), re-reading them when a file is added, removed or rewritten,
+//! and `file-cert:`/`file-root:` secrets from the files they name, re-read on every poll.
 //! Prints `listening on <address>` once bound; a bad file is reported and the last good snapshot
 //! stays served.
 
@@ -57,6 +58,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! {
             _ = interval.tick() => {}
             _ = tokio::signal::ctrl_c() => break,
+        }
+        if let Some(version) = server.refresh_files().await {
+            println!("serving version {version} (file-cert/file-root secrets changed)");
         }
         served = refresh(&server, &args.dir, served).await;
     }

@@ -1,6 +1,7 @@
 //! The control plane's single owner of state: the snapshot, every stream's subscriptions and what
 //! it was sent, the nonces handed out, and the ACK/NACK verdicts with their waiters.
 
+use super::file_secrets;
 use super::{Recorded, Request, Snapshot, StreamKind, Verdict, Version};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -12,7 +13,7 @@ use xds_client::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryResponse, DiscoveryResponse, Resource,
 };
 use xds_client::pb::google::protobuf::Any;
-use xds_client::resource::{CLUSTER, LISTENER};
+use xds_client::resource::{CLUSTER, LISTENER, SECRET};
 
 /// Where a stream's responses go.
 pub(crate) enum Sink {
@@ -52,6 +53,9 @@ pub(crate) enum Command {
         type_url: String,
         reply: oneshot::Sender<Version>,
     },
+    RefreshFiles {
+        reply: oneshot::Sender<Option<Version>>,
+    },
 }
 
 /// One stream's view of one type.
@@ -72,6 +76,7 @@ struct Stream {
 }
 
 /// A stored resource: its body and its version (a hash of type and bytes).
+#[derive(Clone)]
 struct Stored {
     body: Any,
     version: String,
@@ -192,6 +197,9 @@ impl Actor {
                 }
                 let _ = reply.send(self.version.clone());
             }
+            Command::RefreshFiles { reply } => {
+                let _ = reply.send(self.refresh_files());
+            }
             Command::DisconnectAll { reply } => {
                 for (_, stream) in self.streams.drain() {
                     let status = Status::unavailable("disconnected by the test control plane");
@@ -205,9 +213,36 @@ impl Actor {
         }
     }
 
-    fn install(&mut self, snapshot: Snapshot) {
+    fn next_version(&mut self) {
         self.pushes += 1;
         self.version = format!("{}{}", self.version_prefix, self.pushes);
+    }
+
+    /// Re-reads the files behind `file-cert:`/`file-root:` secrets; when any stream would now be
+    /// served something else, a new version goes out with the changes.
+    fn refresh_files(&mut self) -> Option<Version> {
+        let changed = self.streams.values().any(|stream| {
+            stream.types.get(SECRET).is_some_and(|sub| {
+                let now: BTreeMap<String, String> = Self::view(&self.resources, SECRET, sub)
+                    .into_iter()
+                    .map(|(name, stored)| (name, stored.version))
+                    .collect();
+                now != sub.sent
+            })
+        });
+        if !changed {
+            return None;
+        }
+        self.next_version();
+        let ids: Vec<u64> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.send(id, SECRET, false);
+        }
+        Some(self.version.clone())
+    }
+
+    fn install(&mut self, snapshot: Snapshot) {
+        self.next_version();
         self.resources = snapshot
             .resources
             .into_iter()
@@ -326,19 +361,32 @@ impl Actor {
         self.send(id, &request.type_url, first);
     }
 
-    /// The stream's in-scope resources of `type_url`: name -> stored.
-    fn view<'a>(
-        resources: &'a BTreeMap<String, BTreeMap<String, Stored>>,
+    /// The stream's in-scope resources of `type_url`: name -> stored. Secrets named after
+    /// files that the snapshot does not hold are read from those files.
+    fn view(
+        resources: &BTreeMap<String, BTreeMap<String, Stored>>,
         type_url: &str,
         sub: &Subscription,
-    ) -> BTreeMap<&'a str, &'a Stored> {
-        resources
-            .get(type_url)
+    ) -> BTreeMap<String, Stored> {
+        let of_type = resources.get(type_url);
+        let mut view: BTreeMap<String, Stored> = of_type
             .into_iter()
             .flatten()
             .filter(|(name, _)| sub.wildcard || sub.names.contains(*name))
-            .map(|(name, stored)| (name.as_str(), stored))
-            .collect()
+            .map(|(name, stored)| (name.clone(), stored.clone()))
+            .collect();
+        if type_url == SECRET {
+            for name in &sub.names {
+                if view.contains_key(name) {
+                    continue;
+                }
+                if let Some(body) = file_secrets::resolve(name) {
+                    let version = resource_version(type_url, &body);
+                    view.insert(name.clone(), Stored { body, version });
+                }
+            }
+        }
+        view
     }
 
     /// Sends what changed for `type_url` on stream `id` (everything in scope if `force`).
@@ -372,7 +420,7 @@ impl Actor {
             Sink::Delta(tx) => {
                 let changed: Vec<Resource> = view
                     .iter()
-                    .filter(|(name, stored)| sub.sent.get(**name) != Some(&stored.version))
+                    .filter(|(name, stored)| sub.sent.get(name.as_str()) != Some(&stored.version))
                     .map(|(name, stored)| Resource {
                         name: name.to_string(),
                         version: stored.version.clone(),

@@ -117,3 +117,62 @@ fn duplicate_filter_chain_matches_are_rejected() {
         "{err}"
     );
 }
+
+/// Istio's own virtualInbound (a real sidecar's config dump): its mTLS chains carry a
+/// DownstreamTlsContext naming `default` and `ROOTCA` over `sds-grpc`.
+#[test]
+fn istio_virtual_inbound_tls_chains_name_their_sds_secrets() {
+    use crate::config::tls::{SecretSource, TransportSocket};
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/istio/xds/configdump.yaml"
+    ));
+    let Ok(text) = text else {
+        eprintln!("skipped: the Istio config dump fixture is not present");
+        return;
+    };
+    let dump = xds_client::proto_json::parse_text(&text, "configdump.yaml").expect("parses");
+    let inbound = dump["configs"][0]["dynamic_listeners"]
+        .as_array()
+        .expect("dynamic listeners")
+        .iter()
+        .map(|l| l["active_state"]["listener"].clone())
+        .find(|l| l["name"] == "virtualInbound")
+        .expect("virtualInbound");
+    let mut source = inbound;
+    if let Some(o) = source.as_object_mut() {
+        o.remove("@type");
+    }
+    let proto: proto::Listener = from_value(
+        source,
+        ReadOptions {
+            allow_unknown_fields: true,
+        },
+    )
+    .expect("proto JSON");
+    // Only the transport sockets matter here: the chains' 2023-era Istio filters
+    // (istio_authn) are not what this test is about.
+    let mut tls_chains = 0;
+    for (i, chain) in proto.filter_chains.iter().enumerate() {
+        let Some(ts) = &chain.transport_socket else {
+            continue;
+        };
+        let socket = crate::config::tls::transport_socket(ts, crate::config::tls::Side::Downstream)
+            .unwrap_or_else(|e| panic!("filter_chains[{i}]: {e}"));
+        let TransportSocket::Tls(tls) = socket else {
+            continue;
+        };
+        tls_chains += 1;
+        let names: Vec<(&str, &SecretSource)> = tls
+            .secret_refs()
+            .map(|r| (r.key.name.as_str(), &r.key.source))
+            .collect();
+        let sds = SecretSource::Cluster("sds-grpc".into());
+        assert_eq!(names, [("default", &sds), ("ROOTCA", &sds)], "chain {i}");
+        assert!(tls.secret_refs().all(|r| r.initial_fetch_timeout.is_none()));
+    }
+    assert!(
+        tls_chains >= 2,
+        "virtualInbound has mTLS chains: {tls_chains}"
+    );
+}
