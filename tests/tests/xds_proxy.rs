@@ -789,7 +789,7 @@ async fn a_removed_cluster_finishes_its_in_flight_request() {
         .add(&resources::endpoints("new", other.address.port()));
     let v2 = h.server.push(next).await;
     h.server
-        .wait_acked(&v2, &[CLUSTER, ROUTE])
+        .wait_acked(&v2, &[CLUSTER, ENDPOINT, ROUTE])
         .await
         .expect("ACKed");
     assert!(!h.tern.handle.snapshot().clusters.contains_key("old"));
