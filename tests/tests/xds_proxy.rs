@@ -789,14 +789,24 @@ async fn a_removed_cluster_finishes_its_in_flight_request() {
         .add(&resources::endpoints("new", other.address.port()));
     let v2 = h.server.push(next).await;
     h.server
-        .wait_acked(&v2, &[CLUSTER, ENDPOINT, ROUTE])
+        .wait_acked(&v2, &[CLUSTER, ROUTE])
         .await
         .expect("ACKed");
     assert!(!h.tern.handle.snapshot().clusters.contains_key("old"));
+    // The first EDS ACK at v2 may be the one for removing "old"; "new" is subscribed (and its
+    // endpoints sent) only once Tern saw it in CDS. Wait until it serves.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !h.tern.handle.snapshot().clusters.contains_key("new") {
+        assert!(tokio::time::Instant::now() < deadline, "new never warmed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let response = get(listener).await;
     assert_eq!(
         response.json.as_ref().map(|j| j["backend"].clone()),
-        Some("other".into())
+        Some("other".into()),
+        "{} {}",
+        response.status,
+        response.text()
     );
 
     release.notify_one();
