@@ -115,3 +115,59 @@ pub fn route_all(cluster: &str, extra: &str) -> String {
     };
     format!("              - {{ match: {{ prefix: / }}, route: {{ cluster: {cluster}{extra} }} }}")
 }
+
+/// Istio's shape of an xDS-driven bootstrap: node `node_id`, ADS (`api_type` `DELTA_GRPC` or
+/// `GRPC`) through the static `xds-grpc` cluster, LDS and CDS over ADS with
+/// `initial_fetch_timeout: 0s`. `clusters` are the static cluster list items (see
+/// [`grpc_cluster`]; one must be `xds-grpc`); `top` is extra top-level YAML (e.g. `admin`).
+pub fn ads_bootstrap(node_id: &str, api_type: &str, clusters: &[String], top: &str) -> String {
+    format!(
+        r#"
+node: {{id: "{node_id}", cluster: test}}
+{top}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
+  lds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
+  cds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
+static_resources:
+  clusters:{}
+"#,
+        clusters.concat()
+    )
+}
+
+/// A static HTTP/2 cluster to a gRPC server at `address` (YAML of an Envoy `Address`, see
+/// [`pipe_address`] and [`socket_address`]), as Istio's `xds-grpc` and `sds-grpc`.
+pub fn grpc_cluster(name: &str, address: &str) -> String {
+    format!(
+        r#"
+  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {address}}}}}]}}]
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}"#
+    )
+}
+
+/// An Envoy `Address` (YAML) for a unix socket.
+pub fn pipe_address(path: &std::path::Path) -> String {
+    format!("{{pipe: {{path: \"{}\"}}}}", path.display())
+}
+
+/// An Envoy `Address` (YAML) for a TCP socket.
+pub fn socket_address(address: SocketAddr) -> String {
+    format!(
+        "{{socket_address: {{address: \"{}\", port_value: {}}}}}",
+        address.ip(),
+        address.port()
+    )
+}

@@ -8,6 +8,7 @@
 mod resources;
 
 use std::net::SocketAddr;
+use tern_tests::bootstrap::{ads_bootstrap, grpc_cluster, pipe_address, socket_address};
 use tern_tests::envoy::envoy_binary;
 use tern_tests::http_backend::{HttpBackend, http_request};
 use tern_tests::prereq;
@@ -27,44 +28,18 @@ fn envoy_available() -> bool {
 /// `initial_fetch_timeout: 0s`.
 fn bootstrap(api_type: &str, xds: &XdsAddress) -> String {
     let address = match xds {
-        XdsAddress::Unix(path) => format!("{{pipe: {{path: \"{}\"}}}}", path.display()),
-        XdsAddress::Tcp(uri) => {
-            let socket: SocketAddr = uri
-                .trim_start_matches("http://")
+        XdsAddress::Unix(path) => pipe_address(path),
+        XdsAddress::Tcp(uri) => socket_address(
+            uri.trim_start_matches("http://")
                 .parse()
-                .expect("test server address");
-            format!(
-                "{{socket_address: {{address: \"{}\", port_value: {}}}}}",
-                socket.ip(),
-                socket.port()
-            )
-        }
+                .expect("test server address"),
+        ),
     };
-    format!(
-        r#"
-node: {{id: "sidecar~127.0.0.1~envoy.test~test.svc.cluster.local", cluster: test}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: {api_type}
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
-  lds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-  cds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {address}}}}}]}}]
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-"#
+    ads_bootstrap(
+        "sidecar~127.0.0.1~envoy.test~test.svc.cluster.local",
+        api_type,
+        &[grpc_cluster("xds-grpc", &address)],
+        "admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}",
     )
 }
 

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+use tern_tests::bootstrap::{ads_bootstrap, grpc_cluster, pipe_address};
 use tern_tests::http_backend::{HttpBackend, Response, http_request};
 use tern_tests::inprocess::Running;
 use tern_tests::xds_server::{Snapshot, Verdict, XdsServer};
@@ -37,31 +38,11 @@ fn read<M: prost::Message + prost::Name + Default>(yaml: &str) -> M {
 
 /// Istio's bootstrap shape: ADS over the static `xds-grpc` cluster, a unix `pipe`.
 fn bootstrap(api_type: &str, socket: &std::path::Path) -> String {
-    format!(
-        r#"
-node: {{id: "sidecar~127.0.0.1~tern.test~test.svc.cluster.local", cluster: test}}
-dynamic_resources:
-  ads_config:
-    api_type: {api_type}
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
-  lds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-  cds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{}"}}}}}}}}]}}]
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-"#,
-        socket.display()
+    ads_bootstrap(
+        "sidecar~127.0.0.1~tern.test~test.svc.cluster.local",
+        api_type,
+        &[grpc_cluster("xds-grpc", &pipe_address(socket))],
+        "",
     )
 }
 

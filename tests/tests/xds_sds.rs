@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tern_tests::bootstrap::{ads_bootstrap, grpc_cluster, pipe_address};
 use tern_tests::http_backend::{HttpBackend, Response, http_request};
 use tern_tests::inprocess::Running;
 use tern_tests::xds_server::{Recorded, Request, Snapshot, StreamKind, Verdict, XdsServer};
@@ -222,38 +223,14 @@ fn mesh(secrets: &Secrets, backend: &HttpBackend) -> Snapshot {
 
 /// Istio's bootstrap shape: delta ADS over `xds-grpc`, SDS over `sds-grpc`, both unix pipes.
 fn bootstrap(ads: &Path, sds: &Path) -> String {
-    let pipe_cluster = |name: &str, path: &Path| {
-        format!(
-            r#"
-  - name: {name}
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: {name}
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{}"}}}}}}}}]}}]
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}"#,
-            path.display()
-        )
-    };
-    format!(
-        r#"
-node: {{id: "sidecar~127.0.0.1~tern.test~test.svc.cluster.local", cluster: test}}
-dynamic_resources:
-  ads_config:
-    api_type: DELTA_GRPC
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
-  lds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-  cds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-static_resources:
-  clusters:{}{}
-"#,
-        pipe_cluster("xds-grpc", ads),
-        pipe_cluster("sds-grpc", sds)
+    ads_bootstrap(
+        "sidecar~127.0.0.1~tern.test~test.svc.cluster.local",
+        "DELTA_GRPC",
+        &[
+            grpc_cluster("xds-grpc", &pipe_address(ads)),
+            grpc_cluster("sds-grpc", &pipe_address(sds)),
+        ],
+        "",
     )
 }
 

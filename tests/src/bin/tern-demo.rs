@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tern_tests::bootstrap::{ads_bootstrap, grpc_cluster, pipe_address};
 use tern_tests::http_backend::{HttpBackend, http_request};
 use tern_tests::inprocess::Running;
 use tern_tests::xds_server::{Snapshot, XdsServer};
@@ -31,31 +32,11 @@ const RATE: u32 = 200;
 const PER_PHASE: usize = 400;
 
 fn bootstrap(socket: &std::path::Path) -> String {
-    format!(
-        r#"
-node: {{id: "sidecar~127.0.0.1~productpage-v1.demo~demo.svc.cluster.local", cluster: productpage.demo}}
-dynamic_resources:
-  ads_config:
-    api_type: DELTA_GRPC
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
-  lds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-  cds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{}"}}}}}}}}]}}]
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-"#,
-        socket.display()
+    ads_bootstrap(
+        "sidecar~127.0.0.1~productpage-v1.demo~demo.svc.cluster.local",
+        "DELTA_GRPC",
+        &[grpc_cluster("xds-grpc", &pipe_address(socket))],
+        "",
     )
 }
 
