@@ -109,6 +109,19 @@ impl Harness {
         (harness, version)
     }
 
+    /// As [`Harness::start`], then waits until the first snapshot is ACKed, Tern is LIVE and
+    /// listener `http_in` is bound; returns its address.
+    async fn serving(api_type: &str, tag: &str, initial: Snapshot) -> (Harness, SocketAddr) {
+        let (h, v1) = Harness::start(api_type, tag, initial).await;
+        h.server
+            .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
+            .await
+            .expect("ACKed");
+        h.wait_live().await;
+        let listener = h.listener("http_in").await;
+        (h, listener)
+    }
+
     /// Tern first, with no control plane to reach yet: it must stay unready.
     async fn start_before_control_plane(
         api_type: &str,
@@ -391,13 +404,7 @@ async fn traffic_follows_rds_and_eds(api_type: &str, tag: &str) {
     let a2 = HttpBackend::start("a2").await.expect("backend");
     let b1 = HttpBackend::start("b1").await.expect("backend");
     let (pa1, pa2, pb1) = (a1.address.port(), a2.address.port(), b1.address.port());
-    let (h, v1) = Harness::start(api_type, tag, weighted(&[pa1], &[pb1], 100, 0)).await;
-    h.server
-        .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
-        .await
-        .expect("ACKed");
-    h.wait_live().await;
-    let listener = h.listener("http_in").await;
+    let (h, listener) = Harness::serving(api_type, tag, weighted(&[pa1], &[pb1], 100, 0)).await;
     let counts = split(listener, 50).await;
     assert_eq!(counts.get("a1"), Some(&50), "all to a: {counts:?}");
 
@@ -582,13 +589,7 @@ async fn two_hundred_pushes_under_load_fail_nothing_and_split_as_pushed() {
         weight_a: 50,
         weight_b: 50,
     };
-    let (h, v1) = Harness::start("DELTA_GRPC", "load", served.snapshot()).await;
-    h.server
-        .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
-        .await
-        .expect("ACKed");
-    h.wait_live().await;
-    let listener = h.listener("http_in").await;
+    let (h, listener) = Harness::serving("DELTA_GRPC", "load", served.snapshot()).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let issued = Arc::new(AtomicU64::new(0));
@@ -700,13 +701,7 @@ async fn a_connection_accepted_before_a_listener_update_is_served_then_closed() 
         weight_a: 100,
         weight_b: 0,
     };
-    let (h, v1) = Harness::start("DELTA_GRPC", "accepted", served.snapshot()).await;
-    h.server
-        .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
-        .await
-        .expect("ACKed");
-    h.wait_live().await;
-    let listener = h.listener("http_in").await;
+    let (h, listener) = Harness::serving("DELTA_GRPC", "accepted", served.snapshot()).await;
     let mut early = tokio::net::TcpStream::connect(listener)
         .await
         .expect("connect");
@@ -750,13 +745,7 @@ async fn a_removed_cluster_finishes_its_in_flight_request() {
         .add(&resources::route_to("routes", "old"))
         .add(&resources::eds_cluster("old"))
         .add(&resources::endpoints("old", held.port()));
-    let (h, v1) = Harness::start("DELTA_GRPC", "removal", snapshot).await;
-    h.server
-        .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
-        .await
-        .expect("ACKed");
-    h.wait_live().await;
-    let listener = h.listener("http_in").await;
+    let (h, listener) = Harness::serving("DELTA_GRPC", "removal", snapshot).await;
     let in_flight = tokio::spawn(get(listener));
     arrived
         .recv()
