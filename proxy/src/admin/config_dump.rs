@@ -397,6 +397,7 @@ fn with_type(item: &Value, resource: &str) -> Value {
             admin::clusters_config_dump::DynamicCluster::full_name()
         }
         "static_listeners" => admin::listeners_config_dump::StaticListener::full_name(),
+        "static_route_configs" => admin::routes_config_dump::StaticRouteConfig::full_name(),
         "dynamic_route_configs" => admin::routes_config_dump::DynamicRouteConfig::full_name(),
         "dynamic_endpoint_configs" => {
             admin::endpoints_config_dump::DynamicEndpointConfig::full_name()
