@@ -4,7 +4,10 @@
 // Kubernetes at the only Istio version the Go module proxy serves here (see docs/istio.md).
 //
 //	istiod-standalone --config DIR [--listen 127.0.0.1:0 | --listen unix:PATH] [--poll 50ms]
-//	                  [--log-level warn]
+//	                  [--mesh FILE] [--log-level warn]
+//
+// --mesh is a MeshConfig in YAML applied over Istio's defaults, as the `mesh` key of istiod's
+// configmap is (a Helm install sets `defaultProviders.metrics: [prometheus]` there, for one).
 //
 // Istio's logs go to stderr; stdout has only the lines below. Prints "listening on <addr>" once the first push context is built. Then it follows DIR: when
 // its *.yaml/*.yml files change, it creates, updates and deletes configs in the server's store
@@ -28,6 +31,7 @@ import (
 	"istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pilot/test/xds"
 	"istio.io/istio/pkg/config"
+	"istio.io/istio/pkg/config/mesh"
 	"istio.io/istio/pkg/log"
 )
 
@@ -156,6 +160,7 @@ func main() {
 	dir := flag.String("config", "", "directory of Istio YAML")
 	address := flag.String("listen", "127.0.0.1:0", "plaintext xDS address: host:port or unix:PATH")
 	poll := flag.Duration("poll", 50*time.Millisecond, "how often to look for changes in --config")
+	meshFile := flag.String("mesh", "", "MeshConfig YAML applied over Istio's defaults")
 	level := flag.String("log-level", "warn", "istiod's log level (debug, info, warn, error, none), to stderr")
 	flag.Parse()
 	logs := log.DefaultOptions()
@@ -174,9 +179,21 @@ func main() {
 		os.Exit(1)
 	}
 	current, _ := parse(text)
+	meshConfig := mesh.DefaultMeshConfig()
+	if *meshFile != "" {
+		b, err := os.ReadFile(*meshFile)
+		if err == nil {
+			meshConfig, err = mesh.ApplyMeshConfigDefaults(string(b))
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	var bound string
 	s := xds.NewFakeDiscoveryServer(&failer{}, xds.FakeOptions{
 		ConfigString: text,
+		MeshConfig:   meshConfig,
 		ListenerBuilder: func() (net.Listener, error) {
 			l, err := listen(*address)
 			if err == nil {
