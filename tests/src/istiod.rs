@@ -30,12 +30,27 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// version announce it in `ISTIO_VERSION`.
 pub const ISTIO_VERSION: &str = "1.31.0";
 
-/// Istio's feature flags for a stock Envoy: the contrib Istio filters it lacks (HTTP/TCP metadata
-/// exchange, `istio.alpn`) are not generated. Everything else is istiod's default.
-pub const STOCK_ENVOY_FEATURES: &[(&str, &str)] = &[
-    ("PILOT_ENABLE_METADATA_EXCHANGE", "false"),
-    ("PILOT_ENABLE_ALPN_FILTER", "false"),
-];
+/// The mesh config of a default Helm install (`istio-discovery` chart's configmap): Prometheus
+/// metrics on, so istiod adds Istio's `istio.stats` filters.
+const HELM_MESH_CONFIG: &str = "\
+trustDomain: cluster.local
+rootNamespace: istio-system
+defaultProviders:
+  metrics: [prometheus]
+defaultConfig:
+  discoveryAddress: istiod.istio-system.svc:15012
+";
+
+/// Which xDS istiod generates from the same Istio YAML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A default install: istiod's features and the Helm chart's mesh config, so Istio's own
+    /// filters are in (metadata exchange, `istio.alpn`, `istio.stats`).
+    IstioDefault,
+    /// What a stock Envoy (no Istio contrib filters) accepts: no metrics provider and
+    /// `PILOT_ENABLE_METADATA_EXCHANGE=false`, `PILOT_ENABLE_ALPN_FILTER=false`.
+    StockEnvoy,
+}
 
 /// The `istiod-standalone` binary: `ISTIOD_STANDALONE_BIN` when set, else the one
 /// `scripts/install-test-deps.d/istiod.sh` builds into `<repo>/.cache/go/bin/`.
@@ -58,22 +73,32 @@ pub struct Istiod {
 }
 
 impl Istiod {
-    /// Starts istiod on the YAML in `config`, serving on the unix socket `socket`, with Istio's
-    /// feature flags `features` in its environment.
-    pub async fn start(
-        config: &Path,
-        socket: &Path,
-        features: &[(&str, &str)],
-    ) -> anyhow::Result<Istiod> {
+    /// Starts istiod on the YAML in `config`, serving on the unix socket `socket` (its log and
+    /// mesh config go beside it).
+    pub async fn start(config: &Path, socket: &Path, profile: Profile) -> anyhow::Result<Istiod> {
         let binary = istiod_binary()
             .context("no istiod-standalone: run scripts/install-test-deps.d/istiod.sh")?;
         let log = socket.with_extension("log");
-        let mut child = tokio::process::Command::new(binary)
+        let mut command = tokio::process::Command::new(binary);
+        command
             .arg("--config")
             .arg(config)
             .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .envs(features.iter().copied())
+            .arg(format!("unix:{}", socket.display()));
+        match profile {
+            Profile::IstioDefault => {
+                let mesh = socket.with_extension("mesh.yaml");
+                std::fs::write(&mesh, HELM_MESH_CONFIG)?;
+                command.arg("--mesh").arg(mesh);
+            }
+            Profile::StockEnvoy => {
+                command.envs([
+                    ("PILOT_ENABLE_METADATA_EXCHANGE", "false"),
+                    ("PILOT_ENABLE_ALPN_FILTER", "false"),
+                ]);
+            }
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)

@@ -11,9 +11,9 @@
 //! outbound listener itself on 127.0.0.1:<service port> (Istio's mode for proxies without
 //! capture). The acceptance tests use a default pod's `REDIRECT` sidecar.
 //!
-//! Stock Envoy lacks Istio's contrib filters (metadata exchange, `istio.alpn`), so wherever
-//! Envoy runs istiod runs with those two features off ([`STOCK_ENVOY_FEATURES`]); Tern also gets
-//! istiod's defaults. A NACK of any type shows in istiod's log (`ACK ERROR`), which must stay
+//! Stock Envoy lacks Istio's contrib filters (metadata exchange, `istio.alpn`, `istio.stats`), so
+//! wherever Envoy runs istiod runs without them ([`Profile::StockEnvoy`]); Tern alone also gets a
+//! default install's config ([`Profile::IstioDefault`]). A NACK of any type shows in istiod's log (`ACK ERROR`), which must stay
 //! clean. Synchronisation is on `/ready`, istiod's `applied` lines and real requests polled
 //! against deadlines, never on sleeps.
 
@@ -24,8 +24,7 @@ use std::time::Duration;
 use tern_tests::envoy::envoy_binary;
 use tern_tests::http_backend::{HttpBackend, Protocol, Request, send_over};
 use tern_tests::istiod::{
-    Interception, Istiod, STOCK_ENVOY_FEATURES, Workload, istiod_binary, sidecar_bootstrap,
-    start_sds,
+    Interception, Istiod, Profile, Workload, istiod_binary, sidecar_bootstrap, start_sds,
 };
 use tern_tests::netns::Netns;
 use tern_tests::prereq::{is_root, require};
@@ -90,7 +89,7 @@ struct Mesh {
 }
 
 impl Mesh {
-    async fn start(tag: &str, features: &[(&str, &str)]) -> Mesh {
+    async fn start(tag: &str, profile: Profile) -> Mesh {
         let dir = std::env::temp_dir().join(format!("tern-istiod-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let config = dir.join("config");
@@ -99,7 +98,7 @@ impl Mesh {
             let path = entry.expect("directory entry").path();
             std::fs::copy(&path, config.join(path.file_name().expect("a file"))).expect("copy");
         }
-        let istiod = Istiod::start(&config, &dir.join("istiod.sock"), features)
+        let istiod = Istiod::start(&config, &dir.join("istiod.sock"), profile)
             .await
             .expect("istiod starts");
         let sds_socket = dir.join("sds.sock");
@@ -323,7 +322,7 @@ async fn tern_accepts_everything_istiod_sends_a_default_pod_sidecar() {
     if !prerequisites(&[ProxyKind::Tern]) {
         return;
     }
-    let mesh = Mesh::start("defaults", &[]).await;
+    let mesh = Mesh::start("defaults", Profile::IstioDefault).await;
     let ns = pod("istiod-pp", &[PRODUCTPAGE.ip]);
     let tern = mesh.sidecar(ProxyKind::Tern, &ns, &PRODUCTPAGE).await;
     let (listeners, clusters) = productpage_names();
@@ -338,8 +337,11 @@ async fn tern_accepts_everything_istiod_sends_a_default_pod_sidecar() {
         "istio.alpn",
         "istio.metadata_exchange",
         "envoy.filters.network.tcp_proxy",
+        "istio.stats",
         "io.istio.http.peer_metadata.Config",
         "envoy.tcp.metadataexchange.config.MetadataExchange",
+        "type.googleapis.com/stats.PluginConfig",
+        "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig",
     ] {
         assert!(dump.contains(filter), "no {filter} in Tern's config_dump");
     }
@@ -350,7 +352,7 @@ async fn tern_and_envoy_accept_the_same_listeners_clusters_and_routes_from_istio
     if !prerequisites(&[ProxyKind::Tern, ProxyKind::Envoy]) {
         return;
     }
-    let mesh = Mesh::start("compare", STOCK_ENVOY_FEATURES).await;
+    let mesh = Mesh::start("compare", Profile::StockEnvoy).await;
     let (tern_ns, envoy_ns) = (
         pod("istiod-t", &[PRODUCTPAGE.ip]),
         pod("istiod-e", &[PRODUCTPAGE.ip]),
@@ -434,8 +436,8 @@ async fn split(
 /// The client sidecar in a namespace with the reviews and ratings pods' backends: the header
 /// match, the 90/10 split, 0/100 once the VirtualService changes in istiod's directory, and
 /// both versions once it is deleted.
-async fn routes_reviews_as_the_virtualservice_says(kind: ProxyKind, features: &[(&str, &str)]) {
-    let mut mesh = Mesh::start(kind.name(), features).await;
+async fn routes_reviews_as_the_virtualservice_says(kind: ProxyKind, profile: Profile) {
+    let mut mesh = Mesh::start(kind.name(), profile).await;
     let ns = pod(
         &format!("istiod-{}", &kind.name()[..1]),
         &[CLIENT.ip, "10.10.0.11", "10.10.0.12", "10.10.0.13"],
@@ -523,13 +525,13 @@ async fn routes_reviews_as_the_virtualservice_says(kind: ProxyKind, features: &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tern_routes_reviews_as_istiods_virtualservice_says() {
     if prerequisites(&[ProxyKind::Tern]) {
-        routes_reviews_as_the_virtualservice_says(ProxyKind::Tern, &[]).await;
+        routes_reviews_as_the_virtualservice_says(ProxyKind::Tern, Profile::IstioDefault).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_routes_reviews_as_istiods_virtualservice_says() {
     if prerequisites(&[ProxyKind::Envoy]) {
-        routes_reviews_as_the_virtualservice_says(ProxyKind::Envoy, STOCK_ENVOY_FEATURES).await;
+        routes_reviews_as_the_virtualservice_says(ProxyKind::Envoy, Profile::StockEnvoy).await;
     }
 }
