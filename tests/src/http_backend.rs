@@ -12,7 +12,8 @@
 //! the headers say (a broken host for outlier detection), until [`HttpBackend::answer_normally`].
 //!
 //! [`send`] (and its shorthands [`http_request`], [`http2_request`]) sends one request on a fresh
-//! connection and returns the whole response: no pooling, no retries, no redirects followed.
+//! connection and returns the whole response: no pooling, no retries, no redirects followed;
+//! [`send_over`] does the same on a connection the caller made.
 //!
 //! Invariants: the JSON body always has the keys `backend`, `method`, `path`, `authority`,
 //! `version`, `headers` (lowercase name -> every value in arrival order) and `body_len`; a
@@ -51,7 +52,11 @@ pub struct HttpBackend {
 impl HttpBackend {
     /// Starts backend `name` on 127.0.0.1 (port chosen by the kernel).
     pub async fn start(name: &str) -> std::io::Result<HttpBackend> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::serve(name, TcpListener::bind(("127.0.0.1", 0)).await?)
+    }
+
+    /// Runs backend `name` on `listener` (one bound anywhere, in any network namespace).
+    pub fn serve(name: &str, listener: TcpListener) -> std::io::Result<HttpBackend> {
         let address = listener.local_addr()?;
         let seen = Arc::new(watch::Sender::new(Vec::new()));
         let forced_status = Arc::new(AtomicU16::new(0));
@@ -343,6 +348,26 @@ async fn send_unbounded(
     let stream = TcpStream::connect(address)
         .await
         .with_context(|| format!("connecting to {address}"))?;
+    exchange(stream, protocol, request).await
+}
+
+/// Sends `request` on `stream` (a fresh connection) and reads the whole response, within
+/// [`REQUEST_DEADLINE`].
+pub async fn send_over(
+    stream: TcpStream,
+    protocol: Protocol,
+    request: &Request<'_>,
+) -> anyhow::Result<Response> {
+    tokio::time::timeout(REQUEST_DEADLINE, exchange(stream, protocol, request))
+        .await
+        .with_context(|| format!("{protocol:?} request timed out"))?
+}
+
+async fn exchange(
+    stream: TcpStream,
+    protocol: Protocol,
+    request: &Request<'_>,
+) -> anyhow::Result<Response> {
     let io = TokioIo::new(stream);
     let outgoing = build(protocol, request)?;
     let response = match protocol {

@@ -11,6 +11,8 @@
 //! - [`process`]: run `tern` or Envoy as a child process from a bootstrap, learn its admin
 //!   address, wait for readiness, and always kill it.
 //! - [`inprocess`]: a Tern server inside the test process, from a YAML bootstrap.
+//! - [`istiod`]: Istio's own discovery server (`istiod-standalone`) on a directory of Istio YAML,
+//!   Istio's sidecar bootstrap pointed at it, and the workload secrets over SDS.
 //! - [`bootstrap`]: HTTP test bootstraps from the fragments a test cares about.
 //! - [`netns`]: network namespaces, veth pairs and processes inside them (root only).
 //! - [`sidecar`]: Istio-shaped sidecar bootstraps and Tern running captured in a pod namespace.
@@ -25,6 +27,7 @@ pub mod envoy;
 pub mod grpc_backend;
 pub mod http_backend;
 pub mod inprocess;
+pub mod istiod;
 pub mod netns;
 pub mod prereq;
 pub mod process;

@@ -8,11 +8,14 @@
 //!   connect or listen "from inside" with plain std sockets.
 //! - [`Netns::command`] starts a process inside it, optionally as another uid
 //!   ([`Netns::command_as`]), the way the proxy runs as 1337.
+//! - [`Netns::listen`] and [`connect_in`] give async code sockets that live in a namespace (a
+//!   socket stays in the namespace it was created in), so one test can talk into several.
 //!
 //! These need root. Use [`crate::prereq::require`] with [`crate::prereq::is_root`] first.
 
 use nix::sched::{CloneFlags, setns};
 use std::fs::File;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -82,6 +85,13 @@ impl Netns {
         })
     }
 
+    /// A TCP listener on `address` inside this namespace, for tokio (call within a runtime).
+    pub fn listen(&self, address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let listener = in_namespace(&self.name, || std::net::TcpListener::bind(address))??;
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
+    }
+
     /// Starts `f` on a detached thread inside this namespace (for servers that run for the test).
     pub fn spawn<F: FnOnce() + Send + 'static>(&self, f: F) -> std::thread::JoinHandle<()> {
         let path = format!("/run/netns/{}", self.name);
@@ -100,6 +110,33 @@ impl Drop for Netns {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Runs `f` on a thread that entered namespace `name` (a thread's namespace is its own, so the
+/// caller's stays as it was).
+fn in_namespace<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                setns(&File::open(&path)?, CloneFlags::CLONE_NEWNET)?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Connects to `address` inside namespace `name` (the socket is made there, the connect is async).
+pub async fn connect_in(name: &str, address: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let domain = socket2::Domain::for_address(address);
+    let socket = in_namespace(name, || {
+        socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+    })??;
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpSocket::from_std_stream(socket.into())
+        .connect(address)
+        .await
 }
 
 /// Joins `a` and `b` with a veth pair; `a_addr`/`b_addr` are CIDRs such as `10.250.1.1/24`

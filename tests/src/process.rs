@@ -7,7 +7,10 @@
 //!   deadline, never assumed after a fixed sleep.
 //! - A [`ProxyProcess`] owns its child: dropping it sends SIGKILL and reaps it, so a failing test
 //!   never leaves a proxy behind. Its scratch directory (bootstrap, admin file, log) goes too.
+//! - A proxy started in a network namespace ([`ProxyProcess::start_in`]) is only talked to from
+//!   inside it: admin requests and [`ProxyProcess::connect`] make their sockets there.
 
+use crate::netns::{Netns, connect_in};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,6 +97,8 @@ pub struct ProxyProcess {
     pub admin: SocketAddr,
     child: Child,
     scratch: PathBuf,
+    /// The network namespace it runs in, if not the test's.
+    netns: Option<String>,
 }
 
 impl ProxyProcess {
@@ -141,6 +146,28 @@ impl ProxyProcess {
         bootstrap: &str,
         flags: &[&str],
     ) -> anyhow::Result<ProxyProcess> {
+        Self::launch(kind, binary, bootstrap, flags, None).await
+    }
+
+    /// As [`ProxyProcess::start_with_flags`], inside `netns` (`ip netns exec`, so the child is the
+    /// proxy itself), where fixed ports such as Istio's 15000, 15001 and 15006 are free.
+    pub async fn start_in(
+        netns: &Netns,
+        kind: ProxyKind,
+        binary: &Path,
+        bootstrap: &str,
+        flags: &[&str],
+    ) -> anyhow::Result<ProxyProcess> {
+        Self::launch(kind, binary, bootstrap, flags, Some(netns.name.clone())).await
+    }
+
+    async fn launch(
+        kind: ProxyKind,
+        binary: &Path,
+        bootstrap: &str,
+        flags: &[&str],
+        netns: Option<String>,
+    ) -> anyhow::Result<ProxyProcess> {
         let unique = unique_id();
         let scratch = std::env::temp_dir().join(format!(
             "tern-tests-{}-{}-{unique}",
@@ -155,7 +182,14 @@ impl ProxyProcess {
         std::fs::write(&config, bootstrap)?;
         let log_file = std::fs::File::create(&log)?;
 
-        let mut command = Command::new(binary);
+        let mut command = match &netns {
+            Some(name) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name]).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("-c")
             .arg(&config)
@@ -177,6 +211,7 @@ impl ProxyProcess {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
             scratch,
+            netns,
         };
         process.admin = process.wait_for_admin_address(&admin_file).await?;
         process.wait_until_ready().await?;
@@ -251,10 +286,22 @@ impl ProxyProcess {
 
     /// One HTTP/1.1 request on its own connection to the admin server.
     pub async fn request(&self, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
-        tokio::time::timeout(REQUEST_DEADLINE, http_request(self.admin, method, path))
+        let exchange = async {
+            let stream = self.connect(self.admin).await?;
+            http_request(stream, self.admin, method, path).await
+        };
+        tokio::time::timeout(REQUEST_DEADLINE, exchange)
             .await
             .with_context(|| format!("{method} {path} on {} timed out", self.kind.name()))?
             .with_context(|| format!("{method} {path} on {}", self.kind.name()))
+    }
+
+    /// A connection to `address` from where the proxy runs (its network namespace, if any).
+    pub async fn connect(&self, address: SocketAddr) -> std::io::Result<TcpStream> {
+        match &self.netns {
+            Some(name) => connect_in(name, address).await,
+            None => TcpStream::connect(address).await,
+        }
     }
 
     /// The bound address of listener `name`, from `/listeners?format=json` (port 0 resolved).
@@ -318,11 +365,11 @@ fn envoy_base_id(unique: u32) -> u32 {
 }
 
 async fn http_request(
+    mut stream: TcpStream,
     admin: SocketAddr,
     method: &str,
     path: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(admin).await?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );

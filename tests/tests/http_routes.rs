@@ -242,3 +242,49 @@ async fn tern_matches_envoy() {
         report(&failures, cases.len())
     );
 }
+
+#[tokio::test]
+async fn config_dump_lists_inline_route_configs_as_envoy_does() {
+    if !envoy_available() {
+        return;
+    }
+    let backends = Backends::start().await;
+    let bootstrap = backends.bootstrap();
+    let envoy = Proxy::start(ProxyKind::Envoy, &bootstrap).await;
+    let tern = Proxy::start(ProxyKind::Tern, &bootstrap).await;
+    // Each item of ?resource=static_route_configs: its @type and the route config's name and
+    // virtual hosts (Envoy's order of the items is its own; sorted here).
+    let items = |body: &str| -> Vec<(String, String, Vec<String>)> {
+        let dump: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        let mut items: Vec<_> = dump["configs"]
+            .as_array()
+            .expect("configs")
+            .iter()
+            .map(|item| {
+                let config = &item["route_config"];
+                (
+                    item["@type"].as_str().unwrap_or_default().to_string(),
+                    config["name"].as_str().unwrap_or_default().to_string(),
+                    config["virtual_hosts"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+                        .collect(),
+                )
+            })
+            .collect();
+        items.sort();
+        items
+    };
+    let path = "/config_dump?resource=static_route_configs";
+    let mut dumps = Vec::new();
+    for proxy in [&envoy, &tern] {
+        let (status, body) = proxy.process.get(path).await.expect("admin answers");
+        assert_eq!(status, 200, "{} {path}: {body}", proxy.name());
+        dumps.push(items(&body));
+    }
+    let names: Vec<&str> = dumps[0].iter().map(|(_, name, _)| name.as_str()).collect();
+    assert_eq!(names, ["routes", "strict"], "Envoy's {path}");
+    assert_eq!(dumps[1], dumps[0], "Tern's {path} against Envoy's");
+}

@@ -13,9 +13,10 @@
 //! so camelCase and snake_case names, `"@type"` Anys, `"1.5s"` durations, wrappers and enums by
 //! name all follow the standard mapping. Two Envoy-specific rules are added on top:
 //! - a `TypedStruct` whose inner type we know is unwrapped into that type (Envoy does the same);
-//! - an Any of a type we have no descriptor for (Istio's own extensions) is kept as a
-//!   `udpa.type.v1.TypedStruct` holding its JSON, so it survives into the config, where the
-//!   extension registry decides whether it is a no-op or a rejection.
+//! - an Any of a type we have no descriptor for is kept as a `udpa.type.v1.TypedStruct` holding
+//!   its JSON, so it survives into the config, where the extension registry decides whether it is
+//!   a no-op or a rejection. (Istio's typed extension configs, `istio.alpn` and `istio.stats`,
+//!   have descriptors: istiod sends them as binary protos, which `/config_dump` must print.)
 
 use crate::any::UDPA_TYPED_STRUCT;
 use prost::{Message, Name};
@@ -28,6 +29,10 @@ use std::sync::LazyLock;
 
 /// The descriptor set the `envoy-types` crate was generated from (source info stripped).
 static ENVOY_DESCRIPTORS: &[u8] = include_bytes!("../proto/envoy.desc");
+
+/// The Istio extension configs istiod sends as typed protos rather than `TypedStruct`s
+/// (`istio.alpn`'s `FilterConfig`, `istio.stats`' `stats.PluginConfig`), from istio/api.
+static ISTIO_DESCRIPTORS: &[u8] = include_bytes!("../proto/istio.desc");
 
 static POOL: LazyLock<DescriptorPool> = LazyLock::new(build_pool);
 
@@ -60,7 +65,8 @@ pub struct ReadOptions {
     pub allow_unknown_fields: bool,
 }
 
-/// The descriptor pool: Envoy's v3 API plus the `TypedStruct` wrappers.
+/// The descriptor pool: Envoy's v3 API, the `TypedStruct` wrappers and Istio's typed extension
+/// configs.
 pub fn pool() -> &'static DescriptorPool {
     &POOL
 }
@@ -79,6 +85,9 @@ fn build_pool() -> DescriptorPool {
         pool.add_file_descriptor_proto(typed_struct_file(file, package))
             .expect("TypedStruct descriptor is well formed");
     }
+    #[allow(clippy::expect_used)]
+    pool.decode_file_descriptor_set(ISTIO_DESCRIPTORS)
+        .expect("proto/istio.desc is a valid descriptor set over Envoy's well-known types");
     pool
 }
 

@@ -184,39 +184,74 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
             }
         }
         configs[2] = pack(&listeners);
-        let routes = admin::RoutesConfigDump {
-            dynamic_route_configs: xds
-                .routes
+    }
+    let routes = admin::RoutesConfigDump {
+        static_route_configs: inline_route_configs(&snapshot),
+        dynamic_route_configs: xds
+            .iter()
+            .flat_map(|x| x.routes.values())
+            .map(|r| admin::routes_config_dump::DynamicRouteConfig {
+                version_info: r.version.clone(),
+                route_config: Some(pack(&*r.source)),
+                last_updated: Some(timestamp(r.last_updated)),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    configs.push(pack(&routes));
+    if include_eds && let Some(xds) = &xds {
+        let endpoints = admin::EndpointsConfigDump {
+            dynamic_endpoint_configs: xds
+                .endpoints
                 .values()
-                .map(|r| admin::routes_config_dump::DynamicRouteConfig {
-                    version_info: r.version.clone(),
-                    route_config: Some(pack(&*r.source)),
-                    last_updated: Some(timestamp(r.last_updated)),
+                .map(|e| admin::endpoints_config_dump::DynamicEndpointConfig {
+                    version_info: e.version.clone(),
+                    endpoint_config: Some(pack(&*e.source)),
+                    last_updated: Some(timestamp(e.last_updated)),
                     ..Default::default()
                 })
                 .collect(),
             ..Default::default()
         };
-        configs.push(pack(&routes));
-        if include_eds {
-            let endpoints = admin::EndpointsConfigDump {
-                dynamic_endpoint_configs: xds
-                    .endpoints
-                    .values()
-                    .map(|e| admin::endpoints_config_dump::DynamicEndpointConfig {
-                        version_info: e.version.clone(),
-                        endpoint_config: Some(pack(&*e.source)),
-                        last_updated: Some(timestamp(e.last_updated)),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            };
-            configs.push(pack(&endpoints));
-        }
+        configs.push(pack(&endpoints));
     }
     configs.push(pack(&secrets(info, xds.as_deref())));
     admin::ConfigDump { configs }
+}
+
+/// Envoy lists every inline `route_config` of an HTTP connection manager, in any listener, as a
+/// static route config: once per filter chain that carries one (Istio's `virtualInbound` repeats
+/// `inbound|<port>||` for its plaintext and mTLS chains).
+fn inline_route_configs(
+    snapshot: &crate::snapshot::Snapshot,
+) -> Vec<admin::routes_config_dump::StaticRouteConfig> {
+    use xds_client::pb::envoy::config::listener::v3::filter::ConfigType;
+    use xds_client::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    };
+    let mut out = Vec::new();
+    for entry in snapshot.listeners.values() {
+        let listener = &entry.source;
+        let chains = listener
+            .filter_chains
+            .iter()
+            .chain(&listener.default_filter_chain);
+        for filter in chains.flat_map(|chain| &chain.filters) {
+            let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+                continue;
+            };
+            let Ok(hcm) = xds_client::any::unpack::<HttpConnectionManager>(any) else {
+                continue;
+            };
+            if let Some(RouteSpecifier::RouteConfig(routes)) = hcm.route_specifier {
+                out.push(admin::routes_config_dump::StaticRouteConfig {
+                    route_config: Some(pack(&routes)),
+                    last_updated: Some(timestamp(entry.last_updated)),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Envoy's `SecretsConfigDump`: static secrets, received ones, and awaited ones (version
@@ -362,6 +397,7 @@ fn with_type(item: &Value, resource: &str) -> Value {
             admin::clusters_config_dump::DynamicCluster::full_name()
         }
         "static_listeners" => admin::listeners_config_dump::StaticListener::full_name(),
+        "static_route_configs" => admin::routes_config_dump::StaticRouteConfig::full_name(),
         "dynamic_route_configs" => admin::routes_config_dump::DynamicRouteConfig::full_name(),
         "dynamic_endpoint_configs" => {
             admin::endpoints_config_dump::DynamicEndpointConfig::full_name()

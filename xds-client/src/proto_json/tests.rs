@@ -115,8 +115,8 @@ fn typed_struct_of_known_type_is_unwrapped() {
 fn any_of_unknown_type_is_kept_as_typed_struct() {
     let value = json!({
         "name": "l",
-        "filter_chains": [{"filters": [{"name": "istio.stats", "typed_config": {
-            "@type": "type.googleapis.com/stats.PluginConfig",
+        "filter_chains": [{"filters": [{"name": "vendor.stats", "typed_config": {
+            "@type": "type.googleapis.com/vendor.stats.Config",
             "disable_host_header_fallback": true
         }}]}]
     });
@@ -133,8 +133,48 @@ fn any_of_unknown_type_is_kept_as_typed_struct() {
     assert_eq!(typed.type_url, any::UDPA_TYPED_STRUCT);
     assert_eq!(
         any::type_url(&typed),
-        "type.googleapis.com/stats.PluginConfig"
+        "type.googleapis.com/vendor.stats.Config"
     );
+}
+
+#[test]
+fn istios_typed_extension_configs_read_and_print() {
+    // As istiod sends them in an HCM: `istio.alpn` and `istio.stats` as their own protos.
+    let value = json!({
+        "stat_prefix": "outbound_0.0.0.0_9080",
+        "http_filters": [
+            {"name": "istio.alpn", "typed_config": {
+                "@type": "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig",
+                "alpn_override": [{"alpn_override": ["istio-http/1.0", "istio", "http/1.0"]},
+                                  {"upstream_protocol": "HTTP2", "alpn_override": ["istio-h2", "istio", "h2"]}]
+            }},
+            {"name": "istio.stats", "typed_config": {
+                "@type": "type.googleapis.com/stats.PluginConfig",
+                "disable_host_header_fallback": true,
+                "tcp_reporting_duration": "5s"
+            }}
+        ]
+    });
+    let hcm: crate::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager =
+        from_value(value.clone(), STRICT).unwrap();
+    let types: Vec<&str> = hcm
+        .http_filters
+        .iter()
+        .map(|f| match &f.config_type {
+            Some(
+                crate::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(any),
+            ) => any.type_url.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig",
+            "type.googleapis.com/stats.PluginConfig"
+        ]
+    );
+    assert_eq!(to_value(&hcm).unwrap(), value);
 }
 
 #[test]

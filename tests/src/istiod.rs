@@ -1,0 +1,302 @@
+//! Istio's own control plane in tests: `istiod-standalone` (tests/istiod: Istio's discovery
+//! server, the code istiod runs, at the Istio version its go.mod pins) serving a directory of
+//! Istio YAML on a unix socket, Istio's rendered sidecar bootstrap pointed at it, and a test SDS
+//! server in pilot-agent's place serving the workload secrets `default` and `ROOTCA`.
+//!
+//! Invariants:
+//! - [`Istiod::start`] returns once istiod printed `listening on` (its first push context is
+//!   built); the process is killed on drop.
+//! - [`Istiod::wait_applied`] returns once istiod reported applying the next change of its
+//!   directory and committing the push.
+//! - [`sidecar_bootstrap`] changes only the node and the `xds-grpc`/`sds-grpc` pipe paths of
+//!   Istio's rendered bootstrap: a proxy in its own network namespace keeps Istio's ports.
+
+use crate::envoy::repo_root;
+use crate::xds_server::{Snapshot, XdsServer};
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+use xds_client::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use xds_client::proto_json::{ReadOptions, from_text};
+
+/// How long istiod may take to start or to apply a change (a loaded 2-core machine).
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The Istio version the module pins (tests/istiod/go.mod: master after 1.30), as proxies of that
+/// version announce it in `ISTIO_VERSION`.
+pub const ISTIO_VERSION: &str = "1.31.0";
+
+/// The mesh config of a default Helm install (`istio-discovery` chart's configmap): Prometheus
+/// metrics on, so istiod adds Istio's `istio.stats` filters.
+const HELM_MESH_CONFIG: &str = "\
+trustDomain: cluster.local
+rootNamespace: istio-system
+defaultProviders:
+  metrics: [prometheus]
+defaultConfig:
+  discoveryAddress: istiod.istio-system.svc:15012
+";
+
+/// Which xDS istiod generates from the same Istio YAML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A default install: istiod's features and the Helm chart's mesh config, so Istio's own
+    /// filters are in (metadata exchange, `istio.alpn`, `istio.stats`).
+    IstioDefault,
+    /// What a stock Envoy (no Istio contrib filters) accepts: no metrics provider and
+    /// `PILOT_ENABLE_METADATA_EXCHANGE=false`, `PILOT_ENABLE_ALPN_FILTER=false`.
+    StockEnvoy,
+}
+
+/// The `istiod-standalone` binary: `ISTIOD_STANDALONE_BIN` when set, else the one
+/// `scripts/install-test-deps.d/istiod.sh` builds into `<repo>/.cache/go/bin/`.
+pub fn istiod_binary() -> Option<PathBuf> {
+    let path = match std::env::var_os("ISTIOD_STANDALONE_BIN").filter(|p| !p.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => repo_root().join(".cache/go/bin/istiod-standalone"),
+    };
+    path.is_file().then_some(path)
+}
+
+/// A running `istiod-standalone`, killed on drop.
+pub struct Istiod {
+    /// The unix socket it serves xDS on.
+    pub socket: PathBuf,
+    /// Its stdout lines after `listening on`.
+    lines: mpsc::UnboundedReceiver<String>,
+    log: PathBuf,
+    _child: tokio::process::Child,
+}
+
+impl Istiod {
+    /// Starts istiod on the YAML in `config`, serving on the unix socket `socket` (its log and
+    /// mesh config go beside it).
+    pub async fn start(config: &Path, socket: &Path, profile: Profile) -> anyhow::Result<Istiod> {
+        let binary = istiod_binary()
+            .context("no istiod-standalone: run scripts/install-test-deps.d/istiod.sh")?;
+        let log = socket.with_extension("log");
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()));
+        match profile {
+            Profile::IstioDefault => {
+                let mesh = socket.with_extension("mesh.yaml");
+                std::fs::write(&mesh, HELM_MESH_CONFIG)?;
+                command.arg("--mesh").arg(mesh);
+            }
+            Profile::StockEnvoy => {
+                command.envs([
+                    ("PILOT_ENABLE_METADATA_EXCHANGE", "false"),
+                    ("PILOT_ENABLE_ALPN_FILTER", "false"),
+                ]);
+            }
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning istiod-standalone")?;
+        let mut stdout =
+            tokio::io::BufReader::new(child.stdout.take().context("istiod stdout")?).lines();
+        let (tx, mut lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let expected = format!("listening on unix:{}", socket.display());
+        let listening = async {
+            while let Some(line) = lines.recv().await {
+                if line == expected {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(DEADLINE, listening).await {
+            Ok(true) => {}
+            _ => bail!(
+                "istiod did not print {expected:?} within {DEADLINE:?}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
+        }
+        Ok(Istiod {
+            socket: socket.to_path_buf(),
+            lines,
+            log,
+            _child: child,
+        })
+    }
+
+    /// Waits for istiod's next `applied ...` line (a change of its directory, pushed) and
+    /// returns it.
+    pub async fn wait_applied(&mut self) -> anyhow::Result<String> {
+        let applied = async {
+            while let Some(line) = self.lines.recv().await {
+                if line.starts_with("applied ") {
+                    return Some(line);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(DEADLINE, applied).await {
+            Ok(Some(line)) => Ok(line),
+            _ => bail!("istiod applied no change; log:\n{}", self.log()),
+        }
+    }
+
+    /// What istiod logged (stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// How a sidecar's traffic reaches it, as `INTERCEPTION_MODE` tells istiod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interception {
+    /// iptables REDIRECT (a default pod): `virtualOutbound` on 15001, `virtualInbound` on 15006,
+    /// per-port outbound listeners that only receive hand-offs.
+    Redirect,
+    /// No capture: istiod binds every outbound listener on 127.0.0.1:<service port> and every
+    /// inbound one on 0.0.0.0:<target port>, and sends no virtual listeners.
+    None,
+}
+
+/// The pod a sidecar belongs to.
+#[derive(Clone, Debug)]
+pub struct Workload<'a> {
+    pub pod: &'a str,
+    pub namespace: &'a str,
+    pub ip: &'a str,
+    /// Its pod labels; `app` and `version` name it as Istio does.
+    pub labels: &'a [(&'a str, &'a str)],
+    pub service_account: &'a str,
+    pub interception: Interception,
+}
+
+impl Workload<'_> {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// The node pilot-agent renders for this pod (`pkg/bootstrap/config.go`).
+    fn node(&self, template: &Value) -> Value {
+        let app = self.label("app").unwrap_or(self.pod);
+        let mut metadata = template.clone();
+        let labels: serde_json::Map<String, Value> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        for (key, value) in [
+            ("NAME", json!(self.pod)),
+            ("NAMESPACE", json!(self.namespace)),
+            ("LABELS", Value::Object(labels)),
+            ("CLUSTER_ID", json!("Kubernetes")),
+            ("MESH_ID", json!("cluster.local")),
+            ("ISTIO_VERSION", json!(ISTIO_VERSION)),
+            ("INSTANCE_IPS", json!(self.ip)),
+            ("SERVICE_ACCOUNT", json!(self.service_account)),
+            (
+                "WORKLOAD_NAME",
+                json!(format!("{app}-{}", self.label("version").unwrap_or("v1"))),
+            ),
+            (
+                "OWNER",
+                json!(format!(
+                    "kubernetes://apis/apps/v1/namespaces/{}/deployments/{app}",
+                    self.namespace
+                )),
+            ),
+            (
+                "INTERCEPTION_MODE",
+                json!(match self.interception {
+                    Interception::Redirect => "REDIRECT",
+                    Interception::None => "NONE",
+                }),
+            ),
+        ] {
+            metadata[key] = value;
+        }
+        json!({
+            "id": format!(
+                "sidecar~{}~{}.{}~{}.svc.cluster.local",
+                self.ip, self.pod, self.namespace, self.namespace
+            ),
+            "cluster": format!("{app}.{}", self.namespace),
+            "locality": {},
+            "metadata": metadata,
+        })
+    }
+}
+
+/// Istio's rendered sidecar bootstrap (`pkg/bootstrap/testdata/default_golden.json`: delta ADS
+/// over `xds-grpc`, SDS over `sds-grpc`, admin on 127.0.0.1:15000, static listeners 15090 and
+/// 15021) for `workload`, with `xds-grpc` on the unix socket `xds` and `sds-grpc` on `sds`.
+pub fn sidecar_bootstrap(workload: &Workload<'_>, xds: &Path, sds: &Path) -> String {
+    let path = repo_root().join("../shared/fixtures/istio/xds/default_golden.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut bootstrap: Value = serde_json::from_str(&text).expect("the fixture is JSON");
+    bootstrap["node"] = workload.node(&bootstrap["node"]["metadata"]);
+    for cluster in bootstrap["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("static clusters")
+    {
+        let socket = match cluster["name"].as_str() {
+            Some("xds-grpc") => xds,
+            Some("sds-grpc") => sds,
+            _ => continue,
+        };
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]
+            ["path"] = json!(socket.to_str().expect("UTF-8 path"));
+    }
+    serde_json::to_string_pretty(&bootstrap).expect("JSON")
+}
+
+/// The workload certificate (`default`) and trust root (`ROOTCA`) pilot-agent's SDS server would
+/// serve, from the test PKI in tests/testdata/tls.
+pub fn workload_secrets() -> Snapshot {
+    let pem = |file: &str| {
+        let path = repo_root().join("tests/testdata/tls").join(file);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let secret = |yaml: String| -> Secret {
+        from_text(&yaml, "secret.yaml", ReadOptions::default())
+            .unwrap_or_else(|e| panic!("test secret does not parse: {e}"))
+    };
+    let mut snapshot = Snapshot::new();
+    snapshot
+        .add(&secret(format!(
+            "name: default\ntls_certificate:\n  certificate_chain: {{inline_string: {:?}}}\n  private_key: {{inline_string: {:?}}}",
+            pem("workload.pem"),
+            pem("workload-key.pem")
+        )))
+        .add(&secret(format!(
+            "name: ROOTCA\nvalidation_context: {{trusted_ca: {{inline_string: {:?}}}}}",
+            pem("ca.pem")
+        )));
+    snapshot
+}
+
+/// pilot-agent's SDS server as far as a sidecar sees it: [`workload_secrets`] over `StreamSecrets`
+/// on the unix socket `path`.
+pub async fn start_sds(path: &Path) -> anyhow::Result<XdsServer> {
+    let server = XdsServer::start_unix(path).await?;
+    server.push(workload_secrets()).await;
+    Ok(server)
+}
