@@ -61,11 +61,13 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let stats = &ctx.stats;
     let started = Instant::now();
-    let open = ctx.streams.open(ctx.stats.downstream_rq_time.clone());
+    let open = ctx.streams.open(
+        stats.downstream_rq_active.clone(),
+        stats.downstream_rq_time.clone(),
+    );
     let clock = StreamClock::new(&ctx, started);
     let request = request.map(|body| DownstreamBody::new(body, clock.clone()));
     stats.downstream_rq_total.inc();
-    stats.downstream_rq_active.inc();
     let protocol = match request.version() {
         http::Version::HTTP_2 => {
             stats.downstream_rq_http2_total.inc();
@@ -138,7 +140,6 @@ pub async fn handle(
     }
     let status = response.status().as_u16();
     stats.classes.record(status);
-    stats.downstream_rq_active.dec();
     stats.downstream_rq_completed.inc();
     let record = (!hcm.access_log.is_empty()).then(|| {
         log.response_code = status;
