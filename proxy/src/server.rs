@@ -181,7 +181,8 @@ pub fn start(
     bootstrap: Bootstrap,
     options: ServerOptions,
 ) -> Result<(ServerHandle, impl Future<Output = ()>), StartError> {
-    let store = Store::new();
+    // Counters get a slot for the main thread and one per worker.
+    let store = Store::for_threads(options.concurrency.max(1) + 1);
     let state = store.gauge("server.state");
     state.set(ServerState::Initializing as i64);
     let shared = Arc::new(Shared {
