@@ -522,8 +522,10 @@ impl Manager {
                 }
             }
         }
-        let structural =
-            change.listeners.is_some() || change.clusters.is_some() || change.routes.is_some();
+        // Listeners and clusters are rebuilt (compared with what is there) only when they
+        // changed: a route or endpoint push costs what it changed, not the whole config.
+        let structural = change.listeners.is_some() || change.clusters.is_some();
+        let routes_changed = change.routes.is_some();
         if let Some(listeners) = change.listeners {
             self.dynamic_listeners = listeners;
         }
@@ -536,6 +538,9 @@ impl Manager {
         let errors = if structural {
             self.rebuild()
         } else {
+            if routes_changed {
+                self.set_routes();
+            }
             if !moved.is_empty() {
                 self.set_assignments(&moved);
             }
@@ -560,6 +565,20 @@ impl Manager {
             }
             _ => entry,
         }
+    }
+
+    /// Publishes the route configurations last received, leaving everything else as is
+    /// (listeners name their RDS routes, which requests look up in the snapshot they read).
+    fn set_routes(&mut self) {
+        let prev = self.handle.shared.snapshots.load();
+        let next = Snapshot {
+            version: prev.version + 1,
+            listeners: prev.listeners.clone(),
+            by_address: prev.by_address.clone(),
+            clusters: prev.clusters.clone(),
+            routes: self.routes.clone(),
+        };
+        self.publish(next);
     }
 
     /// Publishes new hosts for the EDS clusters of `services`, leaving everything else as is.
