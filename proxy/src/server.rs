@@ -222,7 +222,7 @@ pub fn start(
         static_clusters: statics.clusters,
         dynamic_listeners: Vec::new(),
         dynamic_clusters: Vec::new(),
-        routes: BTreeMap::new(),
+        routes: Arc::default(),
         assignments: HashMap::new(),
         resolvers: HashMap::new(),
         stats_flush_interval: stats_flush_interval(&bootstrap),
@@ -285,7 +285,7 @@ struct Manager {
     dynamic_listeners: Vec<listener_proto::Listener>,
     dynamic_clusters: Vec<cluster_proto::Cluster>,
     /// Route configurations from RDS, by name.
-    routes: BTreeMap<String, Arc<crate::config::route::RouteConfig>>,
+    routes: Arc<BTreeMap<String, Arc<crate::config::route::RouteConfig>>>,
     /// Endpoints from EDS, by service name.
     assignments: HashMap<String, Arc<LoadAssignment>>,
     /// DNS resolution tasks by cluster name, with the cluster version they resolve for.
@@ -405,16 +405,16 @@ impl Manager {
             }
         }
         // Port-0 listeners are never hand-off targets, and each binds a port of its own.
-        let by_address = listeners
+        let by_address: HashMap<_, _> = listeners
             .values()
             .filter(|l| l.config.address.port() != 0)
             .map(|l| (l.config.address, l.clone()))
             .collect();
         let next = Snapshot {
             version: prev.version + 1,
-            listeners,
-            by_address,
-            clusters,
+            listeners: Arc::new(listeners),
+            by_address: Arc::new(by_address),
+            clusters: Arc::new(clusters),
             routes: self.routes.clone(),
         };
         self.record_changes(&prev, &next);
@@ -467,7 +467,7 @@ impl Manager {
     /// Drains listener versions that left, and counts adds, modifications and removals.
     fn record_changes(&self, prev: &Snapshot, next: &Snapshot) {
         let store = &self.handle.shared.store;
-        for (name, old) in &prev.listeners {
+        for (name, old) in prev.listeners.iter() {
             match next.listeners.get(name) {
                 Some(new) if Arc::ptr_eq(old, new) => {}
                 Some(_) => {
@@ -488,7 +488,7 @@ impl Manager {
         store
             .counter("listener_manager.listener_added")
             .add(added as u64);
-        for (name, new) in &next.clusters {
+        for (name, new) in next.clusters.iter() {
             match prev.clusters.get(name) {
                 None => store.counter("cluster_manager.cluster_added").inc(),
                 Some(old) if !Arc::ptr_eq(old, new) && old.source != new.source => {
@@ -533,7 +533,7 @@ impl Manager {
             self.dynamic_clusters = clusters;
         }
         if let Some(routes) = change.routes {
-            self.routes = routes;
+            self.routes = Arc::new(routes);
         }
         let errors = if structural {
             self.rebuild()
@@ -584,9 +584,9 @@ impl Manager {
     /// Publishes new hosts for the EDS clusters of `services`, leaving everything else as is.
     fn set_assignments(&mut self, services: &[String]) {
         let prev = self.handle.shared.snapshots.load();
-        let mut clusters = prev.clusters.clone();
+        let mut clusters = (*prev.clusters).clone();
         let mut changed = false;
-        for (name, entry) in &prev.clusters {
+        for (name, entry) in prev.clusters.iter() {
             let Discovery::Eds { .. } = entry.config.discovery else {
                 continue;
             };
@@ -609,7 +609,7 @@ impl Manager {
             version: prev.version + 1,
             listeners: prev.listeners.clone(),
             by_address: prev.by_address.clone(),
-            clusters,
+            clusters: Arc::new(clusters),
             routes: prev.routes.clone(),
         };
         self.publish(next);
@@ -620,7 +620,7 @@ impl Manager {
         let Some(entry) = prev.clusters.get(cluster) else {
             return;
         };
-        let mut clusters = prev.clusters.clone();
+        let mut clusters = (*prev.clusters).clone();
         clusters.insert(
             cluster.to_string(),
             Arc::new(snapshot::with_hosts(entry, endpoints)),
@@ -629,7 +629,7 @@ impl Manager {
             version: prev.version + 1,
             listeners: prev.listeners.clone(),
             by_address: prev.by_address.clone(),
-            clusters,
+            clusters: Arc::new(clusters),
             routes: prev.routes.clone(),
         };
         self.publish(next);
@@ -647,7 +647,7 @@ impl Manager {
             }
             keep
         });
-        for (name, entry) in &snapshot.clusters {
+        for (name, entry) in snapshot.clusters.iter() {
             let is_dns = matches!(
                 entry.config.discovery,
                 Discovery::StrictDns(_) | Discovery::LogicalDns(_)
