@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark smoke: builds tern and tern-bench (profile bench-fast), runs `tern-bench --quick`
 # (about two minutes) and checks that it wrote valid JSON with measurements for tern, envoy,
-# nginx, haproxy and direct. Not part of scripts/test.sh: it is slow and needs the comparators
-# (bash scripts/install-test-deps.sh installs them). Under CI=true a missing comparator fails
-# this check, since every path must have rows.
+# nginx, haproxy and direct, and S7 (config churn) rows for tern and envoy. Not part of
+# scripts/test.sh: it is slow and needs the comparators (bash scripts/install-test-deps.sh
+# installs them). Under CI=true a missing comparator fails this check, since every path must
+# have rows.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 profile="${BENCH_PROFILE:-bench-fast}"
@@ -20,6 +21,9 @@ for skip in data["skipped"]:
     print(f"skipped {skip['proxy']} in {skip['scenario']}: {skip['reason'].splitlines()[0]}")
 if missing:
     sys.exit(f"bench-smoke: no measurements for {sorted(missing)}")
+churn = {m["proxy"] for m in data["measurements"] if m["scenario"] == "S7"}
+if "S7" in data["settings"]["scenarios"] and not {"tern", "envoy"} <= churn:
+    sys.exit(f"bench-smoke: S7 rows only for {sorted(churn)}")
 bad = [m for m in data["measurements"] if m["metrics"].get("errors", 0) > 0]
 if bad:
     sys.exit(f"bench-smoke: errors in {[(m['proxy'], m['case']) for m in bad]}")

@@ -16,6 +16,10 @@ pub enum Scenario {
     /// TCP bulk, one stream: CPU-seconds per GB.
     #[value(name = "S4")]
     S4,
+    /// Config churn over ADS (Tern and Envoy): route push-to-apply latency under load, and RSS
+    /// per cluster and per endpoint.
+    #[value(name = "S7")]
+    S7,
     /// Idle RSS after start: one-route config, and Istio's rendered bootstrap.
     #[value(name = "S9")]
     S9,
@@ -54,7 +58,7 @@ pub struct Cli {
     #[arg(long)]
     pub quick: bool,
     /// Scenarios to run.
-    #[arg(long, value_delimiter = ',', default_value = "S1,S2,S4,S9")]
+    #[arg(long, value_delimiter = ',', default_value = "S1,S2,S4,S7,S9")]
     pub scenario: Vec<Scenario>,
     /// Paths to measure.
     #[arg(
@@ -91,6 +95,12 @@ pub struct Cli {
     /// Skip the wrk cross-check of the in-tree generator.
     #[arg(long)]
     pub no_wrk: bool,
+    /// S7: EDS clusters pushed besides the benchmark's own (default 1000; 100 with --quick).
+    #[arg(long)]
+    pub clusters: Option<usize>,
+    /// S7: route pushes timed, at 10 per second (default 100; 10 with --quick).
+    #[arg(long)]
+    pub pushes: Option<usize>,
 }
 
 /// The run's settings once defaults are applied.
@@ -102,6 +112,7 @@ pub struct Settings {
     pub duration: Duration,
     pub warmup: Duration,
     pub wrk: bool,
+    pub churn: crate::config_churn::Size,
 }
 
 impl Cli {
@@ -125,6 +136,16 @@ impl Cli {
                 Duration::from_secs(2)
             },
             wrk: !self.no_wrk,
+            churn: crate::config_churn::Size {
+                clusters: self
+                    .clusters
+                    .unwrap_or(if self.quick { 100 } else { 1000 })
+                    .max(1),
+                pushes: self
+                    .pushes
+                    .unwrap_or(if self.quick { 10 } else { 100 })
+                    .max(1),
+            },
         }
     }
 }

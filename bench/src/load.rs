@@ -70,14 +70,14 @@ fn micros(d: Duration) -> u64 {
 
 /// One HTTP/1.1 keep-alive connection sending a fixed GET and reading `Content-Length` bodies.
 /// A hand-rolled client (httparse for the head) keeps core 0's cost per request low.
-struct H1Connection {
+pub struct H1Connection {
     stream: TcpStream,
     buf: BytesMut,
     request: Bytes,
 }
 
 impl H1Connection {
-    async fn connect(target: SocketAddr, path: &str) -> std::io::Result<H1Connection> {
+    pub async fn connect(target: SocketAddr, path: &str) -> std::io::Result<H1Connection> {
         let stream = TcpStream::connect(target).await?;
         stream.set_nodelay(true)?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
@@ -90,11 +90,17 @@ impl H1Connection {
 
     /// Sends the request and reads one whole 200 response.
     async fn round_trip(&mut self) -> std::io::Result<()> {
+        self.header_round_trip("").await.map(drop)
+    }
+
+    /// Sends the request and reads one whole 200 response; returns its header `name` (`""`:
+    /// none wanted).
+    pub async fn header_round_trip(&mut self, name: &str) -> std::io::Result<Option<String>> {
         self.stream.write_all(&self.request).await?;
         loop {
-            if let Some(total) = complete_response(&self.buf)? {
+            if let Some((total, value)) = complete_response(&self.buf, name)? {
                 self.buf.advance(total);
-                return Ok(());
+                return Ok(value);
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -103,8 +109,9 @@ impl H1Connection {
     }
 }
 
-/// The length of the first whole response in `buf`, if it is all there.
-fn complete_response(buf: &[u8]) -> std::io::Result<Option<usize>> {
+/// The length of the first whole response in `buf`, if it is all there, with the value of its
+/// header `wanted`.
+fn complete_response(buf: &[u8], wanted: &str) -> std::io::Result<Option<(usize, Option<String>)>> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
@@ -128,7 +135,15 @@ fn complete_response(buf: &[u8]) -> std::io::Result<Option<usize>> {
                 .ok()
         })
         .ok_or_else(|| invalid("response without Content-Length".into()))?;
-    Ok((buf.len() >= head + length).then_some(head + length))
+    if buf.len() < head + length {
+        return Ok(None);
+    }
+    let value = response
+        .headers
+        .iter()
+        .find(|h| !wanted.is_empty() && h.name.eq_ignore_ascii_case(wanted))
+        .map(|h| String::from_utf8_lossy(h.value).into_owned());
+    Ok(Some((head + length, value)))
 }
 
 /// Closed loop: `connections` HTTP/1.1 connections, each sending its next request as soon as

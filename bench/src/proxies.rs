@@ -106,9 +106,11 @@ fn env_path(name: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// The binary at `path`, made absolute: proxies run with their scratch directory as working
+/// directory, so a relative `--tern-bin` would not be found there.
 fn exists(path: PathBuf) -> Result<PathBuf, String> {
     if path.is_file() {
-        Ok(path)
+        std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))
     } else {
         Err(format!("no binary at {}", path.display()))
     }
@@ -149,7 +151,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the proxy binds it right after).
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -168,7 +170,8 @@ impl Running {
         self.child.as_ref().map(Child::id)
     }
 
-    fn log(&self) -> String {
+    /// The last lines of the proxy's log.
+    pub fn log(&self) -> String {
         let Some(scratch) = &self.scratch else {
             return String::new();
         };
@@ -177,7 +180,8 @@ impl Running {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
-    fn exited(&mut self) -> Option<String> {
+    /// Why the proxy is gone, if it exited.
+    pub fn exited(&mut self) -> Option<String> {
         let status = self.child.as_mut()?.try_wait().ok()??;
         Some(format!("exited ({status}); log:\n{}", self.log()))
     }
@@ -291,6 +295,23 @@ pub async fn start_istio(
         bail!("{} {why}", proxy.name());
     }
     Ok(running)
+}
+
+/// Starts Tern or Envoy with `bootstrap` (Envoy YAML) as it is, pinned to core 1, and returns at
+/// once: what "ready" means (a pushed listener answering) is the caller's to wait for.
+pub fn start_with_bootstrap(
+    proxy: Proxy,
+    binaries: &Binaries,
+    bootstrap: &str,
+) -> anyhow::Result<Running> {
+    let binary = match binaries.get(proxy).map_err(anyhow::Error::msg)? {
+        Some(binary) if matches!(proxy, Proxy::Tern | Proxy::Envoy) => binary,
+        _ => bail!("{} does not read an Envoy bootstrap", proxy.name()),
+    };
+    let scratch = scratch_dir(proxy)?;
+    let config = scratch.join("bootstrap.yaml");
+    std::fs::write(&config, bootstrap)?;
+    spawn(proxy, binary, &config, scratch)
 }
 
 fn scratch_dir(proxy: Proxy) -> anyhow::Result<PathBuf> {

@@ -96,6 +96,21 @@ const METRICS: &[(&str, &str)] = &[
     ("cpu_s_per_gb", "CPU-s/GB"),
     ("idle_rss_mib", "idle RSS MiB"),
     ("rss_after_load_mib", "RSS after load MiB"),
+    ("rss_clusters_mib", "RSS, clusters x 1 endpoint MiB"),
+    ("rss_endpoints_mib", "RSS, clusters x 10 endpoints MiB"),
+    (
+        "mib_1k_clusters_10k_endpoints",
+        "MiB per 1k clusters with 10k endpoints",
+    ),
+    ("mib_per_1k_clusters", "MiB per 1k clusters"),
+    ("mib_per_10k_endpoints", "MiB per 10k endpoints"),
+    ("kib_per_cluster", "KiB/cluster"),
+    ("bytes_per_endpoint", "B/endpoint"),
+    ("pushes", "pushes applied"),
+    ("apply_p50_ms", "push-to-apply p50 ms"),
+    ("apply_p99_ms", "push-to-apply p99 ms"),
+    ("apply_max_ms", "push-to-apply max ms"),
+    ("control_plane_ms", "control plane ms/push"),
     ("errors", "errors"),
 ];
 
@@ -108,6 +123,11 @@ const HEADLINES: &[&str] = &[
     "added_p999_us",
     "cpu_s_per_gb",
     "idle_rss_mib",
+    "apply_p50_ms",
+    "apply_p99_ms",
+    "mib_1k_clusters_10k_endpoints",
+    "kib_per_cluster",
+    "bytes_per_endpoint",
 ];
 
 const PROXY_ORDER: &[&str] = &["direct", "tern", "envoy", "nginx", "haproxy"];

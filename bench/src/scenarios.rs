@@ -7,6 +7,7 @@
 
 use crate::backend::{self, Sink};
 use crate::cli::{Cli, Proxy, Scenario, Settings};
+use crate::config_churn;
 use crate::load::{self, Outcome, Window};
 use crate::measure;
 use crate::proxies::{self, Binaries, Mode, Running};
@@ -49,6 +50,8 @@ pub async fn run(cli: &Cli, command: String) -> anyhow::Result<Results> {
             "repeat": settings.repeat,
             "duration_s": settings.duration.as_secs_f64(),
             "warmup_s": settings.warmup.as_secs_f64(),
+            "s7_clusters": settings.churn.clusters,
+            "s7_pushes": settings.churn.pushes,
         }),
         ..Results::default()
     };
@@ -95,10 +98,11 @@ impl Bench {
             })
             .collect();
         let has = |s| self.settings.scenarios.contains(&s);
-        let (s1, s2, s4, s9) = (
+        let (s1, s2, s4, s7, s9) = (
             has(Scenario::S1),
             has(Scenario::S2),
             has(Scenario::S4),
+            has(Scenario::S7),
             has(Scenario::S9),
         );
         for repetition in 0..self.settings.repeat {
@@ -117,6 +121,9 @@ impl Bench {
                 }
                 if s4 {
                     self.s4(proxy, repetition).await;
+                }
+                if s7 && matches!(proxy, Proxy::Tern | Proxy::Envoy) {
+                    self.s7(proxy, repetition).await;
                 }
             }
         }
@@ -162,6 +169,10 @@ impl Bench {
                     "gbit_s",
                     "cpu_s_per_gb",
                     "idle_rss_mib",
+                    "apply_p50_ms",
+                    "apply_p99_ms",
+                    "kib_per_cluster",
+                    "bytes_per_endpoint",
                     "errors"
                 ]
                 .contains(&k.as_str()))
@@ -272,6 +283,24 @@ impl Bench {
             .point(&running, move |w| load::tcp_bulk(target, w))
             .await;
         self.record("S4", "TCP bulk, 1 stream", proxy, repetition, metrics);
+    }
+
+    /// S7: config churn over ADS from the test control plane (see [`config_churn`]).
+    async fn s7(&mut self, proxy: Proxy, repetition: u32) {
+        let size = self.settings.churn;
+        match config_churn::run(proxy, &self.binaries, self.http, size).await {
+            Ok(outcome) => {
+                let clusters = size.clusters;
+                let case =
+                    format!("memory, {clusters} EDS clusters (1 then 10 endpoints each) over ADS");
+                self.record("S7", &case, proxy, repetition, outcome.memory);
+                let case = format!(
+                    "push-to-apply, route change at 10/s, {clusters} clusters x 10 endpoints, 200 rps load"
+                );
+                self.record("S7", &case, proxy, repetition, outcome.apply);
+            }
+            Err(e) => self.skip("S7", proxy, format!("{e:#}")),
+        }
     }
 
     /// S9 with Istio's rendered sidecar bootstrap (no pilot-agent, so xDS never answers).

@@ -24,7 +24,6 @@ pub mod stream_deadline;
 use crate::config::http_connection_manager::{Codec, HttpConnectionManager};
 use crate::drain::DrainWatch;
 use crate::listener::connection::Downstream;
-use crate::snapshot::Snapshot;
 use crate::stats::{Counter, Gauge};
 use crate::worker::Worker;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -37,7 +36,6 @@ use tokio::time::Instant;
 /// What every request on one downstream connection shares.
 pub struct ConnectionContext {
     pub worker: Rc<Worker>,
-    pub snapshot: Arc<Snapshot>,
     pub hcm: Arc<HttpConnectionManager>,
     pub stats: Arc<HttpStats>,
     pub peer: std::net::SocketAddr,
@@ -56,7 +54,6 @@ pub struct ConnectionContext {
 /// Serves one downstream connection with the HTTP connection manager until it ends or drains.
 pub async fn serve(
     worker: Rc<Worker>,
-    snapshot: Arc<Snapshot>,
     hcm: Arc<HttpConnectionManager>,
     stats: Arc<HttpStats>,
     mut drain: DrainWatch,
@@ -71,7 +68,6 @@ pub async fn serve(
     });
     let ctx = Rc::new(ConnectionContext {
         worker,
-        snapshot,
         hcm: hcm.clone(),
         stats: stats.clone(),
         peer: downstream.peer,

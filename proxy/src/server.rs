@@ -183,7 +183,8 @@ pub fn start(
     bootstrap: Bootstrap,
     options: ServerOptions,
 ) -> Result<(ServerHandle, impl Future<Output = ()>), StartError> {
-    let store = Store::new();
+    // Counters get a slot for the main thread and one per worker.
+    let store = Store::for_threads(options.concurrency.max(1) + 1);
     let state = store.gauge("server.state");
     state.set(ServerState::Initializing as i64);
     let shared = Arc::new(Shared {
@@ -223,7 +224,7 @@ pub fn start(
         static_clusters: statics.clusters,
         dynamic_listeners: Vec::new(),
         dynamic_clusters: Vec::new(),
-        routes: BTreeMap::new(),
+        routes: Arc::default(),
         secrets: bootstrap
             .secrets
             .iter()
@@ -297,7 +298,7 @@ struct Manager {
     dynamic_listeners: Vec<listener_proto::Listener>,
     dynamic_clusters: Vec<cluster_proto::Cluster>,
     /// Route configurations from RDS, by name.
-    routes: BTreeMap<String, Arc<crate::config::route::RouteConfig>>,
+    routes: Arc<BTreeMap<String, Arc<crate::config::route::RouteConfig>>>,
     /// The bootstrap's static secrets and the ones received.
     secrets: BTreeMap<SecretKey, Arc<Secret>>,
     /// Endpoints from EDS, by service name.
@@ -419,16 +420,16 @@ impl Manager {
             }
         }
         // Port-0 listeners are never hand-off targets, and each binds a port of its own.
-        let by_address = listeners
+        let by_address: HashMap<_, _> = listeners
             .values()
             .filter(|l| l.config.address.port() != 0)
             .map(|l| (l.config.address, l.clone()))
             .collect();
         let next = Snapshot {
             version: prev.version + 1,
-            listeners,
-            by_address,
-            clusters,
+            listeners: Arc::new(listeners),
+            by_address: Arc::new(by_address),
+            clusters: Arc::new(clusters),
             routes: self.routes.clone(),
             secrets: self.secrets.clone(),
         };
@@ -482,7 +483,7 @@ impl Manager {
     /// Drains listener versions that left, and counts adds, modifications and removals.
     fn record_changes(&self, prev: &Snapshot, next: &Snapshot) {
         let store = &self.handle.shared.store;
-        for (name, old) in &prev.listeners {
+        for (name, old) in prev.listeners.iter() {
             match next.listeners.get(name) {
                 Some(new) if Arc::ptr_eq(old, new) => {}
                 Some(_) => {
@@ -503,7 +504,7 @@ impl Manager {
         store
             .counter("listener_manager.listener_added")
             .add(added as u64);
-        for (name, new) in &next.clusters {
+        for (name, new) in next.clusters.iter() {
             match prev.clusters.get(name) {
                 None => store.counter("cluster_manager.cluster_added").inc(),
                 Some(old) if !Arc::ptr_eq(old, new) && old.source != new.source => {
@@ -537,9 +538,10 @@ impl Manager {
                 }
             }
         }
-        let structural =
-            change.listeners.is_some() || change.clusters.is_some() || change.routes.is_some();
-        let secrets_changed = change.secrets.is_some();
+        // Listeners and clusters are rebuilt (compared with what is there) only when they
+        // changed: a route, endpoint or secret push costs what it changed, not the whole config.
+        let structural = change.listeners.is_some() || change.clusters.is_some();
+        let routes_or_secrets_changed = change.routes.is_some() || change.secrets.is_some();
         if let Some(secrets) = change.secrets {
             self.secrets
                 .retain(|key, _| key.source == SecretSource::Static);
@@ -552,13 +554,13 @@ impl Manager {
             self.dynamic_clusters = clusters;
         }
         if let Some(routes) = change.routes {
-            self.routes = routes;
+            self.routes = Arc::new(routes);
         }
         let errors = if structural {
             self.rebuild()
         } else {
-            // Endpoints and secrets only: the listener and cluster entries stay as they are.
-            self.republish(&moved, secrets_changed);
+            // Routes, endpoints and secrets only: the listener and cluster entries stay as they are.
+            self.republish(&moved, routes_or_secrets_changed);
             Vec::new()
         };
         if change.live {
@@ -582,13 +584,15 @@ impl Manager {
         }
     }
 
-    /// Publishes new hosts for the EDS clusters of `services` and, when `secrets_changed`, the
-    /// current secrets, leaving everything else as is (one snapshot, none if nothing changed).
-    fn republish(&mut self, services: &[String], secrets_changed: bool) {
+    /// Publishes new hosts for the EDS clusters of `services` and, when `others_changed`, the
+    /// current routes and secrets, leaving listener and cluster entries as they are (one
+    /// snapshot, none if nothing changed; listeners name their RDS routes, which requests look
+    /// up in the snapshot they read).
+    fn republish(&mut self, services: &[String], others_changed: bool) {
         let prev = self.handle.shared.snapshots.load();
-        let mut clusters = prev.clusters.clone();
-        let mut changed = secrets_changed;
-        for (name, entry) in &prev.clusters {
+        // Copied only when an assignment changes (a route-only push costs no cluster copy).
+        let mut clusters = None;
+        for (name, entry) in prev.clusters.iter() {
             let Discovery::Eds { .. } = entry.config.discovery else {
                 continue;
             };
@@ -600,19 +604,20 @@ impl Manager {
             }
             let updated = self.with_assignment(entry.clone());
             if !Arc::ptr_eq(&updated, entry) {
-                clusters.insert(name.clone(), updated);
-                changed = true;
+                clusters
+                    .get_or_insert_with(|| (*prev.clusters).clone())
+                    .insert(name.clone(), updated);
             }
         }
-        if !changed {
+        if clusters.is_none() && !others_changed {
             return;
         }
         let next = Snapshot {
             version: prev.version + 1,
             listeners: prev.listeners.clone(),
             by_address: prev.by_address.clone(),
-            clusters,
-            routes: prev.routes.clone(),
+            clusters: clusters.map_or_else(|| prev.clusters.clone(), Arc::new),
+            routes: self.routes.clone(),
             secrets: self.secrets.clone(),
         };
         self.publish(next);
@@ -623,7 +628,7 @@ impl Manager {
         let Some(entry) = prev.clusters.get(cluster) else {
             return;
         };
-        let mut clusters = prev.clusters.clone();
+        let mut clusters = (*prev.clusters).clone();
         clusters.insert(
             cluster.to_string(),
             Arc::new(snapshot::with_hosts(entry, endpoints)),
@@ -632,7 +637,7 @@ impl Manager {
             version: prev.version + 1,
             listeners: prev.listeners.clone(),
             by_address: prev.by_address.clone(),
-            clusters,
+            clusters: Arc::new(clusters),
             routes: prev.routes.clone(),
             secrets: prev.secrets.clone(),
         };
@@ -651,7 +656,7 @@ impl Manager {
             }
             keep
         });
-        for (name, entry) in &snapshot.clusters {
+        for (name, entry) in snapshot.clusters.iter() {
             let is_dns = matches!(
                 entry.config.discovery,
                 Discovery::StrictDns(_) | Discovery::LogicalDns(_)

@@ -27,17 +27,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use xds_client::pb::envoy::config::cluster::v3 as cluster_proto;
 use xds_client::pb::envoy::config::listener::v3 as listener_proto;
 
-/// Everything the data path reads, at one version.
+/// Everything the data path reads, at one version. Each table is shared with the snapshots
+/// before and after it until it changes, so a push that changes routes only (or endpoints
+/// only) copies what it changed, however many listeners and clusters there are.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub version: u64,
     /// Listeners by name.
-    pub listeners: BTreeMap<String, Arc<ListenerEntry>>,
+    pub listeners: Arc<BTreeMap<String, Arc<ListenerEntry>>>,
     /// Listeners by their address (bound or not), for binding and `use_original_dst` hand-off.
-    pub by_address: HashMap<SocketAddr, Arc<ListenerEntry>>,
-    pub clusters: BTreeMap<String, Arc<ClusterEntry>>,
+    pub by_address: Arc<HashMap<SocketAddr, Arc<ListenerEntry>>>,
+    pub clusters: Arc<BTreeMap<String, Arc<ClusterEntry>>>,
     /// Route configurations by name (RDS), for connection managers that name theirs.
-    pub routes: BTreeMap<String, Arc<crate::config::route::RouteConfig>>,
+    pub routes: Arc<BTreeMap<String, Arc<crate::config::route::RouteConfig>>>,
     /// Secrets by name and source: the bootstrap's static ones and those received over SDS/ADS.
     /// A rotation replaces one here and leaves every listener and cluster entry as it was.
     pub secrets: BTreeMap<SecretKey, Arc<Secret>>,

@@ -3,8 +3,10 @@
 //!
 //! A stat is created (by name) when its owner is configured, never on the request path, so the
 //! registry's lock is only taken by the main thread and the admin handlers. A counter keeps one
-//! padded slot per thread; [`set_shard`] tells a worker thread which slot is its own, and a read
-//! sums the slots. Gauges are a single atomic (they are moved per connection, not per byte).
+//! padded slot per thread that writes it (the main thread and each worker: the store is sized
+//! for them, [`Store::for_threads`]); [`set_shard`] tells a worker thread which slot is its own,
+//! and a read sums the slots. A counter costs a cache line per thread, so a thousand clusters'
+//! stats stay small on a one-worker sidecar. Gauges are a single atomic (they are moved per connection, not per byte).
 //! Histograms are one shared array of bin counters each; [`Store::flush_histograms`] (the main
 //! thread, every `stats_flush_interval`) keeps Envoy's "interval" view: what was recorded between
 //! the last two flushes.
@@ -23,13 +25,10 @@ thread_local! {
     static SHARD: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Number of counter slots: the main thread plus up to this many minus one workers share slots
-/// round-robin beyond that (still correct, only less spread).
-const SHARDS: usize = 64;
-
-/// Makes the calling thread write counter slot `index` (workers call this once at start).
+/// Makes the calling thread write counter slot `index` (workers call this once at start). A
+/// counter with fewer slots takes `index` modulo its slot count: still correct, only shared.
 pub fn set_shard(index: usize) {
-    SHARD.with(|s| s.set(index % SHARDS));
+    SHARD.with(|s| s.set(index));
 }
 
 #[repr(align(64))]
@@ -46,9 +45,9 @@ struct CounterCell {
 pub struct Counter(Arc<CounterCell>);
 
 impl Counter {
-    fn new() -> Self {
+    fn new(slots: usize) -> Self {
         Counter(Arc::new(CounterCell {
-            slots: (0..SHARDS).map(|_| Slot::default()).collect(),
+            slots: (0..slots.max(1)).map(|_| Slot::default()).collect(),
             used: AtomicBool::new(false),
         }))
     }
@@ -61,8 +60,9 @@ impl Counter {
         if n == 0 {
             return;
         }
-        let shard = SHARD.with(Cell::get);
-        self.0.slots[shard].0.fetch_add(n, Ordering::Relaxed);
+        let slots = &self.0.slots;
+        let shard = SHARD.with(Cell::get) % slots.len();
+        slots[shard].0.fetch_add(n, Ordering::Relaxed);
         mark_used(&self.0.used);
     }
 
@@ -192,11 +192,19 @@ pub struct HistogramSample {
 }
 
 /// The registry of every stat, by full name.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Store {
     #[allow(clippy::disallowed_types)]
     // registry only: stats are created at config time, read by admin
     inner: Arc<std::sync::Mutex<BTreeMap<String, Entry>>>,
+    /// Slots per counter: the threads that write stats.
+    threads: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -206,16 +214,25 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// A store whose counters have one slot (tests and tools: one writing thread).
     pub fn new() -> Self {
-        Self::default()
+        Self::for_threads(1)
+    }
+
+    /// A store for `threads` writing threads: the main thread and every worker.
+    pub fn for_threads(threads: usize) -> Self {
+        Store {
+            inner: Arc::default(),
+            threads: threads.max(1),
+        }
     }
 
     /// The counter `name`, created on first use. `tags` describes Envoy's tag extraction.
     pub fn counter(&self, name: &str) -> Counter {
-        match self.get_or_insert(name, || Metric::Counter(Counter::new())) {
+        match self.get_or_insert(name, || Metric::Counter(Counter::new(self.threads))) {
             Metric::Counter(c) => c,
             // A name clash between kinds is a programming error; keep it harmless.
-            _ => Counter::new(),
+            _ => Counter::new(1),
         }
     }
 
@@ -399,7 +416,7 @@ mod tests {
 
     #[test]
     fn counters_sum_over_shards() {
-        let store = Store::new();
+        let store = Store::for_threads(2);
         let c = store.counter("cluster.a.upstream_cx_total");
         let c2 = c.clone();
         std::thread::spawn(move || {
@@ -410,6 +427,23 @@ mod tests {
         .unwrap();
         c.inc();
         assert_eq!(store.counter("cluster.a.upstream_cx_total").value(), 6);
+    }
+
+    #[test]
+    fn counters_have_one_slot_per_writing_thread() {
+        let store = Store::for_threads(2);
+        let c = store.counter("server.x");
+        assert_eq!(c.0.slots.len(), 2);
+        // A thread numbered beyond the slots shares one, and the sum stays right.
+        let c2 = c.clone();
+        std::thread::spawn(move || {
+            set_shard(5);
+            c2.add(2);
+        })
+        .join()
+        .unwrap();
+        c.inc();
+        assert_eq!(c.value(), 3);
     }
 
     #[test]

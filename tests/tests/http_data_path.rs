@@ -457,3 +457,44 @@ async fn access_log_writes_envoys_default_line_when_the_response_ends() {
         lines[1]
     );
 }
+
+#[tokio::test]
+async fn requests_abandoned_by_their_clients_leave_no_active_gauges_behind() {
+    const CLIENTS: usize = 20;
+    let (held, mut arrived, _release) = held_backend().await;
+    let routes = "              - match: { prefix: / }\n                route: { cluster: held }\n";
+    let tern = Running::start(&bootstrap(routes, &static_cluster("held", &[held], "")), 1).await;
+    let proxy = tern.listener("http").await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut stream = TcpStream::connect(proxy).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            .await
+            .expect("write");
+        arrived.recv().await.expect("request reached the backend");
+        clients.push(stream);
+    }
+    assert_eq!(
+        tern.stat("http.ingress.downstream_rq_active"),
+        CLIENTS as i64
+    );
+    // Every client leaves before its response: each stream ends, and so does its count.
+    drop(clients);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tern.stat("http.ingress.downstream_cx_active") != 0
+        || tern.stat("cluster.held.upstream_rq_active") != 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        tern.stat("http.ingress.downstream_rq_total"),
+        CLIENTS as i64
+    );
+    assert_eq!(tern.stat("http.ingress.downstream_rq_completed"), 0);
+    assert_eq!(tern.stat("http.ingress.downstream_rq_active"), 0);
+}

@@ -784,3 +784,70 @@ async fn a_removed_cluster_finishes_its_in_flight_request() {
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "held");
 }
+
+/// One HTTP/1.1 keep-alive connection to `listener`: GET /hello, the backend's name back.
+struct KeepAlive {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+}
+
+impl KeepAlive {
+    async fn connect(listener: SocketAddr) -> KeepAlive {
+        let stream = tokio::net::TcpStream::connect(listener)
+            .await
+            .expect("connect");
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        KeepAlive { sender }
+    }
+
+    async fn backend(&mut self) -> String {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::get("/hello")
+            .header("host", "example.test")
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        self.sender.ready().await.expect("connection still open");
+        let response = self.sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body.to_bytes()).expect("JSON");
+        json["backend"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_follows_route_and_endpoint_pushes() {
+    let a1 = HttpBackend::start("a1").await.expect("backend");
+    let a2 = HttpBackend::start("a2").await.expect("backend");
+    let b1 = HttpBackend::start("b1").await.expect("backend");
+    let (pa1, pa2, pb1) = (a1.address.port(), a2.address.port(), b1.address.port());
+    let (h, v1) = Harness::start("DELTA_GRPC", "keepalive", weighted(&[pa1], &[pb1], 100, 0)).await;
+    h.server
+        .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
+        .await
+        .expect("ACKed");
+    h.wait_live().await;
+    let mut connection = KeepAlive::connect(h.listener("http_in").await).await;
+    assert_eq!(connection.backend().await, "a1");
+
+    // A route push: the next request on the same connection goes to b.
+    let v2 = h.server.push(weighted(&[pa1], &[pb1], 0, 100)).await;
+    h.server.wait_acked(&v2, &[ROUTE]).await.expect("ACKed");
+    assert_eq!(connection.backend().await, "b1");
+
+    // An endpoint push: back to a, whose only endpoint is now a2.
+    let v3 = h.server.push(weighted(&[pa2], &[pb1], 100, 0)).await;
+    h.server
+        .wait_acked(&v3, &[ENDPOINT, ROUTE])
+        .await
+        .expect("ACKed");
+    assert_eq!(connection.backend().await, "a2");
+    assert_eq!(
+        h.tern.stat("http.http_in.downstream_cx_total"),
+        1,
+        "one connection throughout"
+    );
+}

@@ -89,7 +89,7 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
             .map_or_else(|| version.clone(), |x| x.cds_version.clone()),
         ..Default::default()
     };
-    for (name, entry) in &snapshot.clusters {
+    for (name, entry) in snapshot.clusters.iter() {
         if entry.added_via_api {
             let active = xds
                 .as_ref()
@@ -140,7 +140,7 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
             .map_or_else(|| version.clone(), |x| x.lds_version.clone()),
         ..Default::default()
     };
-    for (name, entry) in &snapshot.listeners {
+    for (name, entry) in snapshot.listeners.iter() {
         if statics.contains(&name.as_str()) {
             listeners
                 .static_listeners
@@ -172,7 +172,7 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
     let mut configs = vec![pack(&bootstrap), pack(&clusters), pack(&listeners)];
     if let Some(xds) = &xds {
         // Listeners that only warm (no active version yet) are listed with their warming state.
-        for (name, slot) in &xds.listeners {
+        for (name, slot) in xds.listeners.iter() {
             if let (None, Some((w, _))) = (&slot.active, &slot.warming) {
                 listeners
                     .dynamic_listeners

@@ -2,7 +2,8 @@
 //!
 //! HTTP/1.1 connections are reused one request at a time: a connection goes back to the idle
 //! list when its response body has been read to the end, and is closed after the cluster's idle
-//! timeout or `max_requests_per_connection`. HTTP/2 connections are shared by concurrent streams
+//! timeout or `max_requests_per_connection`. One reaper task per host pool closes idle
+//! connections whose timeout passed; nothing the pool keeps grows with the requests it served. HTTP/2 connections are shared by concurrent streams
 //! up to the cluster's `max_concurrent_streams`; a new connection is opened beyond that. A
 //! request that a reused connection never sent (the peer closed it first) is resent on a fresh
 //! connection, which is what makes keep-alive safe.
@@ -22,6 +23,7 @@ use crate::config::cluster::UpstreamHttp;
 use crate::config::tls::TlsContext;
 use crate::snapshot::ClusterEntry;
 use crate::snapshot::HostStats;
+use crate::stats::Counter;
 use crate::upstream::{self, ConnectError, Destination, UpstreamConnection};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -36,6 +38,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -69,7 +72,6 @@ struct PoolKey {
 #[derive(Default)]
 pub struct Pools {
     hosts: RefCell<HashMap<PoolKey, Rc<HostPool>>>,
-    next_id: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -82,6 +84,8 @@ struct HostPool {
     h2_connecting: Cell<u32>,
     /// Pending requests waiting for a connection or a stream, oldest first.
     waiters: RefCell<VecDeque<oneshot::Sender<Wake>>>,
+    /// Whether this pool's idle reaper task runs (at most one per pool, see [`HostPool::reap`]).
+    reaping: Cell<bool>,
 }
 
 /// What a waiting request is told.
@@ -95,9 +99,8 @@ enum Wake {
 }
 
 struct IdleConnection {
-    id: u64,
-    /// When it went idle: an idle timer only closes the connection it was started for.
-    since: Instant,
+    /// When the cluster's idle timeout closes it, if it is still idle then.
+    expires: Option<Instant>,
     sender: http1::SendRequest<Body>,
     requests: u32,
 }
@@ -122,7 +125,6 @@ struct Lease {
 
 enum LeaseKind {
     H1 {
-        id: u64,
         sender: http1::SendRequest<Body>,
         requests: u32,
     },
@@ -196,7 +198,7 @@ impl Pools {
         }
         // HTTP/1.1: a pooled connection first; a request it never sent goes on a fresh one.
         loop {
-            let (mut sender, id, requests, reused) = self.h1_connection(&target).await?;
+            let (mut sender, requests, reused) = self.h1_connection(&target).await?;
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let lease = Lease {
@@ -204,7 +206,6 @@ impl Pools {
                         settings,
                         cluster: cluster.clone(),
                         kind: LeaseKind::H1 {
-                            id,
                             sender,
                             requests: requests + 1,
                         },
@@ -228,16 +229,16 @@ impl Pools {
     }
 
     /// An HTTP/1.1 connection for one request: idle, new, or handed over after waiting.
-    /// Returns the sender, its id, its requests so far and whether it was used before.
+    /// Returns the sender, its requests so far and whether it was used before.
     async fn h1_connection(
         &self,
         target: &Target<'_>,
-    ) -> Result<(http1::SendRequest<Body>, u64, u32, bool), Failure> {
+    ) -> Result<(http1::SendRequest<Body>, u32, bool), Failure> {
         let pool = target.pool;
         let mut pending: Option<Pending> = None;
         loop {
             if let Some(idle) = pool.take_h1() {
-                return Ok((idle.sender, idle.id, idle.requests, true));
+                return Ok((idle.sender, idle.requests, true));
             }
             let pending = match &mut pending {
                 Some(p) => p,
@@ -251,11 +252,11 @@ impl Pools {
                         return Err(failure);
                     }
                 };
-                return Ok((sender, self.new_id(), 0, false));
+                return Ok((sender, 0, false));
             }
             target.cluster.stats.upstream_cx_overflow.inc();
             match pool.wait().await {
-                Wake::Idle(idle) => return Ok((idle.sender, idle.id, idle.requests, true)),
+                Wake::Idle(idle) => return Ok((idle.sender, idle.requests, true)),
                 Wake::Retry => {}
                 Wake::ConnectFailed(e) => {
                     pending.eject();
@@ -322,12 +323,6 @@ impl Pools {
                 }
             }
         }
-    }
-
-    fn new_id(&self) -> u64 {
-        let id = self.next_id.get() + 1;
-        self.next_id.set(id);
-        id
     }
 
     async fn connect_h1(&self, target: &Target<'_>) -> Result<http1::SendRequest<Body>, Failure> {
@@ -572,6 +567,58 @@ impl HostPool {
         }
     }
 
+    /// A ready HTTP/1.1 connection comes back: a waiting request takes it first, else it goes
+    /// idle until `idle_timeout` (closed then by the pool's reaper, counted in `closed`).
+    fn give_back(
+        self: &Rc<Self>,
+        sender: http1::SendRequest<Body>,
+        requests: u32,
+        idle_timeout: Option<Duration>,
+        closed: Counter,
+    ) {
+        let idle = IdleConnection {
+            expires: idle_timeout.map(|t| Instant::now() + t),
+            sender,
+            requests,
+        };
+        let Some(idle) = self.hand_over(idle) else {
+            return;
+        };
+        let expires = idle.expires;
+        self.idle.borrow_mut().push(idle);
+        if expires.is_some() && !self.reaping.replace(true) {
+            tokio::task::spawn_local(HostPool::reap(Rc::downgrade(self), closed));
+        }
+    }
+
+    /// The pool's one idle timer: sleeps until the earliest idle deadline, closes the idle
+    /// connections whose deadline passed, and ends when none is left idle with a deadline (the
+    /// next [`HostPool::give_back`] starts it again). One task per pool, however many requests
+    /// went through it: a timer per request would live as long as the idle timeout (1 h by
+    /// default) and hold memory for every request of that hour.
+    async fn reap(pool: std::rc::Weak<HostPool>, closed: Counter) {
+        loop {
+            let next = {
+                let Some(host) = pool.upgrade() else { return };
+                let now = Instant::now();
+                let mut idle = host.idle.borrow_mut();
+                let before = idle.len();
+                idle.retain(|c| c.expires.is_none_or(|at| at > now) && !c.sender.is_closed());
+                let expired = before - idle.len();
+                if expired > 0 {
+                    closed.add(expired as u64);
+                }
+                let next = idle.iter().filter_map(|c| c.expires).min();
+                if next.is_none() {
+                    host.reaping.set(false);
+                }
+                next
+            };
+            let Some(at) = next else { return };
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
     fn take_h1(&self) -> Option<IdleConnection> {
         let mut idle = self.idle.borrow_mut();
         while let Some(c) = idle.pop() {
@@ -610,11 +657,7 @@ impl Lease {
                 streams.set(streams.get().saturating_sub(1));
                 self.pool.wake_one();
             }
-            LeaseKind::H1 {
-                id,
-                sender,
-                requests,
-            } => {
+            LeaseKind::H1 { sender, requests } => {
                 let max = self
                     .settings
                     .max_requests_per_connection
@@ -626,38 +669,22 @@ impl Lease {
                     self.cluster.stats.http.upstream_cx_max_requests.inc();
                     return;
                 }
-                // The connection takes the next request once hyper has finished this exchange.
-                let pool = Rc::downgrade(&self.pool);
                 let idle_timeout = self.settings.idle_timeout;
                 let stats = self.cluster.stats.http.upstream_cx_idle_timeout.clone();
+                // The connection takes the next request once hyper has finished this exchange,
+                // which it often has by the time the body ended.
+                if sender.is_ready() {
+                    self.pool.give_back(sender, requests, idle_timeout, stats);
+                    return;
+                }
+                let pool = Rc::downgrade(&self.pool);
                 let mut sender = sender;
                 tokio::task::spawn_local(async move {
                     if sender.ready().await.is_err() {
                         return;
                     }
-                    let Some(host) = pool.upgrade() else { return };
-                    let since = Instant::now();
-                    let idle = IdleConnection {
-                        id,
-                        since,
-                        sender,
-                        requests,
-                    };
-                    // A waiting request takes it first; otherwise it goes idle.
-                    let Some(idle) = host.hand_over(idle) else {
-                        return;
-                    };
-                    host.idle.borrow_mut().push(idle);
-                    drop(host);
-                    let Some(timeout) = idle_timeout else { return };
-                    tokio::time::sleep_until(since + timeout).await;
                     if let Some(host) = pool.upgrade() {
-                        let mut idle = host.idle.borrow_mut();
-                        let before = idle.len();
-                        idle.retain(|c| c.id != id || c.since != since);
-                        if idle.len() < before {
-                            stats.inc();
-                        }
+                        host.give_back(sender, requests, idle_timeout, stats);
                     }
                 });
             }
@@ -729,3 +756,6 @@ impl Drop for PooledBody {
         self.finish(false);
     }
 }
+
+#[cfg(test)]
+mod tests;

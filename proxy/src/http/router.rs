@@ -24,7 +24,7 @@ use crate::config::route::{
 };
 use crate::http::pool::Failure;
 use crate::outlier::Outcome;
-use crate::snapshot::ClusterEntry;
+use crate::snapshot::{ClusterEntry, Snapshot};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -61,11 +61,13 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let stats = &ctx.stats;
     let started = Instant::now();
-    let open = ctx.streams.open(ctx.stats.downstream_rq_time.clone());
+    let open = ctx.streams.open(
+        stats.downstream_rq_active.clone(),
+        stats.downstream_rq_time.clone(),
+    );
     let clock = StreamClock::new(&ctx, started);
     let request = request.map(|body| DownstreamBody::new(body, clock.clone()));
     stats.downstream_rq_total.inc();
-    stats.downstream_rq_active.inc();
     let protocol = match request.version() {
         http::Version::HTTP_2 => {
             stats.downstream_rq_http2_total.inc();
@@ -138,7 +140,6 @@ pub async fn handle(
     }
     let status = response.status().as_u16();
     stats.classes.record(status);
-    stats.downstream_rq_active.dec();
     stats.downstream_rq_completed.inc();
     let record = (!hcm.access_log.is_empty()).then(|| {
         log.response_code = status;
@@ -243,9 +244,13 @@ async fn process(
         path = normalized(hcm, path)?;
     }
     prepare_request_headers(ctx, &mut parts.headers, log);
+    // The configuration this request sees, whole: RDS routes and the clusters they name come
+    // from the same snapshot, the worker's latest (as in Envoy, a push applies to the next
+    // request of a keep-alive connection).
+    let snapshot = ctx.worker.snapshot();
     let routes: Option<Arc<RouteConfig>> = match &hcm.routes {
         RouteSource::Inline(r) => Some(r.clone()),
-        RouteSource::Rds(name) => ctx.snapshot.routes.get(name).cloned(),
+        RouteSource::Rds(name) => snapshot.routes.get(name).cloned(),
     };
     let random: u64 = ctx.worker.rng.borrow_mut().random();
     let view = request_view(ctx, &parts, &authority, &path);
@@ -330,6 +335,7 @@ async fn process(
             let (cluster_name, weighted) = target.unwrap_or_default();
             let request = Forward {
                 ctx,
+                snapshot: &snapshot,
                 clock,
                 routes,
                 cluster_name,
@@ -627,6 +633,7 @@ fn route_response_headers(
 /// A request that a route forwards to a cluster.
 struct Forward<'a> {
     ctx: &'a ConnectionContext,
+    snapshot: &'a Snapshot,
     clock: &'a StreamClock,
     routes: &'a RouteConfig,
     cluster_name: String,
@@ -659,7 +666,7 @@ impl Forward<'_> {
         let weighted = self.weighted;
         let cluster_name = self.cluster_name.clone();
         log.upstream_cluster = Some(cluster_name.clone());
-        let Some(cluster) = ctx.snapshot.clusters.get(&cluster_name).cloned() else {
+        let Some(cluster) = self.snapshot.clusters.get(&cluster_name).cloned() else {
             ctx.stats.no_cluster.inc();
             return Err(LocalReply::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -1278,7 +1285,7 @@ impl Forward<'_> {
             if roll >= policy.fraction_ppm {
                 continue;
             }
-            let Some(cluster) = self.ctx.snapshot.clusters.get(&policy.cluster).cloned() else {
+            let Some(cluster) = self.snapshot.clusters.get(&policy.cluster).cloned() else {
                 continue;
             };
             let Ok(picked) = self.ctx.worker.clusters.pick(&cluster, None, &[], 0, None) else {

@@ -16,7 +16,7 @@
 
 use super::local_reply::{Body, BodyError, BoxError};
 use super::{ConnectionContext, access_log::LogRecord};
-use crate::stats::Histogram;
+use crate::stats::{Gauge, Histogram};
 use bytes::Bytes;
 use http::StatusCode;
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -355,16 +355,20 @@ impl Default for ConnectionStreams {
 }
 
 impl ConnectionStreams {
-    /// Counts a stream as open until the returned guard drops, which also records the stream's
-    /// time in `rq_time` (Envoy's `downstream_rq_time`: until the stream ends, whatever the cause).
-    pub fn open(&self, rq_time: Histogram) -> OpenStream {
+    /// Counts a stream as open until the returned guard drops, here and in `active` (Envoy's
+    /// `downstream_rq_active`); the drop also records the stream's time in `rq_time` (Envoy's
+    /// `downstream_rq_time`). Both hold however the stream ends: response sent, reset, or the
+    /// client gone before the response.
+    pub fn open(&self, active: Gauge, rq_time: Histogram) -> OpenStream {
         self.0.send_modify(|c| {
             c.open += 1;
             c.opened += 1;
         });
+        active.inc();
         OpenStream {
             streams: self.0.clone(),
             started: Instant::now(),
+            active,
             rq_time,
         }
     }
@@ -397,6 +401,7 @@ impl ConnectionStreams {
 pub struct OpenStream {
     streams: Rc<watch::Sender<StreamCount>>,
     started: Instant,
+    active: Gauge,
     rq_time: Histogram,
 }
 
@@ -404,6 +409,7 @@ impl Drop for OpenStream {
     fn drop(&mut self) {
         self.streams
             .send_modify(|c| c.open = c.open.saturating_sub(1));
+        self.active.dec();
         self.rq_time.record_duration(self.started.elapsed());
     }
 }

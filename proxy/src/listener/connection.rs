@@ -72,7 +72,7 @@ pub async fn serve(
             return;
         };
     }
-    serve_on(&worker, &snapshot, &entry, downstream).await;
+    serve_on(&worker, snapshot, &entry, downstream).await;
 }
 
 /// A process-wide id for each downstream connection (`%CONNECTION_ID%`).
@@ -81,10 +81,13 @@ pub fn next_connection_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Counts the connection on the listener that serves it and runs its filter chain.
+/// Counts the connection on the listener that serves it and runs its filter chain. An HTTP
+/// connection lets go of `snapshot` before serving: each of its requests reads the worker's
+/// current one, so route and cluster pushes reach keep-alive connections, and a long-lived
+/// connection does not keep an old configuration alive.
 async fn serve_on(
     worker: &Rc<Worker>,
-    snapshot: &Arc<Snapshot>,
+    snapshot: Arc<Snapshot>,
     entry: &ListenerEntry,
     downstream: Downstream,
 ) {
@@ -129,15 +132,9 @@ async fn serve_on(
                     return;
                 };
                 let drain = entry.drain.watch();
-                crate::http::serve(
-                    worker.clone(),
-                    snapshot.clone(),
-                    hcm.clone(),
-                    http_stats,
-                    drain,
-                    downstream,
-                )
-                .await;
+                drop(snapshot);
+                crate::http::serve(worker.clone(), hcm.clone(), http_stats, drain, downstream)
+                    .await;
                 return;
             }
             NetworkFilter::TcpProxy(config) => {
@@ -145,7 +142,7 @@ async fn serve_on(
                     return;
                 };
                 let drain = entry.drain.watch();
-                tcp_proxy::serve(worker, snapshot, config, tcp_stats, drain, downstream).await;
+                tcp_proxy::serve(worker, &snapshot, config, tcp_stats, drain, downstream).await;
                 return;
             }
         }

@@ -69,10 +69,11 @@ impl<T: Clone> Slot<T> {
 
     /// Ends warming whose deadline passed: the warming version serves (without what it waited
     /// for). Returns whether the active version changed.
-    fn expire(&mut self, now: Instant) -> bool {
-        let due = matches!(&self.warming, Some((_, Some(d))) if *d <= now);
+    fn expire(slot: &mut Arc<Self>, now: Instant) -> bool {
+        let due = matches!(&slot.warming, Some((_, Some(d))) if *d <= now);
         if due {
-            self.active = self.warming.take().map(|(v, _)| v);
+            let slot = Arc::make_mut(slot);
+            slot.active = slot.warming.take().map(|(v, _)| v);
         }
         due
     }
@@ -96,19 +97,59 @@ pub struct Received<C, P> {
 }
 
 /// The xDS view the admin server shows (`/config_dump`), published after every update.
+///
+/// Tables and entries are shared (`Arc`) between the state and the published copies and copied
+/// on write (`Arc::make_mut`), so publishing after a route push copies the route table only,
+/// however many listeners, clusters and endpoints there are.
 #[derive(Debug, Clone, Default)]
 pub struct XdsDump {
     pub lds_version: String,
     pub cds_version: String,
-    pub listeners: BTreeMap<String, Slot<listener_proto::Listener>>,
-    pub clusters: BTreeMap<String, Slot<cluster_proto::Cluster>>,
-    pub routes: BTreeMap<String, Received<RouteConfig, RouteConfiguration>>,
-    pub endpoints: BTreeMap<String, Received<LoadAssignment, ClusterLoadAssignment>>,
+    pub listeners: Arc<BTreeMap<String, Arc<Slot<listener_proto::Listener>>>>,
+    pub clusters: Arc<BTreeMap<String, Arc<Slot<cluster_proto::Cluster>>>>,
+    pub routes: Arc<BTreeMap<String, Arc<Received<RouteConfig, RouteConfiguration>>>>,
+    pub endpoints: Arc<BTreeMap<String, Arc<Received<LoadAssignment, ClusterLoadAssignment>>>>,
     /// Secrets received (their `source` with private keys redacted).
     pub secrets: BTreeMap<SecretKey, Received<Secret, SecretProto>>,
     /// Secrets some listener or cluster names, with when they were first asked for; those not in
     /// `secrets` are still awaited (`dynamic_warming_secrets`).
     pub wanted_secrets: BTreeMap<SecretKey, SystemTime>,
+}
+
+/// A table of listener or cluster slots.
+type Slots<T> = Arc<BTreeMap<String, Arc<Slot<T>>>>;
+
+/// Ends the warming of every slot of `slots` whose deadline passed, copying the table only
+/// when one did. Returns whether an active version changed.
+fn expire_slots<T: Clone>(slots: &mut Slots<T>, now: Instant) -> bool {
+    let due = |s: &Arc<Slot<T>>| matches!(&s.warming, Some((_, Some(d))) if *d <= now);
+    if !slots.values().any(due) {
+        return false;
+    }
+    let mut changed = false;
+    for slot in Arc::make_mut(slots).values_mut() {
+        changed |= Slot::expire(slot, now);
+    }
+    changed
+}
+
+/// Moves to active every warming version of `slots` whose dependencies (RDS/EDS names and
+/// secrets) are all ready, copying the table only when one is. Returns whether an active
+/// version changed.
+fn promote_slots<T: Clone>(
+    slots: &mut Slots<T>,
+    ready: impl Fn(&str) -> bool,
+    secret_ready: impl Fn(&SecretKey) -> bool,
+) -> bool {
+    let warm = |s: &Arc<Slot<T>>| is_warm(s, &ready, &secret_ready);
+    if !slots.values().any(warm) {
+        return false;
+    }
+    let mut changed = false;
+    for slot in Arc::make_mut(slots).values_mut() {
+        changed |= take_if_ready(slot, &ready, &secret_ready);
+    }
+    changed
 }
 
 /// What the manager must change after an update; `None` fields are unchanged.
@@ -195,6 +236,9 @@ pub struct XdsState {
     clusters_dirty: bool,
     routes_dirty: bool,
     secrets_dirty: bool,
+    /// A listener or cluster version came, left or moved, so what they reference (RDS and EDS
+    /// names) may have changed: [`XdsState::sync_subscriptions`] has work to do.
+    references_dirty: bool,
     assignments_changed: Vec<(String, Option<Arc<LoadAssignment>>)>,
     lds_stats: UpdateStats,
     cds_stats: UpdateStats,
@@ -225,6 +269,8 @@ impl XdsState {
             clusters_dirty: false,
             routes_dirty: false,
             secrets_dirty: false,
+            // The first sync subscribes the static clusters' EDS names.
+            references_dirty: true,
             assignments_changed: Vec::new(),
             lds_stats: UpdateStats::new(store, "listener_manager.lds"),
             cds_stats: UpdateStats::new(store, "cluster_manager.cds"),
@@ -244,6 +290,10 @@ impl XdsState {
     /// Applies one response; returns the resources refused, with reasons.
     pub fn apply(&mut self, update: Update, now: Instant) -> Vec<Rejection> {
         let version = update.version.clone();
+        self.references_dirty |= matches!(
+            update.resource_type,
+            ResourceType::Listener | ResourceType::Cluster
+        );
         let rejections = match update.resource_type {
             ResourceType::Listener => {
                 let rejections = self.apply_listeners(update, now);
@@ -282,12 +332,9 @@ impl XdsState {
                 stats.init_fetch_timeout.inc();
             }
         }
-        for slot in self.dump.listeners.values_mut() {
-            self.listeners_dirty |= slot.expire(now);
-        }
-        for slot in self.dump.clusters.values_mut() {
-            self.clusters_dirty |= slot.expire(now);
-        }
+        self.listeners_dirty |= expire_slots(&mut self.dump.listeners, now);
+        self.clusters_dirty |= expire_slots(&mut self.dump.clusters, now);
+        self.references_dirty |= self.listeners_dirty || self.clusters_dirty;
         self.promote();
     }
 
@@ -317,14 +364,14 @@ impl XdsState {
                 self.dump
                     .listeners
                     .values()
-                    .filter_map(Slot::active_source)
+                    .filter_map(|s| s.active_source())
                     .collect()
             }),
             clusters: std::mem::take(&mut self.clusters_dirty).then(|| {
                 self.dump
                     .clusters
                     .values()
-                    .filter_map(Slot::active_source)
+                    .filter_map(|s| s.active_source())
                     .collect()
             }),
             routes: std::mem::take(&mut self.routes_dirty).then(|| {
@@ -353,20 +400,24 @@ impl XdsState {
         XdsChange { live, ..change }
     }
 
-    /// The RDS and EDS subscriptions to change so they match what is referenced.
+    /// The RDS and EDS subscriptions to change so they match what is referenced. Nothing to do
+    /// (and no walk over every listener and cluster) after a route or endpoint update.
     pub fn sync_subscriptions(&mut self) -> Subscriptions {
+        if !std::mem::take(&mut self.references_dirty) {
+            return Subscriptions::default();
+        }
         let routes: BTreeSet<String> = self
             .dump
             .listeners
             .values()
-            .flat_map(Slot::versions)
+            .flat_map(|s| s.versions())
             .flat_map(|v| v.needs.iter().map(|(n, _)| n.clone()))
             .collect();
         let endpoints: BTreeSet<String> = self
             .dump
             .clusters
             .values()
-            .flat_map(Slot::versions)
+            .flat_map(|s| s.versions())
             .flat_map(|v| v.needs.iter().map(|(n, _)| n.clone()))
             .chain(self.static_eds.iter().cloned())
             .collect();
@@ -387,10 +438,14 @@ impl XdsState {
             for name in names {
                 match ty {
                     ResourceType::Route => {
-                        self.routes_dirty |= self.dump.routes.remove(name).is_some();
+                        if self.dump.routes.contains_key(name) {
+                            Arc::make_mut(&mut self.dump.routes).remove(name);
+                            self.routes_dirty = true;
+                        }
                     }
                     _ => {
-                        if self.dump.endpoints.remove(name).is_some() {
+                        if self.dump.endpoints.contains_key(name) {
+                            Arc::make_mut(&mut self.dump.endpoints).remove(name);
                             self.assignments_changed.push((name.clone(), None));
                         }
                     }
@@ -408,18 +463,20 @@ impl XdsState {
                 Ok(version) => {
                     let ready = |name: &str| self.dump.routes.contains_key(name);
                     let secret_ready = |key: &SecretKey| self.dump.secrets.contains_key(key);
-                    let slot = self
-                        .dump
-                        .listeners
+                    let slot = Arc::make_mut(&mut self.dump.listeners)
                         .entry(resource.name.clone())
                         .or_default();
-                    self.listeners_dirty |= place(slot, version, now, ready, secret_ready);
+                    self.listeners_dirty |=
+                        place(Arc::make_mut(slot), version, now, ready, secret_ready);
                 }
                 Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
             }
         }
         for name in &update.removed {
-            if let Some(slot) = self.dump.listeners.remove(name) {
+            if !self.dump.listeners.contains_key(name) {
+                continue;
+            }
+            if let Some(slot) = Arc::make_mut(&mut self.dump.listeners).remove(name) {
                 self.listeners_dirty |= slot.active.is_some();
             }
         }
@@ -433,14 +490,20 @@ impl XdsState {
                 Ok(version) => {
                     let ready = |name: &str| self.dump.endpoints.contains_key(name);
                     let secret_ready = |key: &SecretKey| self.dump.secrets.contains_key(key);
-                    let slot = self.dump.clusters.entry(resource.name.clone()).or_default();
-                    self.clusters_dirty |= place(slot, version, now, ready, secret_ready);
+                    let slot = Arc::make_mut(&mut self.dump.clusters)
+                        .entry(resource.name.clone())
+                        .or_default();
+                    self.clusters_dirty |=
+                        place(Arc::make_mut(slot), version, now, ready, secret_ready);
                 }
                 Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
             }
         }
         for name in &update.removed {
-            if let Some(slot) = self.dump.clusters.remove(name) {
+            if !self.dump.clusters.contains_key(name) {
+                continue;
+            }
+            if let Some(slot) = Arc::make_mut(&mut self.dump.clusters).remove(name) {
                 self.clusters_dirty |= slot.active.is_some();
             }
         }
@@ -466,14 +529,14 @@ impl XdsState {
                     {
                         continue;
                     }
-                    self.dump.routes.insert(
+                    Arc::make_mut(&mut self.dump.routes).insert(
                         resource.name.clone(),
-                        Received {
+                        Arc::new(Received {
                             config: Arc::new(config),
                             source: Arc::new(source),
                             version: resource.version.clone(),
                             last_updated: SystemTime::now(),
-                        },
+                        }),
                     );
                     self.routes_dirty = true;
                 }
@@ -481,7 +544,10 @@ impl XdsState {
             }
         }
         for name in &update.removed {
-            self.routes_dirty |= self.dump.routes.remove(name).is_some();
+            if self.dump.routes.contains_key(name) {
+                Arc::make_mut(&mut self.dump.routes).remove(name);
+                self.routes_dirty = true;
+            }
         }
         rejections
     }
@@ -518,14 +584,14 @@ impl XdsState {
                     let assignment = Arc::new(assignment);
                     self.assignments_changed
                         .push((resource.name.clone(), Some(assignment.clone())));
-                    self.dump.endpoints.insert(
+                    Arc::make_mut(&mut self.dump.endpoints).insert(
                         resource.name.clone(),
-                        Received {
+                        Arc::new(Received {
                             config: assignment,
                             source: Arc::new(source),
                             version: resource.version.clone(),
                             last_updated: SystemTime::now(),
-                        },
+                        }),
                     );
                 }
                 Err(reason) => {
@@ -545,7 +611,8 @@ impl XdsState {
                 });
                 self.assignments_changed
                     .push((name.clone(), Some(empty.clone())));
-                if let Some(r) = self.dump.endpoints.get_mut(name) {
+                if let Some(r) = Arc::make_mut(&mut self.dump.endpoints).get_mut(name) {
+                    let r = Arc::make_mut(r);
                     r.config = empty;
                     r.source = Arc::new(ClusterLoadAssignment {
                         cluster_name: name.clone(),
@@ -562,7 +629,7 @@ impl XdsState {
         self.dump
             .clusters
             .values()
-            .flat_map(Slot::versions)
+            .flat_map(|s| s.versions())
             .filter(|v| v.needs.iter().any(|(n, _)| n == service))
             .map(|v| {
                 let stat_name = if v.source.alt_stat_name.is_empty() {
@@ -579,17 +646,23 @@ impl XdsState {
     fn promote(&mut self) {
         let secrets = &self.dump.secrets;
         let secret_ready = |key: &SecretKey| secrets.contains_key(key);
-        for slot in self.dump.listeners.values_mut() {
-            let routes = &self.dump.routes;
-            if take_if_ready(slot, |n| routes.contains_key(n), secret_ready) {
-                self.listeners_dirty = true;
-            }
+        let routes = &self.dump.routes;
+        if promote_slots(
+            &mut self.dump.listeners,
+            |n| routes.contains_key(n),
+            secret_ready,
+        ) {
+            self.listeners_dirty = true;
+            self.references_dirty = true;
         }
-        for slot in self.dump.clusters.values_mut() {
-            let endpoints = &self.dump.endpoints;
-            if take_if_ready(slot, |n| endpoints.contains_key(n), secret_ready) {
-                self.clusters_dirty = true;
-            }
+        let endpoints = &self.dump.endpoints;
+        if promote_slots(
+            &mut self.dump.clusters,
+            |n| endpoints.contains_key(n),
+            secret_ready,
+        ) {
+            self.clusters_dirty = true;
+            self.references_dirty = true;
         }
         let (clusters, listeners) = self.warming_count();
         self.warming_clusters.set(clusters as i64);
@@ -686,15 +759,24 @@ fn place<T: PartialEq>(
     false
 }
 
-fn take_if_ready<T>(
-    slot: &mut Slot<T>,
-    ready: impl Fn(&str) -> bool,
-    secret_ready: impl Fn(&SecretKey) -> bool,
+fn is_warm<T>(
+    slot: &Slot<T>,
+    ready: &impl Fn(&str) -> bool,
+    secret_ready: &impl Fn(&SecretKey) -> bool,
 ) -> bool {
-    let warm = slot.warming.as_ref().is_some_and(|(w, _)| {
+    slot.warming.as_ref().is_some_and(|(w, _)| {
         w.needs.iter().all(|(n, _)| ready(n)) && w.secrets.iter().all(|(k, _)| secret_ready(k))
-    });
+    })
+}
+
+fn take_if_ready<T: Clone>(
+    slot: &mut Arc<Slot<T>>,
+    ready: &impl Fn(&str) -> bool,
+    secret_ready: &impl Fn(&SecretKey) -> bool,
+) -> bool {
+    let warm = is_warm(slot, ready, secret_ready);
     if warm {
+        let slot = Arc::make_mut(slot);
         slot.active = slot.warming.take().map(|(v, _)| v);
     }
     warm

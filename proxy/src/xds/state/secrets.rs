@@ -7,7 +7,7 @@
 //! A refused version keeps the last good one. A removal (delta ADS) is ignored, as Envoy ignores
 //! it: a secret goes away only when nothing names it any more.
 
-use super::{Received, Slot, Subscriptions, XdsState};
+use super::{Received, Subscriptions, XdsState};
 use crate::config::secret::{self, Secret};
 use crate::config::tls::{SecretKey, SecretSource};
 use crate::stats::{Counter, Store};
@@ -102,12 +102,12 @@ impl XdsState {
         let named: BTreeSet<SecretKey> = dump
             .listeners
             .values()
-            .flat_map(Slot::versions)
+            .flat_map(|s| s.versions())
             .flat_map(|v| v.secrets.iter().map(|(k, _)| k.clone()))
             .chain(
                 dump.clusters
                     .values()
-                    .flat_map(Slot::versions)
+                    .flat_map(|s| s.versions())
                     .flat_map(|v| v.secrets.iter().map(|(k, _)| k.clone())),
             )
             .collect();
