@@ -271,10 +271,7 @@ pub fn sidecar_bootstrap(workload: &Workload<'_>, xds: &Path, sds: &Path) -> Str
 /// The workload certificate (`default`) and trust root (`ROOTCA`) pilot-agent's SDS server would
 /// serve, from the test PKI in tests/testdata/tls.
 pub fn workload_secrets() -> Snapshot {
-    let pem = |file: &str| {
-        let path = repo_root().join("tests/testdata/tls").join(file);
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    };
+    let pem = crate::pki::pem;
     let secret = |yaml: String| -> Secret {
         from_text(&yaml, "secret.yaml", ReadOptions::default())
             .unwrap_or_else(|e| panic!("test secret does not parse: {e}"))

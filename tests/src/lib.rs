@@ -29,6 +29,7 @@ pub mod http_backend;
 pub mod inprocess;
 pub mod istiod;
 pub mod netns;
+pub mod pki;
 pub mod prereq;
 pub mod process;
 pub mod sidecar;

@@ -500,8 +500,9 @@ async fn config_dump_of_static_config_has_no_version_info() {
 /// given (inline string, inline bytes, file name), everything else verbatim.
 #[tokio::test]
 async fn config_dump_static_secrets_redact_private_keys_as_envoy() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tls");
-    let pem = |file: &str| std::fs::read_to_string(format!("{dir}/{file}")).expect("test PKI");
+    let dir = tern_tests::pki::dir();
+    let dir = dir.display();
+    let pem = tern_tests::pki::pem;
     let secrets = format!(
         r#"
   secrets:
@@ -522,7 +523,7 @@ async fn config_dump_static_secrets_redact_private_keys_as_envoy() {
 "#,
         pem("workload.pem"),
         pem("workload-key.pem"),
-        base64(pem("workload-key.pem").as_bytes()),
+        tern_tests::pki::base64(pem("workload-key.pem").as_bytes()),
         pem("ca.pem"),
     );
     let backends = weighted_backends().await;
@@ -548,27 +549,6 @@ async fn config_dump_static_secrets_redact_private_keys_as_envoy() {
             proxy.kind.name()
         );
     }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 // ----- /stats/prometheus -------------------------------------------------------------------

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tern_tests::bootstrap::{ads_bootstrap, grpc_cluster, pipe_address};
 use tern_tests::http_backend::{HttpBackend, Response, http_request};
 use tern_tests::inprocess::Running;
+use tern_tests::pki::{base64, pem};
 use tern_tests::xds_server::{Recorded, Request, Snapshot, StreamKind, Verdict, XdsServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xds_client::pb::envoy::config::cluster::v3::Cluster;
@@ -30,12 +31,6 @@ use xds_client::proto_json::{ReadOptions, from_text};
 use xds_client::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tls");
-
-fn pem(file: &str) -> String {
-    std::fs::read_to_string(Path::new(TLS_DIR).join(file))
-        .unwrap_or_else(|e| panic!("test PKI file {file}: {e}"))
-}
 
 fn read<M: prost::Message + prost::Name + Default>(yaml: &str) -> M {
     from_text(yaml, "resource.yaml", ReadOptions::default())
@@ -374,27 +369,6 @@ fn active_secret<'a>(secrets: &'a serde_json::Value, name: &str) -> &'a serde_js
         .as_array()
         .and_then(|a| a.iter().find(|s| s["name"] == name))
         .unwrap_or_else(|| panic!("no active secret {name} in {secrets}"))
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 /// The secret names a request on the SDS stream subscribes to.
