@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tern_tests::bootstrap::{ads_bootstrap, grpc_cluster, pipe_address};
 use tern_tests::http_backend::{HttpBackend, Response, http_request};
-use tern_tests::inprocess::Running;
+use tern_tests::inprocess::{self, Running, section};
 use tern_tests::xds_server::{Snapshot, Verdict, XdsServer};
 use xds_client::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use xds_client::pb::envoy::config::listener::v3::Listener;
@@ -143,48 +143,15 @@ impl Harness {
 
     /// Waits until `/ready` says LIVE.
     async fn wait_live(&self) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let (status, body) = self.ready().await;
-            if status == 200 {
-                assert_eq!(body.trim(), "LIVE");
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not LIVE within {DEADLINE:?}: {status} {body}"
-            );
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        inprocess::wait_live(self.admin).await;
     }
 
     async fn config_dump(&self, query: &str) -> serde_json::Value {
-        let r = http_request(
-            self.admin,
-            "GET",
-            "admin",
-            &format!("/config_dump{query}"),
-            &[],
-        )
-        .await
-        .expect("admin answers");
-        assert_eq!(r.status, 200);
-        r.json.expect("config_dump is JSON")
+        inprocess::config_dump(self.admin, query).await
     }
 
     async fn listener(&self, name: &str) -> SocketAddr {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(address) = self.tern.handle.listener_addresses().await.get(name) {
-                return *address;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "listener {name} never became active"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.tern.wait_listener(name).await
     }
 }
 
@@ -192,17 +159,6 @@ impl Drop for Harness {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
     }
-}
-
-/// The config_dump section whose `@type` ends with `kind`.
-fn section<'a>(dump: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
-    dump["configs"]
-        .as_array()
-        .and_then(|c| {
-            c.iter()
-                .find(|s| s["@type"].as_str().is_some_and(|t| t.ends_with(kind)))
-        })
-        .unwrap_or_else(|| panic!("no {kind} in {dump}"))
 }
 
 async fn get(listener: SocketAddr) -> Response {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tern_tests::bootstrap::{ads_bootstrap, grpc_cluster, pipe_address};
 use tern_tests::http_backend::{HttpBackend, Response, http_request};
-use tern_tests::inprocess::Running;
+use tern_tests::inprocess::{self, Running, section};
 use tern_tests::pki::{base64, pem};
 use tern_tests::xds_server::{Recorded, Request, Snapshot, StreamKind, Verdict, XdsServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -279,28 +279,11 @@ impl Harness {
     }
 
     async fn wait_live(&self) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while self.ready().await != 200 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not LIVE within {DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        inprocess::wait_live(self.admin).await;
     }
 
     async fn config_dump(&self, query: &str) -> serde_json::Value {
-        let r = http_request(
-            self.admin,
-            "GET",
-            "admin",
-            &format!("/config_dump{query}"),
-            &[],
-        )
-        .await
-        .expect("admin answers");
-        assert_eq!(r.status, 200);
-        r.json.expect("config_dump is JSON")
+        inprocess::config_dump(self.admin, query).await
     }
 
     async fn secrets_dump(&self) -> serde_json::Value {
@@ -323,29 +306,8 @@ impl Harness {
     }
 
     async fn listener(&self) -> SocketAddr {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(a) = self.tern.handle.listener_addresses().await.get("inbound") {
-                return *a;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "listener inbound never became active"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.tern.wait_listener("inbound").await
     }
-}
-
-/// The config_dump section whose `@type` ends with `kind`.
-fn section<'a>(dump: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
-    dump["configs"]
-        .as_array()
-        .and_then(|c| {
-            c.iter()
-                .find(|s| s["@type"].as_str().is_some_and(|t| t.ends_with(kind)))
-        })
-        .unwrap_or_else(|| panic!("no {kind} in {dump}"))
 }
 
 /// The `name` and `version_info` of each entry of a secrets list.
