@@ -72,7 +72,6 @@ pub fn apply_encoded_responses(input: &[u8]) -> Outcome {
     }
     state.expire(now + Duration::from_secs(3600));
     let _ = state.take_change();
-    let _ = state.dump();
     outcome
 }
 
