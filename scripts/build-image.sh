@@ -59,7 +59,8 @@ if [ -z "$binary" ]; then
 fi
 [ -x "$binary" ] || die "no executable at $binary"
 # An image without a libc can only run a binary that needs no loader.
-file -L "$binary" | grep -Eq "statically linked|static-pie linked" || die "$binary is not statically linked"
+kind="$(file -L "$binary")"
+[[ "$kind" == *"statically linked"* || "$kind" == *"static-pie linked"* ]] || die "$binary is not statically linked"
 
 version="$("$binary" --version)"
 version="${version#tern }"

