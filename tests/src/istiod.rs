@@ -11,10 +11,13 @@
 //! - [`sidecar_bootstrap`] changes only the node and the `xds-grpc`/`sds-grpc` pipe paths of
 //!   Istio's rendered bootstrap: a proxy in its own network namespace keeps Istio's ports.
 
-use crate::envoy::repo_root;
+use crate::envoy::{envoy_binary, repo_root};
+use crate::netns::Netns;
+use crate::process::{PILOT_AGENT_FLAGS, ProxyKind, ProxyProcess, tern_binary};
 use crate::xds_server::{Snapshot, XdsServer};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -296,4 +299,105 @@ pub async fn start_sds(path: &Path) -> anyhow::Result<XdsServer> {
     let server = XdsServer::start_unix(path).await?;
     server.push(workload_secrets()).await;
     Ok(server)
+}
+
+/// istiod serving a copy of a directory of Istio YAML, the SDS server in pilot-agent's place,
+/// and the scratch directory holding them (removed on drop).
+pub struct Mesh {
+    pub istiod: Istiod,
+    sds_socket: PathBuf,
+    _sds: XdsServer,
+    dir: PathBuf,
+}
+
+impl Mesh {
+    /// Starts istiod on a copy of the YAML files in `source` (those named in `skip` left out).
+    /// The sockets are open to every user: a captured sidecar runs as 1337.
+    pub async fn start(tag: &str, source: &Path, skip: &[&str], profile: Profile) -> Mesh {
+        let dir = std::env::temp_dir().join(format!("tern-istiod-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = dir.join("config");
+        std::fs::create_dir_all(&config).expect("scratch directory");
+        for entry in std::fs::read_dir(source).expect("the mesh's directory") {
+            let path = entry.expect("directory entry").path();
+            let name = path.file_name().expect("a file");
+            if !skip.iter().any(|s| name == *s) {
+                std::fs::copy(&path, config.join(name)).expect("copy");
+            }
+        }
+        let istiod = Istiod::start(&config, &dir.join("istiod.sock"), profile)
+            .await
+            .expect("istiod starts");
+        let sds_socket = dir.join("sds.sock");
+        let sds = start_sds(&sds_socket).await.expect("SDS server");
+        for socket in [&istiod.socket, &sds_socket] {
+            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o777))
+                .expect("chmod socket");
+        }
+        Mesh {
+            istiod,
+            sds_socket,
+            _sds: sds,
+            dir,
+        }
+    }
+
+    /// `kind` as `workload`'s sidecar in `pod`, started the way pilot-agent starts Envoy (as
+    /// `uid` when given); returns once `/ready` says LIVE.
+    pub async fn sidecar(
+        &self,
+        kind: ProxyKind,
+        pod: &Netns,
+        workload: &Workload<'_>,
+        uid: Option<u32>,
+    ) -> ProxyProcess {
+        let bootstrap = sidecar_bootstrap(workload, &self.istiod.socket, &self.sds_socket);
+        let binary = match kind {
+            ProxyKind::Tern => tern_binary(),
+            ProxyKind::Envoy => envoy_binary().expect("Envoy 1.40.0 is installed"),
+        };
+        let started = match uid {
+            Some(uid) => {
+                ProxyProcess::start_in_as(pod, uid, kind, &binary, &bootstrap, PILOT_AGENT_FLAGS)
+                    .await
+            }
+            None => ProxyProcess::start_in(pod, kind, &binary, &bootstrap, PILOT_AGENT_FLAGS).await,
+        };
+        started.unwrap_or_else(|e| {
+            panic!(
+                "{} with istiod's config: {e:#}\nistiod log:\n{}",
+                kind.name(),
+                self.istiod.log()
+            )
+        })
+    }
+
+    /// Replaces (or with `None` removes) `file` of istiod's directory, atomically (istiod polls
+    /// the directory and must not read half a file); returns istiod's line saying it applied and
+    /// pushed the change.
+    pub async fn change(&mut self, file: &str, text: Option<&str>) -> String {
+        let path = self.dir.join("config").join(file);
+        match text {
+            Some(text) => {
+                let staged = self.dir.join(format!("{file}.staged"));
+                std::fs::write(&staged, text).expect("write config");
+                std::fs::rename(&staged, &path).expect("move config into place");
+            }
+            None => std::fs::remove_file(path).expect("remove config"),
+        }
+        self.istiod.wait_applied().await.expect("istiod applies")
+    }
+
+    /// istiod's log must not show a NACK (`ADS:<type>: ACK ERROR <proxy> ...`) of any type.
+    pub fn assert_no_nack(&self) {
+        let log = self.istiod.log();
+        let nacks: Vec<&str> = log.lines().filter(|l| l.contains("ACK ERROR")).collect();
+        assert!(nacks.is_empty(), "istiod saw NACKs:\n{}", nacks.join("\n"));
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

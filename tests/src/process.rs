@@ -13,6 +13,7 @@
 use crate::netns::{Netns, connect_in};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -146,7 +147,7 @@ impl ProxyProcess {
         bootstrap: &str,
         flags: &[&str],
     ) -> anyhow::Result<ProxyProcess> {
-        Self::launch(kind, binary, bootstrap, flags, None).await
+        Self::launch(kind, binary, bootstrap, flags, None, None).await
     }
 
     /// As [`ProxyProcess::start_with_flags`], inside `netns` (`ip netns exec`, so the child is the
@@ -158,7 +159,36 @@ impl ProxyProcess {
         bootstrap: &str,
         flags: &[&str],
     ) -> anyhow::Result<ProxyProcess> {
-        Self::launch(kind, binary, bootstrap, flags, Some(netns.name.clone())).await
+        Self::launch(
+            kind,
+            binary,
+            bootstrap,
+            flags,
+            Some(netns.name.clone()),
+            None,
+        )
+        .await
+    }
+
+    /// As [`ProxyProcess::start_in`], running as `uid` (gid the same, no supplementary groups),
+    /// the way a sidecar runs as 1337 so that iptables capture leaves its own traffic alone.
+    pub async fn start_in_as(
+        netns: &Netns,
+        uid: u32,
+        kind: ProxyKind,
+        binary: &Path,
+        bootstrap: &str,
+        flags: &[&str],
+    ) -> anyhow::Result<ProxyProcess> {
+        Self::launch(
+            kind,
+            binary,
+            bootstrap,
+            flags,
+            Some(netns.name.clone()),
+            Some(uid),
+        )
+        .await
     }
 
     async fn launch(
@@ -167,6 +197,7 @@ impl ProxyProcess {
         bootstrap: &str,
         flags: &[&str],
         netns: Option<String>,
+        uid: Option<u32>,
     ) -> anyhow::Result<ProxyProcess> {
         let unique = unique_id();
         let scratch = std::env::temp_dir().join(format!(
@@ -182,14 +213,24 @@ impl ProxyProcess {
         std::fs::write(&config, bootstrap)?;
         let log_file = std::fs::File::create(&log)?;
 
-        let mut command = match &netns {
-            Some(name) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", name]).arg(binary);
-                command
-            }
-            None => Command::new(binary),
-        };
+        // `ip netns exec NAME` and then `setpriv` run before the proxy, each exec'ing the next.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(name) = &netns {
+            argv.extend(["ip", "netns", "exec", name.as_str()].map(Into::into));
+        }
+        if let Some(uid) = uid {
+            // The proxy writes its admin address file here, and may reopen its stdout
+            // (`/dev/stdout` access logs), which is the log file.
+            std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777))?;
+            std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666))?;
+            let id = uid.to_string();
+            argv.extend(
+                ["setpriv", "--reuid", &id, "--regid", &id, "--clear-groups"].map(Into::into),
+            );
+        }
+        argv.push(binary.into());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
         command
             .arg("-c")
             .arg(&config)

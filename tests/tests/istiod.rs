@@ -19,17 +19,14 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tern_tests::envoy::envoy_binary;
 use tern_tests::http_backend::{HttpBackend, Protocol, Request, send_over};
-use tern_tests::istiod::{
-    Interception, Istiod, Profile, Workload, istiod_binary, sidecar_bootstrap, start_sds,
-};
+use tern_tests::istiod::{Interception, Mesh, Profile, Workload, istiod_binary};
 use tern_tests::netns::Netns;
 use tern_tests::prereq::{is_root, require};
-use tern_tests::process::{PILOT_AGENT_FLAGS, ProxyKind, ProxyProcess, tern_binary};
-use tern_tests::xds_server::XdsServer;
+use tern_tests::process::{ProxyKind, ProxyProcess};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const MESH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/istiod");
@@ -78,81 +75,6 @@ fn prerequisites(kinds: &[ProxyKind]) -> bool {
             envoy_binary().is_some(),
             "Envoy 1.40.0 is not installed (scripts/install-test-deps.sh)",
         ))
-}
-
-/// istiod on a copy of the mesh, the SDS server, and the scratch directory holding them.
-struct Mesh {
-    istiod: Istiod,
-    sds_socket: PathBuf,
-    _sds: XdsServer,
-    dir: PathBuf,
-}
-
-impl Mesh {
-    async fn start(tag: &str, profile: Profile) -> Mesh {
-        let dir = std::env::temp_dir().join(format!("tern-istiod-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let config = dir.join("config");
-        std::fs::create_dir_all(&config).expect("scratch directory");
-        for entry in std::fs::read_dir(MESH).expect("tests/testdata/istiod") {
-            let path = entry.expect("directory entry").path();
-            std::fs::copy(&path, config.join(path.file_name().expect("a file"))).expect("copy");
-        }
-        let istiod = Istiod::start(&config, &dir.join("istiod.sock"), profile)
-            .await
-            .expect("istiod starts");
-        let sds_socket = dir.join("sds.sock");
-        let sds = start_sds(&sds_socket).await.expect("SDS server");
-        Mesh {
-            istiod,
-            sds_socket,
-            _sds: sds,
-            dir,
-        }
-    }
-
-    /// `kind` as `workload`'s sidecar in `pod`, started the way pilot-agent starts Envoy; returns
-    /// once `/ready` says LIVE.
-    async fn sidecar(&self, kind: ProxyKind, pod: &Netns, workload: &Workload<'_>) -> ProxyProcess {
-        let bootstrap = sidecar_bootstrap(workload, &self.istiod.socket, &self.sds_socket);
-        let binary = match kind {
-            ProxyKind::Tern => tern_binary(),
-            ProxyKind::Envoy => envoy_binary().expect("checked by prerequisites"),
-        };
-        ProxyProcess::start_in(pod, kind, &binary, &bootstrap, PILOT_AGENT_FLAGS)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{} with istiod's config: {e:#}\nistiod log:\n{}",
-                    kind.name(),
-                    self.istiod.log()
-                )
-            })
-    }
-
-    /// Replaces (or with `None` removes) `file` of istiod's directory; returns istiod's line
-    /// saying it applied and pushed the change.
-    async fn change(&mut self, file: &str, text: Option<&str>) -> String {
-        let path = self.dir.join("config").join(file);
-        match text {
-            Some(text) => std::fs::write(path, text).expect("write config"),
-            None => std::fs::remove_file(path).expect("remove config"),
-        }
-        self.istiod.wait_applied().await.expect("istiod applies")
-    }
-
-    /// istiod's log must not show a NACK (`ADS:<type>: ACK ERROR <proxy> ...`) of any type.
-    fn assert_no_nack(&self) {
-        let log = self.istiod.log();
-        let nacks: Vec<&str> = log.lines().filter(|l| l.contains("ACK ERROR")).collect();
-        assert!(nacks.is_empty(), "istiod saw NACKs:\n{}", nacks.join("\n"));
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A pod namespace with the pod's IP and, for the traffic tests, the backends' pod IPs.
@@ -322,9 +244,9 @@ async fn tern_accepts_everything_istiod_sends_a_default_pod_sidecar() {
     if !prerequisites(&[ProxyKind::Tern]) {
         return;
     }
-    let mesh = Mesh::start("defaults", Profile::IstioDefault).await;
+    let mesh = Mesh::start("defaults", Path::new(MESH), &[], Profile::IstioDefault).await;
     let ns = pod("istiod-pp", &[PRODUCTPAGE.ip]);
-    let tern = mesh.sidecar(ProxyKind::Tern, &ns, &PRODUCTPAGE).await;
+    let tern = mesh.sidecar(ProxyKind::Tern, &ns, &PRODUCTPAGE, None).await;
     let (listeners, clusters) = productpage_names();
     wait_for_names(&tern, &listeners, &clusters).await;
     assert_all_accepted(&tern).await;
@@ -352,14 +274,16 @@ async fn tern_and_envoy_accept_the_same_listeners_clusters_and_routes_from_istio
     if !prerequisites(&[ProxyKind::Tern, ProxyKind::Envoy]) {
         return;
     }
-    let mesh = Mesh::start("compare", Profile::StockEnvoy).await;
+    let mesh = Mesh::start("compare", Path::new(MESH), &[], Profile::StockEnvoy).await;
     let (tern_ns, envoy_ns) = (
         pod("istiod-t", &[PRODUCTPAGE.ip]),
         pod("istiod-e", &[PRODUCTPAGE.ip]),
     );
-    let tern = mesh.sidecar(ProxyKind::Tern, &tern_ns, &PRODUCTPAGE).await;
+    let tern = mesh
+        .sidecar(ProxyKind::Tern, &tern_ns, &PRODUCTPAGE, None)
+        .await;
     let envoy = mesh
-        .sidecar(ProxyKind::Envoy, &envoy_ns, &PRODUCTPAGE)
+        .sidecar(ProxyKind::Envoy, &envoy_ns, &PRODUCTPAGE, None)
         .await;
     let (listeners, clusters) = productpage_names();
     for proxy in [&envoy, &tern] {
@@ -437,7 +361,7 @@ async fn split(
 /// match, the 90/10 split, 0/100 once the VirtualService changes in istiod's directory, and
 /// both versions once it is deleted.
 async fn routes_reviews_as_the_virtualservice_says(kind: ProxyKind, profile: Profile) {
-    let mut mesh = Mesh::start(kind.name(), profile).await;
+    let mut mesh = Mesh::start(kind.name(), Path::new(MESH), &[], profile).await;
     let ns = pod(
         &format!("istiod-{}", &kind.name()[..1]),
         &[CLIENT.ip, "10.10.0.11", "10.10.0.12", "10.10.0.13"],
@@ -453,7 +377,7 @@ async fn routes_reviews_as_the_virtualservice_says(kind: ProxyKind, profile: Pro
         backend("reviews-v2", "10.10.0.12"),
         backend("ratings-v1", "10.10.0.13"),
     );
-    let proxy = mesh.sidecar(kind, &ns, &CLIENT).await;
+    let proxy = mesh.sidecar(kind, &ns, &CLIENT, None).await;
     let mut clusters = MESH_CLUSTERS.to_vec();
     clusters.extend(STATIC_CLUSTERS);
     wait_for_names(

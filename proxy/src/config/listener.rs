@@ -140,12 +140,25 @@ impl TryFrom<&proto::Listener> for Listener {
                     ));
                 }
             };
-        let listener_filters = l
+        let use_original_dst = l.use_original_dst.as_ref().is_some_and(|b| b.value);
+        let mut listener_filters = l
             .listener_filters
             .iter()
             .enumerate()
             .map(|(i, f)| listener_filter(f).map_err(|r| err(&format!("listener_filters[{i}]"), r)))
             .collect::<Result<Vec<_>, _>>()?;
+        // As in Envoy, `use_original_dst` implies the original_dst listener filter, after the
+        // configured ones: Istio's `virtualOutbound` names no listener filter at all.
+        if use_original_dst
+            && !listener_filters
+                .iter()
+                .any(|f| f.kind == ListenerFilterKind::OriginalDst && f.disabled.is_none())
+        {
+            listener_filters.push(ListenerFilter {
+                kind: ListenerFilterKind::OriginalDst,
+                disabled: None,
+            });
+        }
         let mut chains = Vec::with_capacity(l.filter_chains.len());
         for (i, chain) in l.filter_chains.iter().enumerate() {
             let field = format!("filter_chains[{i}]");
@@ -177,7 +190,7 @@ impl TryFrom<&proto::Listener> for Listener {
                 l.stat_prefix.clone()
             },
             bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
-            use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
+            use_original_dst,
             listener_filters,
             listener_filters_timeout: match opt_duration(l.listener_filters_timeout.as_ref())
                 .map_err(|r| err("listener_filters_timeout", r))?

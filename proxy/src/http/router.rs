@@ -48,6 +48,7 @@ const X_ENVOY_EXPECTED_TIMEOUT: HeaderName =
 const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 const X_ENVOY_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const X_ENVOY_RQ_TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
 const X_ENVOY_MAX_RETRIES: &str = "x-envoy-max-retries";
@@ -164,6 +165,8 @@ struct LocalReply {
     close: bool,
     /// The `grpc-status` for a gRPC request, when not the one mapped from `status`.
     grpc_status: Option<u32>,
+    /// A circuit breaker refused the request: Envoy marks the reply `x-envoy-overloaded: true`.
+    overloaded: bool,
 }
 
 impl LocalReply {
@@ -175,6 +178,20 @@ impl LocalReply {
             details,
             close: false,
             grpc_status: None,
+            overloaded: false,
+        }
+    }
+
+    /// A circuit breaker (requests, pending requests, connections) refused the request.
+    fn overflow() -> Self {
+        LocalReply {
+            overloaded: true,
+            ..LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                local_reply::OVERFLOW,
+                "UO",
+                "upstream_reset_before_response_started{overflow}",
+            )
         }
     }
 
@@ -194,6 +211,11 @@ impl LocalReply {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if self.overloaded {
+            response
+                .headers_mut()
+                .insert(X_ENVOY_OVERLOADED, HeaderValue::from_static("true"));
         }
         response
     }
@@ -830,12 +852,7 @@ impl Forward<'_> {
                 >= i64::from(cluster.config.circuit_breakers.max_requests)
             {
                 stats.upstream_rq_pending_overflow.inc();
-                return Err(LocalReply::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    local_reply::OVERFLOW,
-                    "UO",
-                    "upstream_reset_before_response_started{overflow}",
-                ));
+                return Err(LocalReply::overflow());
             }
             let address = picked.address;
             tried.push(address);
@@ -1061,12 +1078,7 @@ impl Forward<'_> {
 
     fn failure_reply(&self, failure: &Failure) -> LocalReply {
         match failure {
-            Failure::Overflow => LocalReply::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                local_reply::OVERFLOW,
-                "UO",
-                "upstream_reset_before_response_started{overflow}",
-            ),
+            Failure::Overflow => LocalReply::overflow(),
             Failure::Connect(_) => LocalReply::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 local_reply::CONNECTION_FAILURE,
@@ -1294,8 +1306,9 @@ impl Forward<'_> {
             let mut request = Request::new(local_reply::full(bytes.clone()));
             *request.method_mut() = parts.method.clone();
             *request.headers_mut() = headers.clone();
-            let shadow = shadow_authority(&self.authority);
-            if let Ok(v) = HeaderValue::from_str(&shadow) {
+            if !policy.disable_shadow_host_suffix_append
+                && let Ok(v) = HeaderValue::from_str(&shadow_authority(&self.authority))
+            {
                 request.headers_mut().insert(header::HOST, v);
             }
             let Ok(uri) = self.path.parse::<http::Uri>() else {

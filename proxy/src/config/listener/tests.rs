@@ -41,6 +41,47 @@ fn istio_virtual_outbound_shape_converts() {
 }
 
 #[test]
+fn use_original_dst_implies_the_original_dst_listener_filter_after_the_configured_ones() {
+    // Istio's REDIRECT-mode virtualOutbound: no listener filters, use_original_dst.
+    let l = listener(json!({
+        "name": "virtualOutbound",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}},
+        "use_original_dst": true,
+        "filter_chains": [{"filters": [tcp_filter("PassthroughCluster")]}]
+    }))
+    .unwrap();
+    let kinds: Vec<_> = l.listener_filters.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [ListenerFilterKind::OriginalDst]);
+
+    let l = listener(json!({
+        "name": "inspecting",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}},
+        "use_original_dst": true,
+        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
+        "filter_chains": [{"filters": [tcp_filter("PassthroughCluster")]}]
+    }))
+    .unwrap();
+    let kinds: Vec<_> = l.listener_filters.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ListenerFilterKind::TlsInspector,
+            ListenerFilterKind::OriginalDst
+        ]
+    );
+
+    // Without use_original_dst nothing is added.
+    let l = listener(json!({
+        "name": "plain",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": 80}},
+        "filter_chains": [{"filters": [tcp_filter("a")]}]
+    }))
+    .unwrap();
+    assert!(l.listener_filters.is_empty());
+}
+
+#[test]
 fn bind_to_port_false_and_disabled_listener_filter() {
     let l = listener(json!({
         "name": "10.0.0.1_80",
