@@ -16,7 +16,8 @@
 //! [`send_over`] does the same on a connection the caller made.
 //!
 //! Invariants: the JSON body always has the keys `backend`, `method`, `path`, `authority`,
-//! `version`, `headers` (lowercase name -> every value in arrival order) and `body_len`; a
+//! `version`, `headers` (lowercase name -> every value in arrival order), `body_len` and `peer`
+//! (the connection's source address, as `ip:port`); a
 //! request is counted as soon as its head is parsed, before its body is read or any delay, so a
 //! request a proxy gave up on (a route timeout) still counts as having reached the backend.
 
@@ -66,12 +67,12 @@ impl HttpBackend {
             forced_status: forced_status.clone(),
         });
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((stream, peer)) = listener.accept().await {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(shared.answer(request).await) }
+                        async move { Ok::<_, Infallible>(shared.answer(request, peer).await) }
                     });
                     // A connection error (peer reset, malformed request) ends only that
                     // connection.
@@ -143,14 +144,18 @@ struct Shared {
 }
 
 impl Shared {
-    async fn answer(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    async fn answer(
+        &self,
+        request: hyper::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> hyper::Response<Full<Bytes>> {
         // Counted on arrival, before the body and any delay: a proxy that gave up waiting
         // (a route timeout) has still reached this backend.
         let (parts, body) = request.into_parts();
         let mut index = 0;
         self.seen.send_modify(|seen| {
             index = seen.len();
-            seen.push(describe(&self.name, &parts, 0));
+            seen.push(describe(&self.name, &parts, 0, peer));
         });
         let body_len = body
             .collect()
@@ -174,7 +179,7 @@ impl Shared {
             .or_else(|| knob("x-backend-status").and_then(|code| code.parse::<u16>().ok()))
             .and_then(|code| StatusCode::from_u16(code).ok())
             .unwrap_or(StatusCode::OK);
-        let description = describe(&self.name, &parts, body_len);
+        let description = describe(&self.name, &parts, body_len, peer);
         let mut response = hyper::Response::new(Full::new(Bytes::from(description.to_string())));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -196,7 +201,12 @@ impl Shared {
 }
 
 /// The JSON description of a request (see the module doc).
-fn describe(backend: &str, parts: &http::request::Parts, body_len: usize) -> Value {
+fn describe(
+    backend: &str,
+    parts: &http::request::Parts,
+    body_len: usize,
+    peer: SocketAddr,
+) -> Value {
     let authority = parts
         .uri
         .authority()
@@ -210,6 +220,7 @@ fn describe(backend: &str, parts: &http::request::Parts, body_len: usize) -> Val
         "version": version_name(parts.version),
         "headers": headers_json(&parts.headers),
         "body_len": body_len,
+        "peer": peer.to_string(),
     })
 }
 

@@ -140,8 +140,14 @@ pub async fn connect_in(name: &str, address: SocketAddr) -> std::io::Result<toki
 }
 
 /// Joins `a` and `b` with a veth pair; `a_addr`/`b_addr` are CIDRs such as `10.250.1.1/24`
-/// (IPv6 addresses are added with `nodad` so they are usable at once).
-pub fn veth(a: &Netns, a_addr: &[&str], b: &Netns, b_addr: &[&str]) -> anyhow::Result<()> {
+/// (IPv6 addresses are added with `nodad` so they are usable at once). Returns the interface
+/// names in `a` and in `b`, for routes.
+pub fn veth(
+    a: &Netns,
+    a_addr: &[&str],
+    b: &Netns,
+    b_addr: &[&str],
+) -> anyhow::Result<(String, String)> {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let (a_if, b_if) = (
         format!("tva{}x{n}", std::process::id() % 10000),
@@ -161,7 +167,7 @@ pub fn veth(a: &Netns, a_addr: &[&str], b: &Netns, b_addr: &[&str]) -> anyhow::R
         }
         ns.ip(&["link", "set", dev, "up"])?;
     }
-    Ok(())
+    Ok((a_if, b_if))
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<String> {

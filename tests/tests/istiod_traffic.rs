@@ -2,8 +2,10 @@
 //! sidecar (Tern, and Envoy 1.40.0 as the reference) runs as uid 1337 in a pod namespace where
 //! `iptables-init` installed Istio's injector rules; requests the "app" makes to reviews' service
 //! address (240.240.0.2:9080) are redirected to 15001, handed by `virtualOutbound` to
-//! `0.0.0.0_9080`, routed by RDS `9080` and sent to the reviews pods (10.10.0.11 v1, 10.10.0.12
-//! v2) in a namespace of their own across a veth.
+//! `0.0.0.0_9080`, routed by RDS `9080` and sent to the reviews pods, each in a namespace of its
+//! own across a veth: reviews-v1 (10.10.0.11) is captured too and its own sidecar of the same
+//! kind takes the request in through `virtualInbound` (15006) to the app; reviews-v2
+//! (10.10.0.12) is the app alone.
 //!
 //! Each case writes one file of istiod's directory (the reviews VirtualService and
 //! DestinationRule), waits for istiod's `applied` line and then for the sidecar to hold the
@@ -101,14 +103,55 @@ fn to(name: &str, subset: Option<&str>) -> String {
     format!("  - name: {name}\n    route: [{{destination: {{host: {REVIEWS}{subset}}}}}]\n")
 }
 
-/// The mesh, the captured productpage pod with its sidecar, and the reviews pods' backends.
+/// The mesh; the captured productpage pod with its sidecar; reviews-v1's pod, captured too,
+/// with its own sidecar of the same kind in front of the app; reviews-v2's pod, the app alone.
 struct World {
     kind: ProxyKind,
     mesh: Mesh,
     proxy: Arc<ProxyProcess>,
+    _v1_sidecar: ProxyProcess,
     v1: HttpBackend,
     v2: HttpBackend,
-    _pods: (Netns, Netns),
+    _pods: [Netns; 3],
+}
+
+/// reviews-v1's pod, a default injected pod.
+const REVIEWS_V1: Workload<'static> = Workload {
+    pod: "reviews-v1-5b4d6c7f9-q8w7e",
+    namespace: "default",
+    ip: "10.10.0.11",
+    labels: &[
+        ("app", "reviews"),
+        ("version", "v1"),
+        ("security.istio.io/tlsMode", "istio"),
+        ("service.istio.io/canonical-name", "reviews"),
+        ("service.istio.io/canonical-revision", "v1"),
+    ],
+    service_account: "bookinfo-reviews",
+    interception: Interception::Redirect,
+};
+
+/// Joins productpage's pod to a reviews pod with a point-to-point link and host routes.
+fn link(productpage: &Netns, reviews: &Netns, reviews_ip: &str) {
+    let (here, there) = veth(
+        productpage,
+        &[&format!("{}/32", PRODUCTPAGE.ip)],
+        reviews,
+        &[&format!("{reviews_ip}/32")],
+    )
+    .expect("veth");
+    productpage
+        .ip(&["route", "add", &format!("{reviews_ip}/32"), "dev", &here])
+        .expect("route to the reviews pod");
+    reviews
+        .ip(&[
+            "route",
+            "add",
+            &format!("{}/32", PRODUCTPAGE.ip),
+            "dev",
+            &there,
+        ])
+        .expect("route back to productpage");
 }
 
 impl World {
@@ -121,39 +164,40 @@ impl World {
             profile,
         )
         .await;
-        let pod = Netns::create(&format!("itp-{tag}")).expect("pod namespace");
-        let reviews = Netns::create(&format!("itr-{tag}")).expect("reviews namespace");
-        veth(
-            &pod,
-            &["10.10.0.2/24"],
-            &reviews,
-            &["10.10.0.11/24", "10.10.0.12/24"],
-        )
-        .expect("veth");
+        let pod = |name: &str| Netns::create(&format!("{name}-{tag}")).expect("pod namespace");
+        let (productpage, reviews_v1, reviews_v2) = (pod("itp"), pod("itr1"), pod("itr2"));
+        link(&productpage, &reviews_v1, REVIEWS_V1.ip);
+        link(&productpage, &reviews_v2, "10.10.0.12");
         // Service addresses are routed like any off-pod address; capture takes them first.
-        pod.ip(&["route", "add", "240.240.0.0/16", "via", "10.10.0.11"])
+        productpage
+            .ip(&["route", "add", "240.240.0.0/16", "via", REVIEWS_V1.ip])
             .expect("route to the service range");
-        install_capture(&pod, &injector_args(&[], &[]));
-        let backend = |name: &str, ip: &str| {
-            let listener = reviews
+        install_capture(&productpage, &injector_args(&[], &[]));
+        install_capture(&reviews_v1, &injector_args(&[], &[]));
+        let backend = |name: &str, pod: &Netns, ip: &str| {
+            let listener = pod
                 .listen(SocketAddr::new(ip.parse().expect("IP"), 9080))
                 .expect("backend socket");
             HttpBackend::serve(name, listener).expect("backend")
         };
         let (v1, v2) = (
-            backend("reviews-v1", "10.10.0.11"),
-            backend("reviews-v2", "10.10.0.12"),
+            backend("reviews-v1", &reviews_v1, REVIEWS_V1.ip),
+            backend("reviews-v2", &reviews_v2, "10.10.0.12"),
         );
+        let v1_sidecar = mesh
+            .sidecar(kind, &reviews_v1, &REVIEWS_V1, Some(PROXY_UID))
+            .await;
         let proxy = mesh
-            .sidecar(kind, &pod, &PRODUCTPAGE, Some(PROXY_UID))
+            .sidecar(kind, &productpage, &PRODUCTPAGE, Some(PROXY_UID))
             .await;
         World {
             kind,
             mesh,
             proxy: Arc::new(proxy),
+            _v1_sidecar: v1_sidecar,
             v1,
             v2,
-            _pods: (pod, reviews),
+            _pods: [productpage, reviews_v1, reviews_v2],
         }
     }
 
@@ -391,6 +435,29 @@ async fn wait_for(backend: &HttpBackend, n: usize) {
         .wait_until(&format!("{n} requests"), |seen| seen.len() >= n)
         .await
         .expect("requests reach the backend");
+}
+
+/// reviews-v1's sidecar took every request for v1 through `virtualInbound` (port 15006, the
+/// plaintext HTTP chain of a PERMISSIVE pod) and `inbound|9080||`, which reaches the app from
+/// 127.0.0.6 (`upstream_bind_config`); v2, a pod without sidecar, sees productpage's pod IP.
+/// (Istio's `stats_matcher` leaves Envoy no per-listener or per-cluster counters to count
+/// them with.)
+fn inbound_through_the_reviews_sidecar(world: &World) {
+    let peer_ip = |seen: &Value| {
+        let peer: SocketAddr = seen["peer"]
+            .as_str()
+            .expect("peer")
+            .parse()
+            .expect("address");
+        peer.ip().to_string()
+    };
+    let v1_seen = world.v1.seen();
+    assert!(!v1_seen.is_empty());
+    assert!(
+        v1_seen.iter().all(|r| peer_ip(r) == "127.0.0.6"),
+        "{v1_seen:?}"
+    );
+    assert!(world.v2.seen().iter().all(|r| peer_ip(r) == PRODUCTPAGE.ip));
 }
 
 /// A URI prefix match with a rewrite, and response and request headers set per route and per
@@ -664,6 +731,7 @@ async fn outlier_detection(world: &mut World) {
 async fn follows_istiods_virtualservices_through_capture(kind: ProxyKind, profile: Profile) {
     let mut world = World::start(kind, profile).await;
     weights_and_header_match(&mut world).await;
+    inbound_through_the_reviews_sidecar(&world);
     rewrite_and_headers(&mut world).await;
     timeout(&mut world).await;
     retries(&mut world).await;
