@@ -12,8 +12,9 @@
 //! case's route (the VirtualService's route names are the markers) with no cluster warming, and
 //! checks the outcome Istio documents for that feature. Tern and Envoy run the same cases with
 //! the same expectations; where the documentation leaves a detail open (a mirrored request's
-//! authority, a refused request's headers), Envoy's answer is the expectation. Synchronisation is on istiod's lines, the
-//! sidecar's `/config_dump` and the backends' request logs, with deadlines.
+//! authority, a refused request's headers), Envoy's answer is the expectation. Synchronisation
+//! is on istiod's lines, the sidecar's `/config_dump` and the backends' request logs, with
+//! deadlines.
 
 use serde_json::Value;
 use std::net::SocketAddr;
