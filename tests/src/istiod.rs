@@ -271,6 +271,13 @@ pub fn sidecar_bootstrap(workload: &Workload<'_>, xds: &Path, sds: &Path) -> Str
     serde_json::to_string_pretty(&bootstrap).expect("JSON")
 }
 
+/// `bootstrap` with ADS over state-of-the-world (`api_type: GRPC`) instead of Istio's delta.
+pub fn state_of_the_world(bootstrap: &str) -> String {
+    let mut bootstrap: Value = serde_json::from_str(bootstrap).expect("a JSON bootstrap");
+    bootstrap["dynamic_resources"]["ads_config"]["api_type"] = json!("GRPC");
+    serde_json::to_string_pretty(&bootstrap).expect("JSON")
+}
+
 /// The workload certificate (`default`) and trust root (`ROOTCA`) pilot-agent's SDS server would
 /// serve, from the test PKI in tests/testdata/tls.
 pub fn workload_secrets() -> Snapshot {
@@ -351,17 +358,33 @@ impl Mesh {
         workload: &Workload<'_>,
         uid: Option<u32>,
     ) -> ProxyProcess {
-        let bootstrap = sidecar_bootstrap(workload, &self.istiod.socket, &self.sds_socket);
+        self.start_proxy(kind, pod, &self.bootstrap(workload), uid)
+            .await
+    }
+
+    /// Istio's rendered bootstrap for `workload`, pointed at this mesh's istiod and SDS.
+    pub fn bootstrap(&self, workload: &Workload<'_>) -> String {
+        sidecar_bootstrap(workload, &self.istiod.socket, &self.sds_socket)
+    }
+
+    /// As [`Mesh::sidecar`], from a bootstrap of the caller's.
+    pub async fn start_proxy(
+        &self,
+        kind: ProxyKind,
+        pod: &Netns,
+        bootstrap: &str,
+        uid: Option<u32>,
+    ) -> ProxyProcess {
         let binary = match kind {
             ProxyKind::Tern => tern_binary(),
             ProxyKind::Envoy => envoy_binary().expect("Envoy 1.40.0 is installed"),
         };
         let started = match uid {
             Some(uid) => {
-                ProxyProcess::start_in_as(pod, uid, kind, &binary, &bootstrap, PILOT_AGENT_FLAGS)
+                ProxyProcess::start_in_as(pod, uid, kind, &binary, bootstrap, PILOT_AGENT_FLAGS)
                     .await
             }
-            None => ProxyProcess::start_in(pod, kind, &binary, &bootstrap, PILOT_AGENT_FLAGS).await,
+            None => ProxyProcess::start_in(pod, kind, &binary, bootstrap, PILOT_AGENT_FLAGS).await,
         };
         started.unwrap_or_else(|e| {
             panic!(

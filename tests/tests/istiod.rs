@@ -23,7 +23,9 @@ use std::path::Path;
 use std::time::Duration;
 use tern_tests::envoy::envoy_binary;
 use tern_tests::http_backend::{HttpBackend, Protocol, Request, send_over};
-use tern_tests::istiod::{Interception, Mesh, Profile, Workload, istiod_binary};
+use tern_tests::istiod::{
+    Interception, Mesh, Profile, Workload, istiod_binary, state_of_the_world,
+};
 use tern_tests::netns::Netns;
 use tern_tests::prereq::{is_root, require};
 use tern_tests::process::{ProxyKind, ProxyProcess};
@@ -240,7 +242,7 @@ fn productpage_names() -> (Vec<&'static str>, Vec<&'static str>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tern_accepts_everything_istiod_sends_a_default_pod_sidecar() {
+async fn tern_accepts_everything_istiod_sends_a_default_pod_sidecar_over_delta_and_sotw() {
     if !prerequisites(&[ProxyKind::Tern]) {
         return;
     }
@@ -250,6 +252,20 @@ async fn tern_accepts_everything_istiod_sends_a_default_pod_sidecar() {
     let (listeners, clusters) = productpage_names();
     wait_for_names(&tern, &listeners, &clusters).await;
     assert_all_accepted(&tern).await;
+    // The same over state-of-the-world ADS: the same resources, all accepted.
+    let sotw_ns = pod("istiod-pp-sotw", &[PRODUCTPAGE.ip]);
+    let sotw = mesh
+        .start_proxy(
+            ProxyKind::Tern,
+            &sotw_ns,
+            &state_of_the_world(&mesh.bootstrap(&PRODUCTPAGE)),
+            None,
+        )
+        .await;
+    wait_for_names(&sotw, &listeners, &clusters).await;
+    assert_all_accepted(&sotw).await;
+    assert_eq!(names(&sotw).await, names(&tern).await);
+    assert_eq!(route_configs(&sotw).await, route_configs(&tern).await);
     mesh.assert_no_nack();
 
     // It is istiod's full default config: Istio's own filters are in it.
