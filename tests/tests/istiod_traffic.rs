@@ -28,7 +28,8 @@ use tern_tests::istiod::{Interception, Mesh, Profile, Workload, istiod_binary};
 use tern_tests::netns::{Netns, veth};
 use tern_tests::prereq::{is_root, require};
 use tern_tests::process::{ProxyKind, ProxyProcess};
-use tern_tests::sidecar::{have_prerequisites, injector_args, install_capture};
+use tern_tests::sidecar::{have_prerequisites, injector_args, install_capture, serve_who};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -113,7 +114,8 @@ struct World {
     _v1_sidecar: ProxyProcess,
     v1: HttpBackend,
     v2: HttpBackend,
-    _pods: [Netns; 3],
+    /// productpage, reviews-v1, reviews-v2.
+    pods: [Netns; 3],
 }
 
 /// reviews-v1's pod, a default injected pod.
@@ -198,7 +200,7 @@ impl World {
             _v1_sidecar: v1_sidecar,
             v1,
             v2,
-            _pods: [productpage, reviews_v1, reviews_v2],
+            pods: [productpage, reviews_v1, reviews_v2],
         }
     }
 
@@ -729,6 +731,128 @@ async fn outlier_detection(world: &mut World) {
     world.v1.answer_normally();
 }
 
+/// Reads what a TCP connection from the app to `address` receives until the far end closes.
+async fn tcp_answer(proxy: &ProxyProcess, address: &str) -> String {
+    let mut stream = proxy
+        .connect(address.parse().expect("address"))
+        .await
+        .expect("connect");
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_string(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("{address} never closed; got {answer:?}"))
+        .expect("read");
+    answer
+}
+
+/// Waits until a connection to `address` gets `expected`, then checks five more do.
+async fn until_answer(proxy: &ProxyProcess, address: &str, expected: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let answer = tcp_answer(proxy, address).await;
+        if answer == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{address} still answers {answer:?}, not {expected:?}"
+        );
+    }
+    for _ in 0..5 {
+        assert_eq!(tcp_answer(proxy, address).await, expected, "{address}");
+    }
+}
+
+/// What istiod generates besides HTTP routes: a TCP service's `<vip>_<port>` listener
+/// (`tcp_proxy`, added live), `PassthroughCluster` for an address outside the mesh (ALLOW_ANY),
+/// and `BlackHoleCluster` / the `block_all` virtual host once the namespace's Sidecar says
+/// REGISTRY_ONLY.
+async fn tcp_passthrough_and_registry_only(world: &mut World) {
+    serve_who(&world.pods[2], 27017, "mongo");
+    serve_who(&world.pods[2], 7000, "outside");
+    let mongo = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mongo, namespace: default}
+spec:
+  hosts: [mongo.default.svc.cluster.local]
+  addresses: [240.240.0.9]
+  ports: [{number: 27017, name: tcp-mongo, protocol: TCP}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints: [{address: 10.10.0.12}]
+";
+    world.mesh.change("mongo.yaml", Some(mongo)).await;
+    // Until the service's listener is active, the address is just an unknown destination.
+    let deadline = Instant::now() + DEADLINE;
+    while world
+        .proxy
+        .listener_address("240.240.0.9_27017")
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "no listener for mongo's address");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let from_productpage = |name: &str| format!("{name} saw {}\n", PRODUCTPAGE.ip);
+    until_answer(
+        &world.proxy,
+        "240.240.0.9:27017",
+        &from_productpage("mongo"),
+    )
+    .await;
+    // An address no service has: ALLOW_ANY passes it through to where the app dialled.
+    until_answer(
+        &world.proxy,
+        "10.10.0.12:7000",
+        &from_productpage("outside"),
+    )
+    .await;
+
+    // REGISTRY_ONLY: unknown TCP destinations are black-holed, unknown HTTP hosts get 502.
+    let bookinfo = std::fs::read_to_string(Path::new(MESH).join("bookinfo.yaml"))
+        .expect("bookinfo.yaml")
+        .replace(
+            "  - hosts: [\"./*\"]\n",
+            "  - hosts: [\"./*\"]\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+        );
+    assert!(bookinfo.contains("REGISTRY_ONLY"));
+    world.mesh.change("bookinfo.yaml", Some(&bookinfo)).await;
+    until_answer(&world.proxy, "10.10.0.12:7000", "").await;
+    // The route configuration (`allow_any` becomes `block_all`) may land after the listener.
+    let unknown_host = || async {
+        let request = Request {
+            method: "GET",
+            authority: "unknown.example:9080",
+            path: "/",
+            headers: &[],
+            body: b"",
+        };
+        let stream = world
+            .proxy
+            .connect("10.10.0.12:9080".parse().expect("address"))
+            .await
+            .expect("connect");
+        send_over(stream, Protocol::Http1, &request)
+            .await
+            .expect("response")
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while unknown_host().await.status != 502 {
+        assert!(Instant::now() < deadline, "unknown hosts still pass");
+    }
+    for _ in 0..5 {
+        let blocked = unknown_host().await;
+        assert_eq!(blocked.status, 502, "{}", blocked.text());
+    }
+    // The mesh's own services still work.
+    until_answer(
+        &world.proxy,
+        "240.240.0.9:27017",
+        &from_productpage("mongo"),
+    )
+    .await;
+}
+
 async fn follows_istiods_virtualservices_through_capture(kind: ProxyKind, profile: Profile) {
     let mut world = World::start(kind, profile).await;
     weights_and_header_match(&mut world).await;
@@ -742,6 +866,7 @@ async fn follows_istiods_virtualservices_through_capture(kind: ProxyKind, profil
     consistent_hash(&mut world).await;
     connection_pool(&mut world).await;
     outlier_detection(&mut world).await;
+    tcp_passthrough_and_registry_only(&mut world).await;
     world.mesh.assert_no_nack();
 }
 
