@@ -381,7 +381,7 @@ async fn http_request(
 
 /// Parses a complete `Connection: close` HTTP/1.1 response (content-length, chunked or
 /// read-to-close bodies).
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
+pub fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
