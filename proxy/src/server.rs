@@ -250,6 +250,8 @@ pub fn start(
     store
         .gauge("server.concurrency")
         .set(manager.workers.len() as i64);
+    // Listed from the start, as in Envoy: pilot-agent-driven drains are read against it.
+    store.counter("listener_manager.listener_stopped");
     match bootstrap.xds {
         // Envoy starts its workers (and goes LIVE) once the first xDS config is in and warm.
         Some(settings) => {
