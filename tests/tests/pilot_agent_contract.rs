@@ -42,6 +42,11 @@ const INBOUND: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 const OUTBOUND: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+/// Where the backend listens in the pod, and pilot-agent's status port (the `agent` cluster).
+const BACKEND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8000);
+const AGENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15020);
 const HEALTH: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15021);
 /// The drain time of the drain tests (pilot-agent's default is 45 s, longer than its 5 s
@@ -163,8 +168,7 @@ impl Pod {
         std::fs::create_dir_all(&dir).expect("scratch dir");
         let backend = HttpBackend::serve(
             "app",
-            ns.listen("127.0.0.1:8000".parse().unwrap())
-                .expect("backend socket in the pod"),
+            ns.listen(BACKEND).expect("backend socket in the pod"),
         )
         .expect("backend");
         let (xds_path, sds_path) = (dir.join("xds.sock"), dir.join("sds.sock"));
@@ -312,13 +316,18 @@ async fn probe(proxy: &ProxyProcess) -> (u16, String) {
     let request = hyper::Request::get("/healthz/ready")
         .header("host", "10.10.0.9:15021")
         .body(Full::new(Bytes::new()))
-        .unwrap();
+        .expect("request");
     let response = tokio::time::timeout(DEADLINE, sender.send_request(request))
         .await
         .expect("15021 answers in time")
         .expect("15021 answers");
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -335,10 +344,7 @@ impl StubAgent {
     fn start(pod: &Pod) -> StubAgent {
         use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = pod
-            .ns
-            .listen("127.0.0.1:15020".parse().unwrap())
-            .expect("stub agent on 15020");
+        let listener = pod.ns.listen(AGENT).expect("stub agent on 15020");
         let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
         let (record, paths) = tokio::sync::watch::channel(Vec::new());
         let answer = status.clone();
@@ -413,12 +419,7 @@ async fn health_port_follows_the_agent(kind: ProxyKind) {
     // The agent is gone (its status server stops first on SIGTERM): the proxy answers itself.
     drop(agent);
     let deadline = Instant::now() + DEADLINE;
-    while pod
-        .proxy
-        .connect("127.0.0.1:15020".parse().unwrap())
-        .await
-        .is_ok()
-    {
+    while pod.proxy.connect(AGENT).await.is_ok() {
         assert!(
             Instant::now() < deadline,
             "the stub agent's port stayed open"
@@ -442,7 +443,7 @@ async fn health_port_follows_the_agent(kind: ProxyKind) {
     let other = hyper::Request::get("/stats")
         .header("host", "10.10.0.9:15021")
         .body(Full::new(Bytes::new()))
-        .unwrap();
+        .expect("request");
     let response = sender.send_request(other).await.expect("15021 answers");
     assert_eq!(response.status(), 404);
     assert_eq!(pod.backend.requests(), 0);
