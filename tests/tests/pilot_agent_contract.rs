@@ -578,6 +578,92 @@ async fn envoy_drains_inbound_as_pilot_agent_asks_and_loses_no_accepted_request(
     }
 }
 
+/// Polls until a connection to `address` in the pod is refused; `false` after `within`.
+async fn stops_accepting(pod: &Pod, address: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while pod.proxy.connect(address).await.is_ok() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// The other forms of the drain request: `skip_exit` (the native sidecar's preStop) drains
+/// connections but never stops the listeners, a second graceful drain is ignored, and a drain
+/// without `graceful` stops the listeners at once while open connections are told to close.
+async fn drain_variants(kind: ProxyKind) {
+    let drain_time = Duration::from_secs(1);
+    let pod = Pod::start(kind, &flags(drain_time, Some(2))).await;
+    let mut first = pod.connect(INBOUND).await.expect("inbound connection");
+    let mut second = pod.connect(INBOUND).await.expect("inbound connection");
+    assert!(served_and_kept(&first.get(&[]).await.expect("inbound")));
+    assert!(served_and_kept(&second.get(&[]).await.expect("inbound")));
+
+    for query in [
+        "/drain_listeners?inboundonly&graceful&skip_exit",
+        "/drain_listeners?inboundonly&graceful",
+    ] {
+        let (status, body) = pod.proxy.post(query).await.expect("admin answers");
+        assert_eq!((status, body.as_str()), (200, "OK\n"), "{query}");
+    }
+    let answer = first.get(&[]).await.expect("served");
+    assert!(served_and_closing(&answer), "{answer:?}");
+    // Twice the drain time later the inbound listener still accepts: skip_exit, and the second
+    // request was ignored.
+    assert!(
+        !stops_accepting(&pod, INBOUND, drain_time * 2).await,
+        "{} stopped the inbound listener despite skip_exit",
+        kind.name()
+    );
+    let stats = pod.stats("^listener_manager\\.listener_stopped$").await;
+    assert_eq!(
+        stat(&stats, "listener_manager.listener_stopped"),
+        Some(0),
+        "{stats}"
+    );
+
+    let (status, body) = pod
+        .proxy
+        .post("/drain_listeners?inboundonly")
+        .await
+        .expect("admin answers");
+    assert_eq!((status, body.as_str()), (200, "OK\n"));
+    assert!(
+        stops_accepting(&pod, INBOUND, Duration::from_millis(500)).await,
+        "{} kept the inbound listener after a drain without graceful",
+        kind.name()
+    );
+    let answer = second
+        .get(&[])
+        .await
+        .expect("the open connection is not cut");
+    assert!(served_and_closing(&answer), "{answer:?}");
+    let mut outbound = pod.connect(OUTBOUND).await.expect("outbound accepts");
+    assert!(served_and_kept(&outbound.get(&[]).await.expect("outbound")));
+    let stats = pod.stats("^listener_manager\\.listener_stopped$").await;
+    assert_eq!(
+        stat(&stats, "listener_manager.listener_stopped"),
+        Some(1),
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tern_drain_listeners_skip_exit_repeat_and_immediate_as_envoy() {
+    if prerequisites(ProxyKind::Tern) {
+        drain_variants(ProxyKind::Tern).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_drain_listeners_skip_exit_repeat_and_immediate() {
+    if prerequisites(ProxyKind::Envoy) {
+        drain_variants(ProxyKind::Envoy).await;
+    }
+}
+
 // ---------------------------------------------------------------- --concurrency
 
 /// Worker threads by name: Envoy's `wrk:worker_<n>`, Tern's `tern-worker-<n>`.
