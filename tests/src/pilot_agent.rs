@@ -68,6 +68,8 @@ pub struct AgentOptions<'a> {
     pub termination_drain_s: u32,
     /// `ISTIO_CPU_LIMIT` (the container's `limits.cpu`): the agent passes it as `--concurrency`.
     pub cpu_limit: Option<u32>,
+    /// More environment (agent features such as `EXIT_ON_ZERO_ACTIVE_CONNECTIONS`).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// A running `pilot-agent proxy sidecar`, killed with its proxy on drop.
@@ -150,6 +152,7 @@ impl PilotAgent {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        command.envs(options.env.iter().copied());
         if let Some(cpus) = options.cpu_limit {
             command.env("ISTIO_CPU_LIMIT", cpus.to_string());
         }
@@ -216,6 +219,21 @@ impl PilotAgent {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// Polls the agent's log until it contains `line`, or fails with the log.
+    pub async fn wait_for_log(&self, line: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(line) {
+            if Instant::now() > deadline {
+                bail!(
+                    "{line:?} not logged within {within:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        Ok(())
     }
 
     /// Sends SIGTERM to the agent, as the kubelet does on pod termination.

@@ -44,6 +44,17 @@ const PRODUCTPAGE: Workload<'static> = Workload {
     interception: Interception::Redirect,
 };
 
+/// A client pod of no service whose sidecar binds its outbound listeners (no capture), so a test
+/// can hold a connection to `127.0.0.1:9080` without iptables.
+const CLIENT: Workload<'static> = Workload {
+    pod: "client-5f8b9c7d6-abcde",
+    namespace: "default",
+    ip: "10.10.0.3",
+    labels: &[("app", "client"), ("version", "v1")],
+    service_account: "client",
+    interception: Interception::None,
+};
+
 fn prerequisites(kind: ProxyKind) -> bool {
     require(
         is_root(),
@@ -61,9 +72,9 @@ fn prerequisites(kind: ProxyKind) -> bool {
         ))
 }
 
-fn scratch(kind: ProxyKind) -> PathBuf {
+fn scratch(kind: ProxyKind, test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
-        "tern-pilot-agent-{}-{}",
+        "tern-pilot-agent-{test}-{}-{}",
         kind.name(),
         std::process::id()
     ));
@@ -101,7 +112,7 @@ async fn accepts(pod: &Netns, port: u16) -> bool {
 }
 
 async fn pilot_agent_runs_the_proxy_and_drains_it_on_sigterm(kind: ProxyKind, proxy: &Path) {
-    let dir = scratch(kind);
+    let dir = scratch(kind, "sigterm");
     let pod = Netns::create("agent").expect("pod namespace");
     let profile = match kind {
         ProxyKind::Envoy => Profile::StockEnvoy,
@@ -116,6 +127,7 @@ async fn pilot_agent_runs_the_proxy_and_drains_it_on_sigterm(kind: ProxyKind, pr
         drain_duration_s: DRAIN_S,
         termination_drain_s: TERMINATION_DRAIN_S,
         cpu_limit: Some(2),
+        env: &[],
     };
     let mut agent =
         PilotAgent::start(&pod, &dir.join("pod"), &PRODUCTPAGE, &options).expect("agent starts");
@@ -278,4 +290,101 @@ async fn pilot_agent_runs_tern_serves_it_certs_and_config_and_drains_it_on_sigte
         return;
     }
     pilot_agent_runs_the_proxy_and_drains_it_on_sigterm(ProxyKind::Tern, &tern_binary()).await;
+}
+
+/// `EXIT_ON_ZERO_ACTIVE_CONNECTIONS=true`: after SIGTERM and `MINIMUM_DRAIN_DURATION` the agent
+/// polls `/stats?usedonly&filter=downstream_cx_active$` every second, summing the
+/// `listener.<name>.downstream_cx_active` gauges (not `worker_*`, not 15021/15090), and kills the
+/// proxy once they are 0. A proxy that did not report them would be killed at once ("not
+/// available"); one that miscounted would be killed with connections open or never.
+async fn pilot_agent_waits_for_the_last_connection(kind: ProxyKind, proxy: &Path) {
+    let dir = scratch(kind, "zero");
+    let pod = Netns::create("agent").expect("pod namespace");
+    let profile = match kind {
+        ProxyKind::Envoy => Profile::StockEnvoy,
+        ProxyKind::Tern => Profile::IstioDefault,
+    };
+    let istiod = Istiod::start_in(&pod, Path::new(MESH), &dir, profile)
+        .await
+        .expect("istiod starts in the pod");
+    let options = AgentOptions {
+        proxy,
+        discovery: &istiod.address,
+        drain_duration_s: 45,
+        termination_drain_s: 5,
+        cpu_limit: Some(2),
+        env: &[
+            ("EXIT_ON_ZERO_ACTIVE_CONNECTIONS", "true"),
+            ("MINIMUM_DRAIN_DURATION", "1s"),
+        ],
+    };
+    let mut agent =
+        PilotAgent::start(&pod, &dir.join("pod"), &CLIENT, &options).expect("agent starts");
+    agent
+        .wait_for(15021, "/healthz/ready", 200, READY_DEADLINE)
+        .await
+        .expect("ready");
+    // istiod's outbound listener for the mesh's port 9080, bound on 127.0.0.1 (no capture).
+    let held = connect_in(&pod.name, ([127, 0, 0, 1], 9080).into())
+        .await
+        .expect("the outbound listener accepts");
+    let proxies = agent.proxy_pids();
+    assert_eq!(proxies.len(), 1, "{proxies:?}");
+
+    agent.terminate().expect("SIGTERM");
+    agent
+        .wait_for_log(
+            "There are still 1 active connections",
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the agent counts the held connection");
+    assert_eq!(
+        agent.proxy_pids(),
+        proxies,
+        "the proxy runs while a connection is open"
+    );
+    assert!(
+        !agent
+            .log()
+            .contains("downstream_cx_active are not available"),
+        "{}",
+        agent.log()
+    );
+    drop(held);
+    let exit = agent
+        .wait_for_exit(Duration::from_secs(20))
+        .await
+        .expect("wait");
+    let status = exit.unwrap_or_else(|| panic!("the agent did not exit; log:\n{}", agent.log()));
+    assert!(
+        status.success(),
+        "agent exit {status}; log:\n{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("There are no more active connections. terminating proxy..."),
+        "{log}"
+    );
+    drop(agent);
+    drop(istiod);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pilot_agent_exit_on_zero_active_connections_waits_for_envoys_last_connection() {
+    if !prerequisites(ProxyKind::Envoy) {
+        return;
+    }
+    let envoy = envoy_binary().expect("checked");
+    pilot_agent_waits_for_the_last_connection(ProxyKind::Envoy, &envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pilot_agent_exit_on_zero_active_connections_waits_for_terns_last_connection() {
+    if !prerequisites(ProxyKind::Tern) {
+        return;
+    }
+    pilot_agent_waits_for_the_last_connection(ProxyKind::Tern, &tern_binary()).await;
 }
