@@ -177,11 +177,22 @@ impl PilotAgent {
     /// `GET path` on `127.0.0.1:port` inside the pod (HTTP/1.1, `connection: close`): status and
     /// body.
     pub async fn get(&self, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+        self.request("GET", port, path).await
+    }
+
+    /// `POST path` (empty body) on `127.0.0.1:port` inside the pod: status and body.
+    pub async fn post(&self, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+        self.request("POST", port, path).await
+    }
+
+    async fn request(&self, method: &str, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let exchange = async {
             let address = SocketAddr::from(([127, 0, 0, 1], port));
             let mut stream = connect_in(&self.netns, address).await?;
-            let request = format!("GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n");
+            let request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: pod\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
             stream.write_all(request.as_bytes()).await?;
             let mut raw = Vec::new();
             stream.read_to_end(&mut raw).await?;
@@ -189,7 +200,7 @@ impl PilotAgent {
         };
         tokio::time::timeout(Duration::from_secs(10), exchange)
             .await
-            .with_context(|| format!("GET :{port}{path} timed out"))?
+            .with_context(|| format!("{method} :{port}{path} timed out"))?
     }
 
     /// Polls `GET path` on `port` until it answers `status`, or fails with the agent's log.

@@ -388,3 +388,103 @@ async fn pilot_agent_exit_on_zero_active_connections_waits_for_terns_last_connec
     }
     pilot_agent_waits_for_the_last_connection(ProxyKind::Tern, &tern_binary()).await;
 }
+
+/// A native sidecar's preStop hook (`pilot-agent request --debug-port=15020 POST drain`): the
+/// agent's `/drain` sends `drain_listeners?inboundonly&graceful&skip_exit`, so the proxy drains
+/// but keeps its listeners past the drain time; the SIGTERM that follows kills it at once.
+async fn pilot_agent_prestop_drain_keeps_listeners_and_sigterm_kills_at_once(
+    kind: ProxyKind,
+    proxy: &Path,
+) {
+    let dir = scratch(kind, "prestop");
+    let pod = Netns::create("agent").expect("pod namespace");
+    let profile = match kind {
+        ProxyKind::Envoy => Profile::StockEnvoy,
+        ProxyKind::Tern => Profile::IstioDefault,
+    };
+    let istiod = Istiod::start_in(&pod, Path::new(MESH), &dir, profile)
+        .await
+        .expect("istiod starts in the pod");
+    let options = AgentOptions {
+        proxy,
+        discovery: &istiod.address,
+        drain_duration_s: DRAIN_S,
+        termination_drain_s: 30,
+        cpu_limit: Some(2),
+        env: &[],
+    };
+    let mut agent =
+        PilotAgent::start(&pod, &dir.join("pod"), &PRODUCTPAGE, &options).expect("agent starts");
+    agent
+        .wait_for(15021, "/healthz/ready", 200, READY_DEADLINE)
+        .await
+        .expect("ready");
+    let (status, body) = agent.post(15020, "/drain").await.expect("agent answers");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    agent
+        .wait_for_log("Agent draining proxy", Duration::from_secs(10))
+        .await
+        .expect("the agent drains");
+    // Three drain times later the inbound listener still accepts (skip_exit): nothing stopped.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3 * DRAIN_S as u64);
+    while tokio::time::Instant::now() < until {
+        assert!(
+            accepts(&pod, 15006).await,
+            "virtualInbound stopped despite skip_exit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, stopped) = agent
+        .get(15000, "/stats?filter=^listener_manager\\.listener_stopped$")
+        .await
+        .expect("admin answers");
+    assert_eq!(
+        stat(&stopped, "listener_manager.listener_stopped"),
+        Some(0),
+        "{stopped}"
+    );
+
+    let terminated = tokio::time::Instant::now();
+    agent.terminate().expect("SIGTERM");
+    let exit = agent
+        .wait_for_exit(Duration::from_secs(20))
+        .await
+        .expect("wait")
+        .unwrap_or_else(|| panic!("the agent did not exit; log:\n{}", agent.log()));
+    assert!(
+        terminated.elapsed() < Duration::from_secs(10),
+        "no second drain (terminationDrainDuration is 30s): {:?}",
+        terminated.elapsed()
+    );
+    assert!(exit.success(), "agent exit {exit}; log:\n{}", agent.log());
+    let log = agent.log();
+    assert!(
+        log.contains("Agent already drained, exiting immediately"),
+        "{log}"
+    );
+    drop(agent);
+    drop(istiod);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pilot_agent_prestop_drain_keeps_envoys_listeners_and_sigterm_kills_it_at_once() {
+    if !prerequisites(ProxyKind::Envoy) {
+        return;
+    }
+    let envoy = envoy_binary().expect("checked");
+    pilot_agent_prestop_drain_keeps_listeners_and_sigterm_kills_at_once(ProxyKind::Envoy, &envoy)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pilot_agent_prestop_drain_keeps_terns_listeners_and_sigterm_kills_it_at_once() {
+    if !prerequisites(ProxyKind::Tern) {
+        return;
+    }
+    pilot_agent_prestop_drain_keeps_listeners_and_sigterm_kills_at_once(
+        ProxyKind::Tern,
+        &tern_binary(),
+    )
+    .await;
+}
