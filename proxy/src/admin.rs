@@ -9,7 +9,7 @@ mod config_dump;
 mod logging;
 mod stats;
 
-use crate::server::{Command, ServerHandle, ServerState};
+use crate::server::{Command, DrainRequest, ServerHandle, ServerState};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -127,12 +127,11 @@ async fn route(req: Request<Incoming>, handle: &ServerHandle, logs: &LogControl)
             &serde_json::json!({"entries": {}, "layers": ["global config", "admin"]}),
         ),
         "/drain_listeners" => {
-            let inbound_only = query.contains_key("inboundonly");
-            let graceful = query.contains_key("graceful");
-            handle.send(Command::DrainListeners {
-                inbound_only,
-                graceful,
-            });
+            handle.send(Command::DrainListeners(DrainRequest {
+                inbound_only: query.contains_key("inboundonly"),
+                graceful: query.contains_key("graceful"),
+                skip_exit: query.contains_key("skip_exit"),
+            }));
             text(StatusCode::OK, "OK\n".into())
         }
         "/quitquitquit" => {

@@ -15,7 +15,7 @@ pub struct Cli {
     /// Bootstrap YAML merged over the file (protobuf MergeFrom).
     #[arg(long = "config-yaml", value_name = "YAML")]
     pub config_yaml: Option<String>,
-    /// Worker threads; default: CPUs available to the process.
+    /// Worker threads; default: CPUs available to the process (0 means 1, as in Envoy).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
     /// Drain time in seconds.
@@ -135,11 +135,12 @@ fn parse_component_levels(list: &str) -> Result<String, String> {
 }
 
 impl Cli {
-    /// The worker count: `--concurrency`, else the CPUs this process may use (affinity, cgroup).
+    /// The worker count: `--concurrency` (at least 1: Envoy 1.40 runs one worker for
+    /// `--concurrency 0`), else the CPUs this process may use (affinity, cgroup).
     pub fn workers(&self) -> usize {
         match self.concurrency {
-            Some(n) if n > 0 => n,
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) => n.max(1),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -195,6 +196,17 @@ mod tests {
         assert!(cli.allow_unknown_static_fields);
         assert_eq!(cli.log_level, "warning");
         assert_eq!(cli.workers(), 2);
+    }
+
+    #[test]
+    fn concurrency_zero_is_one_worker_and_none_is_every_cpu() {
+        let workers = |args: &[&str]| Cli::try_parse_from(args).unwrap().workers();
+        assert_eq!(workers(&["tern", "--concurrency", "0"]), 1);
+        assert_eq!(workers(&["tern", "--concurrency", "64"]), 64);
+        assert_eq!(
+            workers(&["tern"]),
+            std::thread::available_parallelism().unwrap().get()
+        );
     }
 
     #[test]

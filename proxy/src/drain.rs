@@ -1,17 +1,32 @@
-//! Drain signals: "finish what you have by this deadline, then close".
+//! Drain signals: "finish what you have, then close".
 //!
 //! A [`Drain`] belongs to something that can go away (a listener version, the whole server).
-//! Connections take a [`DrainWatch`] when they start and, once it fires, have until the deadline
-//! to finish on their own; at the deadline they are closed.
+//! Connections take a [`DrainWatch`] when they start. Once it fires they stop keeping themselves
+//! alive (HTTP/1 answers its next request with `connection: close`, HTTP/2 sends GOAWAY) and, if
+//! the drain has a deadline, are closed at the deadline. A drain without a deadline
+//! ([`Drain::start_open_ended`], Envoy's `/drain_listeners`) closes nothing by force: the listener
+//! is stopped, the connections end on their own or when the process is killed.
+//!
+//! Invariants: a deadline, once set, is never moved later; a later [`Drain::start`] may give an
+//! open-ended drain a deadline, and a [`DrainWatch`] that is waiting sees it.
 
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Serving,
+    /// Draining, to be closed by force at `deadline` (never when `None`).
+    Draining {
+        deadline: Option<Instant>,
+    },
+}
+
 /// The owner's side.
 #[derive(Debug)]
 pub struct Drain {
-    tx: watch::Sender<Option<Instant>>,
+    tx: watch::Sender<State>,
 }
 
 impl Default for Drain {
@@ -23,7 +38,7 @@ impl Default for Drain {
 impl Drain {
     pub fn new() -> Self {
         Self {
-            tx: watch::channel(None).0,
+            tx: watch::channel(State::Serving).0,
         }
     }
 
@@ -31,16 +46,31 @@ impl Drain {
     pub fn start(&self, grace: Duration) {
         let deadline = Instant::now() + grace;
         self.tx.send_if_modified(|current| match current {
-            Some(existing) if *existing <= deadline => false,
+            State::Draining {
+                deadline: Some(existing),
+            } if *existing <= deadline => false,
             _ => {
-                *current = Some(deadline);
+                *current = State::Draining {
+                    deadline: Some(deadline),
+                };
                 true
             }
         });
     }
 
+    /// Starts draining with no deadline (no-op when already draining).
+    pub fn start_open_ended(&self) {
+        self.tx.send_if_modified(|current| match current {
+            State::Serving => {
+                *current = State::Draining { deadline: None };
+                true
+            }
+            State::Draining { .. } => false,
+        });
+    }
+
     pub fn is_draining(&self) -> bool {
-        self.tx.borrow().is_some()
+        *self.tx.borrow() != State::Serving
     }
 
     pub fn watch(&self) -> DrainWatch {
@@ -53,27 +83,51 @@ impl Drain {
 /// A connection's side.
 #[derive(Debug, Clone)]
 pub struct DrainWatch {
-    rx: watch::Receiver<Option<Instant>>,
+    rx: watch::Receiver<State>,
 }
 
 impl DrainWatch {
-    /// Resolves when draining started; returns the deadline. Never resolves if the owner is
-    /// dropped without draining.
-    pub async fn started(&mut self) -> Instant {
-        loop {
-            if let Some(deadline) = *self.rx.borrow_and_update() {
-                return deadline;
-            }
-            if self.rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+    /// Resolves when draining started. Never resolves if the owner is dropped without draining.
+    pub async fn started(&mut self) {
+        if self
+            .rx
+            .wait_for(|state| *state != State::Serving)
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
         }
     }
 
-    /// Resolves at the drain deadline.
+    /// Resolves at the drain deadline, following a deadline set after draining started; never
+    /// for a drain without one.
     pub async fn deadline(&mut self) {
-        let deadline = self.started().await;
-        tokio::time::sleep_until(deadline).await;
+        self.started().await;
+        loop {
+            let deadline = match *self.rx.borrow_and_update() {
+                State::Draining { deadline } => deadline,
+                State::Serving => None,
+            };
+            let at_deadline = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = at_deadline => return,
+                changed = self.rx.changed() => {
+                    if changed.is_err() {
+                        // The owner is gone; the deadline it set still holds.
+                        match deadline {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -101,5 +155,30 @@ mod tests {
         drain.start(Duration::ZERO);
         assert!(drain.is_draining());
         drain.watch().deadline().await;
+    }
+
+    #[tokio::test]
+    async fn open_ended_drain_has_no_deadline_until_one_is_set() {
+        let drain = Drain::new();
+        let mut watch = drain.watch();
+        drain.start_open_ended();
+        assert!(drain.is_draining());
+        watch.started().await;
+        let mut waiting = tokio::spawn({
+            let mut watch = watch.clone();
+            async move { watch.deadline().await }
+        });
+        let quiet = tokio::time::timeout(Duration::from_millis(100), &mut waiting).await;
+        assert!(quiet.is_err(), "an open-ended drain fired a deadline");
+        // A deadline set later reaches the watch that is already waiting, and an open-ended
+        // start does not take it away again.
+        let start = Instant::now();
+        drain.start(Duration::from_millis(50));
+        drain.start_open_ended();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the later deadline fired")
+            .expect("deadline task");
+        assert!(start.elapsed() >= Duration::from_millis(50));
     }
 }

@@ -130,30 +130,37 @@ pub async fn serve(
             None => std::future::pending().await,
         }
     };
-    // Drained connections finish their streams (HTTP/2 gets a GOAWAY), bounded by the drain
-    // deadline or drain_timeout.
-    let (grace_until, drained) = tokio::select! {
+    // Drained connections finish their streams (HTTP/2 gets a GOAWAY), bounded by the drain's
+    // deadline (none for `/drain_listeners`) or drain_timeout.
+    let ending = tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
             }
             return;
         }
-        deadline = drain.started() => (deadline, true),
+        () = drain.started() => Ending::Drained,
         () = idle => {
             stats.downstream_cx_idle_timeout.inc();
-            (Instant::now() + hcm.drain_timeout, false)
+            Ending::Timeout(Instant::now() + hcm.drain_timeout)
         }
         () = max_duration => {
             stats.downstream_cx_max_duration_reached.inc();
-            (Instant::now() + hcm.drain_timeout, false)
+            Ending::Timeout(Instant::now() + hcm.drain_timeout)
         }
     };
-    // A drained HTTP/1 connection that has not had a request yet may hold one hyper has not read
-    // (a connection accepted just before a listener update): closing it now would fail that
-    // request. Like Envoy, it is served first (with `connection: close`, since hyper stops
-    // keep-alive while a request is in flight); HTTP/2 gets its GOAWAY at once.
-    if drained && !codec.is_http2() {
+    let grace = async move {
+        match ending {
+            Ending::Drained => drain.deadline().await,
+            Ending::Timeout(at) => tokio::time::sleep_until(at).await,
+        }
+    };
+    tokio::pin!(grace);
+    // A drained HTTP/1 connection is not closed while idle: a client may be sending a request on
+    // it right now. Like Envoy, it stays open until its next request, which is answered with
+    // `connection: close` (hyper stops keep-alive while a request is in flight), or until the
+    // deadline. HTTP/2 gets its GOAWAY at once.
+    if matches!(ending, Ending::Drained) && !codec.is_http2() {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -161,15 +168,24 @@ pub async fn serve(
                 }
                 return;
             }
-            () = connection.streams.first_request() => {}
-            () = tokio::time::sleep_until(grace_until) => return,
+            () = connection.streams.busy() => {}
+            () = &mut grace => return,
         }
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
         _ = conn.as_mut() => {}
-        () = tokio::time::sleep_until(grace_until) => {}
+        () = &mut grace => {}
     }
+}
+
+/// Why a connection stopped keeping itself alive.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// Its listener drains: the drain decides the deadline.
+    Drained,
+    /// Idle or max-duration timeout: closed after `drain_timeout`.
+    Timeout(Instant),
 }
 
 /// Decrements the active-connection gauge and records the connection's length however the

@@ -114,15 +114,23 @@ impl ListeningSockets {
     }
 
     /// Stops accepting on these groups for good (drain); established connections carry on.
-    pub fn stop(&mut self, keys: impl IntoIterator<Item = BindKey>, workers: &[WorkerHandle]) {
+    /// Returns how many groups were listening.
+    pub fn stop(
+        &mut self,
+        keys: impl IntoIterator<Item = BindKey>,
+        workers: &[WorkerHandle],
+    ) -> usize {
+        let mut stopped = 0;
         for key in keys {
             self.stopped.insert(key.clone());
             if self.bound.remove(&key).is_some() {
+                stopped += 1;
                 for worker in workers {
                     worker.send(Command::StopListening { key: key.clone() });
                 }
             }
         }
+        stopped
     }
 
     /// The address actually bound for a socket group.

@@ -6,17 +6,18 @@
 //! here runs on a worker.
 
 mod dns;
+mod shutdown;
+
+pub use shutdown::DrainRequest;
+use shutdown::DrainScope;
 
 use crate::config::ConfigError;
 use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::{Discovery, Endpoint, LoadAssignment};
-use crate::config::listener::Direction;
 use crate::config::secret::Secret;
 use crate::config::tls::{SecretKey, SecretSource};
 use crate::listener::ListeningSockets;
-use crate::snapshot::{
-    self, BindKey, ClusterEntry, ListenerEntry, Snapshot, SnapshotBuilder, SnapshotCell,
-};
+use crate::snapshot::{self, BindKey, ClusterEntry, Snapshot, SnapshotBuilder, SnapshotCell};
 use crate::stats::{Gauge, Store};
 use crate::worker::{Shared, WorkerHandle};
 use std::collections::{BTreeMap, HashMap};
@@ -100,7 +101,7 @@ pub enum Command {
         endpoints: Vec<Endpoint>,
     },
     /// `POST /drain_listeners`.
-    DrainListeners { inbound_only: bool, graceful: bool },
+    DrainListeners(DrainRequest),
     /// Stop accepting on these addresses for good (the end of a graceful listener drain).
     StopAccepting { keys: Vec<BindKey> },
     /// Actual bound addresses of the listeners, by name.
@@ -239,6 +240,7 @@ pub fn start(
         assignments: HashMap::new(),
         resolvers: HashMap::new(),
         stats_flush_interval: stats_flush_interval(&bootstrap),
+        admin_drain: None,
     };
     let errors = manager.rebuild();
     if let Some(first) = errors.into_iter().next() {
@@ -248,6 +250,8 @@ pub fn start(
     store
         .gauge("server.concurrency")
         .set(manager.workers.len() as i64);
+    // Listed from the start, as in Envoy: pilot-agent-driven drains are read against it.
+    store.counter("listener_manager.listener_stopped");
     match bootstrap.xds {
         // Envoy starts its workers (and goes LIVE) once the first xDS config is in and warm.
         Some(settings) => {
@@ -307,6 +311,8 @@ struct Manager {
     resolvers: HashMap<String, (cluster_proto::Cluster, tokio::task::JoinHandle<()>)>,
     /// How often histograms roll their interval view (bootstrap `stats_flush_interval`).
     stats_flush_interval: Duration,
+    /// The scope of the graceful `/drain_listeners` sequence, once one started.
+    admin_drain: Option<DrainScope>,
 }
 
 impl Manager {
@@ -339,11 +345,8 @@ impl Manager {
                     let _ = reply.send(self.apply_xds(change));
                 }
                 Command::SetHosts { cluster, endpoints } => self.set_hosts(&cluster, endpoints),
-                Command::DrainListeners {
-                    inbound_only,
-                    graceful,
-                } => self.drain_listeners(inbound_only, graceful),
-                Command::StopAccepting { keys } => self.sockets.stop(keys, &self.workers),
+                Command::DrainListeners(request) => self.drain_listeners(request),
+                Command::StopAccepting { keys } => self.stop_accepting(keys),
                 Command::ListenerAddresses { reply } => {
                     let snapshot = self.handle.snapshot();
                     let addresses = snapshot
@@ -669,58 +672,6 @@ impl Manager {
                 self.resolvers
                     .insert(name.clone(), (entry.source.clone(), task));
             }
-        }
-    }
-
-    fn drain_listeners(&mut self, inbound_only: bool, graceful: bool) {
-        let snapshot = self.handle.shared.snapshots.load();
-        let chosen: Vec<&Arc<ListenerEntry>> = snapshot
-            .listeners
-            .values()
-            .filter(|l| !inbound_only || l.config.direction == Direction::Inbound)
-            .collect();
-        let drain_time = self.handle.info.options.drain_time;
-        for listener in &chosen {
-            listener
-                .drain
-                .start(if graceful { drain_time } else { Duration::ZERO });
-        }
-        let keys: Vec<BindKey> = chosen.iter().map(|l| BindKey::of(&l.config)).collect();
-        if graceful {
-            // Envoy keeps accepting through the graceful drain period, then stops listening.
-            let handle = self.handle.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(drain_time).await;
-                handle.send(Command::StopAccepting { keys });
-            });
-        } else {
-            self.sockets.stop(keys, &self.workers);
-        }
-        self.handle
-            .shared
-            .store
-            .counter("listener_manager.listener_stopped")
-            .add(chosen.len() as u64);
-    }
-
-    /// SIGTERM: stop accepting everywhere, then wait for connections to finish (or the drain time).
-    async fn drain_all(&mut self) {
-        self.handle.info.state.set(ServerState::Draining as i64);
-        let snapshot = self.handle.shared.snapshots.load();
-        let drain_time = self.handle.info.options.drain_time;
-        for listener in snapshot.listeners.values() {
-            listener.drain.start(drain_time);
-        }
-        let keys: Vec<BindKey> = snapshot
-            .listeners
-            .values()
-            .map(|l| BindKey::of(&l.config))
-            .collect();
-        self.sockets.stop(keys, &self.workers);
-        let deadline = tokio::time::Instant::now() + drain_time;
-        let total = &self.handle.shared.total_connections;
-        while total.value() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -67,8 +67,10 @@ pub fn istiod_binary() -> Option<PathBuf> {
 
 /// A running `istiod-standalone`, killed on drop.
 pub struct Istiod {
-    /// The unix socket it serves xDS on.
+    /// The unix socket it serves xDS on ([`Istiod::start`]; empty for [`Istiod::start_in`]).
     pub socket: PathBuf,
+    /// What it printed after `listening on `: `unix:<path>` or `127.0.0.1:<port>`.
+    pub address: String,
     /// Its stdout lines after `listening on`.
     lines: mpsc::UnboundedReceiver<String>,
     log: PathBuf,
@@ -81,16 +83,55 @@ impl Istiod {
     pub async fn start(config: &Path, socket: &Path, profile: Profile) -> anyhow::Result<Istiod> {
         let binary = istiod_binary()
             .context("no istiod-standalone: run scripts/install-test-deps.d/istiod.sh")?;
-        let log = socket.with_extension("log");
-        let mut command = tokio::process::Command::new(binary);
+        let listen = format!("unix:{}", socket.display());
+        let mut istiod = Self::spawn(
+            tokio::process::Command::new(binary),
+            config,
+            &listen,
+            socket,
+            profile,
+        )
+        .await?;
+        if istiod.address != listen {
+            bail!("istiod listens on {}, not {listen}", istiod.address);
+        }
+        istiod.socket = socket.to_path_buf();
+        Ok(istiod)
+    }
+
+    /// Starts istiod inside `netns` on a loopback TCP port there (pilot-agent's
+    /// `discoveryAddress` must be `host:port`); its log and mesh config go in `dir`.
+    pub async fn start_in(
+        netns: &Netns,
+        config: &Path,
+        dir: &Path,
+        profile: Profile,
+    ) -> anyhow::Result<Istiod> {
+        let binary = istiod_binary()
+            .context("no istiod-standalone: run scripts/install-test-deps.d/istiod.sh")?;
+        let mut command = tokio::process::Command::new("ip");
+        command.args(["netns", "exec", &netns.name]).arg(binary);
+        Self::spawn(command, config, "127.0.0.1:0", &dir.join("istiod"), profile).await
+    }
+
+    /// Runs `command` (istiod-standalone) listening on `listen`; its log and mesh config are
+    /// named after `stem`.
+    async fn spawn(
+        mut command: tokio::process::Command,
+        config: &Path,
+        listen: &str,
+        stem: &Path,
+        profile: Profile,
+    ) -> anyhow::Result<Istiod> {
+        let log = stem.with_extension("log");
         command
             .arg("--config")
             .arg(config)
             .arg("--listen")
-            .arg(format!("unix:{}", socket.display()));
+            .arg(listen);
         match profile {
             Profile::IstioDefault => {
-                let mesh = socket.with_extension("mesh.yaml");
+                let mesh = stem.with_extension("mesh.yaml");
                 std::fs::write(&mesh, HELM_MESH_CONFIG)?;
                 command.arg("--mesh").arg(mesh);
             }
@@ -118,24 +159,24 @@ impl Istiod {
                 }
             }
         });
-        let expected = format!("listening on unix:{}", socket.display());
         let listening = async {
             while let Some(line) = lines.recv().await {
-                if line == expected {
-                    return true;
+                if let Some(address) = line.strip_prefix("listening on ") {
+                    return Some(address.to_string());
                 }
             }
-            false
+            None
         };
-        match tokio::time::timeout(DEADLINE, listening).await {
-            Ok(true) => {}
+        let address = match tokio::time::timeout(DEADLINE, listening).await {
+            Ok(Some(address)) => address,
             _ => bail!(
-                "istiod did not print {expected:?} within {DEADLINE:?}; log:\n{}",
+                "istiod printed no `listening on` within {DEADLINE:?}; log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             ),
-        }
+        };
         Ok(Istiod {
-            socket: socket.to_path_buf(),
+            socket: PathBuf::new(),
+            address,
             lines,
             log,
             _child: child,

@@ -13,6 +13,8 @@
 //! - [`inprocess`]: a Tern server inside the test process, from a YAML bootstrap.
 //! - [`istiod`]: Istio's own discovery server (`istiod-standalone`) on a directory of Istio YAML,
 //!   Istio's sidecar bootstrap pointed at it, and the workload secrets over SDS.
+//! - [`pilot_agent`]: Istio's real `pilot-agent` run standalone in a pod namespace, starting
+//!   Envoy or Tern as its proxy, with istiod-standalone as its discovery server.
 //! - [`bootstrap`]: HTTP test bootstraps from the fragments a test cares about.
 //! - [`netns`]: network namespaces, veth pairs and processes inside them (root only).
 //! - [`sidecar`]: Istio-shaped sidecar bootstraps and Tern running captured in a pod namespace.
@@ -29,6 +31,7 @@ pub mod http_backend;
 pub mod inprocess;
 pub mod istiod;
 pub mod netns;
+pub mod pilot_agent;
 pub mod pki;
 pub mod prereq;
 pub mod process;

@@ -369,6 +369,30 @@ impl ProxyProcess {
         Ok(SocketAddr::new(ip.parse()?, u16::try_from(port)?))
     }
 
+    /// The proxy's process id (under `ip netns exec` too: `ip` execs the proxy).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Names of the proxy's threads (`/proc/<pid>/task/*/comm`), sorted.
+    pub fn thread_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// SIGKILL, as pilot-agent ends the proxy after its termination drain; returns how it ended.
+    pub fn kill(&mut self) -> anyhow::Result<ExitStatus> {
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
     /// Waits (with a deadline) for the child to exit on its own; `None` if it is still running.
     pub async fn wait_for_exit(&mut self, within: Duration) -> anyhow::Result<Option<ExitStatus>> {
         let deadline = Instant::now() + within;
@@ -422,7 +446,7 @@ async fn http_request(
 
 /// Parses a complete `Connection: close` HTTP/1.1 response (content-length, chunked or
 /// read-to-close bodies).
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
+pub fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -12,7 +12,7 @@
 //!
 //! [`ConnectionStreams`] counts a connection's open streams for the connection manager's
 //! `idle_timeout` (default 1 h): with no stream open for that long, the connection drains. It
-//! also tells a drain whether the connection has had a request yet.
+//! also tells a drain when the connection has a request in flight.
 
 use super::local_reply::{Body, BodyError, BoxError};
 use super::{ConnectionContext, access_log::LogRecord};
@@ -337,15 +337,14 @@ impl Drop for StreamBody {
     }
 }
 
-/// A connection's streams: how many are open (watched by its idle timer) and how many it has
-/// had (watched by a drain, which waits for a first request before closing an HTTP/1 connection).
+/// A connection's streams: how many are open (watched by its idle timer, and by a drain, which
+/// waits for the next request before closing an HTTP/1 connection).
 #[derive(Debug)]
 pub struct ConnectionStreams(Rc<watch::Sender<StreamCount>>);
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StreamCount {
     open: usize,
-    opened: u64,
 }
 
 impl Default for ConnectionStreams {
@@ -362,7 +361,6 @@ impl ConnectionStreams {
     pub fn open(&self, active: Gauge, rq_time: Histogram) -> OpenStream {
         self.0.send_modify(|c| {
             c.open += 1;
-            c.opened += 1;
         });
         active.inc();
         OpenStream {
@@ -387,10 +385,10 @@ impl ConnectionStreams {
         }
     }
 
-    /// Resolves once the connection has had a stream (at once if it already had one).
-    pub async fn first_request(&self) {
+    /// Resolves while a stream is open (at once if one is).
+    pub async fn busy(&self) {
         let mut count = self.0.subscribe();
-        if count.wait_for(|c| c.opened > 0).await.is_err() {
+        if count.wait_for(|c| c.open > 0).await.is_err() {
             std::future::pending().await
         }
     }

@@ -165,13 +165,30 @@ impl<H: Handler> AdsClient<H> {
                 sender.queue(W::initial(*ty, state));
             }
         }
-        let mut responses = match W::open(channel, self.config.service, rx).await {
-            Ok(responses) => responses,
-            Err(status) => {
-                return Ended::Lost {
-                    progressed: false,
-                    reason: format!("stream refused: {status}"),
-                };
+        // Subscriptions keep flowing while the stream opens: a grpc-go server (pilot-agent's SDS,
+        // istiod) sends its response headers only after the first request, so a stream opened
+        // with nothing to ask for yet must still send the first subscription that arrives.
+        let open = W::open(channel, self.config.service, rx);
+        tokio::pin!(open);
+        let mut responses = loop {
+            tokio::select! {
+                opened = &mut open => match opened {
+                    Ok(responses) => break responses,
+                    Err(status) => {
+                        return Ended::Lost {
+                            progressed: false,
+                            reason: format!("stream refused: {status}"),
+                        };
+                    }
+                },
+                change = self.changes.recv() => {
+                    let Some(change) = change else { return Ended::HandleGone };
+                    if let Some(request) = self.request_for::<W>(&change)
+                        && !sender.send(request).await
+                    {
+                        return Ended::Lost { progressed: false, reason: "request stream closed".into() };
+                    }
+                }
             }
         };
         let mut progressed = false;
@@ -179,18 +196,9 @@ impl<H: Handler> AdsClient<H> {
             tokio::select! {
                 change = self.changes.recv() => {
                     let Some(change) = change else { return Ended::HandleGone };
-                    let (ty, diff) = self.apply_change(&change);
-                    let state = self.types.entry(ty).or_default();
-                    if diff.is_empty() {
-                        continue;
-                    }
-                    let request = if state.requested {
-                        W::change(ty, state, &diff)
-                    } else {
-                        state.requested = true;
-                        W::initial(ty, state)
-                    };
-                    if !sender.send(request).await {
+                    if let Some(request) = self.request_for::<W>(&change)
+                        && !sender.send(request).await
+                    {
                         return Ended::Lost { progressed, reason: "request stream closed".into() };
                     }
                 }
@@ -207,6 +215,21 @@ impl<H: Handler> AdsClient<H> {
                 },
             }
         }
+    }
+
+    /// The request a subscription change calls for on the open stream, if any.
+    fn request_for<W: Wire>(&mut self, change: &Change) -> Option<W::Request> {
+        let (ty, diff) = self.apply_change(change);
+        let state = self.types.entry(ty).or_default();
+        if diff.is_empty() {
+            return None;
+        }
+        Some(if state.requested {
+            W::change(ty, state, &diff)
+        } else {
+            state.requested = true;
+            W::initial(ty, state)
+        })
     }
 
     /// Checks a response, hands it to the consumer and builds the ACK or NACK.
