@@ -4,6 +4,7 @@
 //! `envoy.admin.v3` protos and printed through `proto_json`, so field names and nesting are
 //! Envoy's by construction. Handlers only read shared state or send the manager a command.
 
+mod certs;
 mod clusters;
 mod config_dump;
 mod logging;
@@ -121,7 +122,7 @@ async fn route(req: Request<Incoming>, handle: &ServerHandle, logs: &LogControl)
         "/listeners" => clusters::listeners(handle, &query).await,
         "/logging" => logs.handle(&query),
         "/memory" => memory(),
-        "/certs" => json(StatusCode::OK, &serde_json::json!({"certificates": []})),
+        "/certs" => certs::certs(handle),
         "/runtime" => json(
             StatusCode::OK,
             &serde_json::json!({"entries": {}, "layers": ["global config", "admin"]}),
@@ -196,14 +197,55 @@ fn server_info(handle: &ServerHandle) -> serde_json::Value {
             disable_hot_restart: true,
             ..Default::default()
         }),
-        node: Some(xds_client::pb::envoy::config::core::v3::Node {
-            user_agent_name: "tern".into(),
-            ..info.bootstrap.node.clone().unwrap_or_default()
-        }),
+        node: Some(node(info.bootstrap.node.clone().unwrap_or_default())),
         hot_restart_initializing: false,
     };
     xds_client::proto_json::to_value_with_defaults(&proto)
         .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}))
+}
+
+/// The bootstrap's node as the server reports it (`/server_info`, the bootstrap in
+/// `/config_dump`): Envoy fills in its user agent, and `istioctl proxy-config all` prints the
+/// build version from there. Tern gives its own name and version.
+fn node(
+    node: xds_client::pb::envoy::config::core::v3::Node,
+) -> xds_client::pb::envoy::config::core::v3::Node {
+    use xds_client::pb::envoy::config::core::v3 as core;
+    use xds_client::pb::google::protobuf::{Struct, Value, value::Kind};
+    let mut numbers = crate::VERSION.split('.').map(|n| n.parse().unwrap_or(0));
+    let version = xds_client::pb::envoy::r#type::v3::SemanticVersion {
+        major_number: numbers.next().unwrap_or(0),
+        minor_number: numbers.next().unwrap_or(0),
+        patch: numbers.next().unwrap_or(0),
+    };
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    let build_type = if cfg!(debug_assertions) {
+        "DEBUG"
+    } else {
+        "RELEASE"
+    };
+    let metadata = Struct {
+        fields: [
+            ("revision.status", text("Clean")),
+            ("build.type", text(build_type)),
+            ("ssl.version", text("rustls")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    };
+    core::Node {
+        user_agent_name: "tern".into(),
+        user_agent_version_type: Some(core::node::UserAgentVersionType::UserAgentBuildVersion(
+            core::BuildVersion {
+                version: Some(version),
+                metadata: Some(metadata),
+            },
+        )),
+        ..node
+    }
 }
 
 fn memory() -> Response<Body> {
@@ -226,6 +268,25 @@ fn memory() -> Response<Body> {
             "total_physical_bytes": resident.to_string(),
         }),
     )
+}
+
+/// Whole doubles as protobuf's JSON printer writes them, `100` rather than `100.0` (a sampling
+/// percentage, a weight), so a dump reads as Envoy's.
+pub(crate) fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() < 9_007_199_254_740_992.0
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
 }
 
 pub(crate) fn text(status: StatusCode, body: String) -> Response<Body> {
