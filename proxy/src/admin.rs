@@ -7,6 +7,7 @@
 mod certs;
 mod clusters;
 mod config_dump;
+mod envoy_json;
 mod logging;
 mod stats;
 
@@ -114,7 +115,11 @@ async fn route(req: Request<Incoming>, handle: &ServerHandle, logs: &LogControl)
     }
     match path.as_str() {
         "/ready" => ready(handle),
-        "/server_info" => json(StatusCode::OK, &server_info(handle)),
+        "/server_info" => proto_json(
+            StatusCode::OK,
+            &server_info(handle),
+            "envoy.admin.v3.ServerInfo",
+        ),
         "/stats" => stats::stats(handle, &query),
         "/stats/prometheus" => stats::prometheus(handle, &query),
         "/config_dump" => config_dump::config_dump(handle, &query),
@@ -296,6 +301,19 @@ pub(crate) fn text(status: StatusCode, body: String) -> Response<Body> {
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let body = serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
     respond(status, "application/json", body)
+}
+
+/// A `type_name` message's JSON laid out as Envoy prints it (see [`envoy_json`]).
+pub(crate) fn proto_json(
+    status: StatusCode,
+    value: &serde_json::Value,
+    type_name: &str,
+) -> Response<Body> {
+    respond(
+        status,
+        "application/json",
+        envoy_json::to_string(value, type_name),
+    )
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Body> {

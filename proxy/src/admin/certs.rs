@@ -7,7 +7,7 @@
 //! its certificates (`cert_chain`), with serial number, SANs and validity. A context still
 //! waiting for an SDS secret is not listed, as Envoy has not built it yet.
 
-use super::{Body, json, text};
+use super::{Body, proto_json, text};
 use crate::config::secret::{Secret, SecretKind};
 use crate::config::tls::{CertificateSource, TlsContext, TransportSocket};
 use crate::server::ServerHandle;
@@ -27,7 +27,7 @@ pub fn certs(handle: &ServerHandle) -> Response<Body> {
         .filter_map(|context| certificate(&snapshot, context, now))
         .collect();
     match xds_client::proto_json::to_value_with_defaults(&admin::Certificates { certificates }) {
-        Ok(value) => json(StatusCode::OK, &value),
+        Ok(value) => proto_json(StatusCode::OK, &value, "envoy.admin.v3.Certificates"),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }

@@ -1,6 +1,6 @@
 //! `/clusters` and `/listeners`, in Envoy's text and `?format=json` forms.
 
-use super::{Body, Query, json, text};
+use super::{Body, Query, proto_json, text};
 use crate::config::cluster::{CircuitBreakers, Discovery, thresholds};
 use crate::lb::HostHealth;
 use crate::server::ServerHandle;
@@ -28,7 +28,7 @@ pub fn clusters(handle: &ServerHandle, query: &Query) -> Response<Body> {
         return match xds_client::proto_json::to_value(&proto) {
             Ok(mut value) => {
                 super::whole_numbers_as_integers(&mut value);
-                json(StatusCode::OK, &value)
+                proto_json(StatusCode::OK, &value, "envoy.admin.v3.Clusters")
             }
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         };
@@ -303,7 +303,7 @@ pub async fn listeners(handle: &ServerHandle, query: &Query) -> Response<Body> {
         return match xds_client::proto_json::to_value(&admin::Listeners {
             listener_statuses: statuses,
         }) {
-            Ok(value) => json(StatusCode::OK, &value),
+            Ok(value) => proto_json(StatusCode::OK, &value, "envoy.admin.v3.Listeners"),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         };
     }

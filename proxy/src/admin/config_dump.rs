@@ -9,7 +9,7 @@ mod mask;
 
 pub(super) use endpoints::source_assignment;
 
-use super::{Body, Query, json, text};
+use super::{Body, Query, proto_json, text};
 use crate::server::ServerHandle;
 use http::{Response, StatusCode};
 use mask::FieldMask;
@@ -68,9 +68,10 @@ pub fn config_dump(handle: &ServerHandle, query: &Query) -> Response<Body> {
             None => configs,
         },
     };
-    json(
+    proto_json(
         StatusCode::OK,
         &serde_json::json!({ "configs": Value::Array(out) }),
+        "envoy.admin.v3.ConfigDump",
     )
 }
 
