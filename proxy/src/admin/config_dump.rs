@@ -532,6 +532,21 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn name_regex_matches_whole_names_and_reports_a_bad_pattern_as_envoy() {
+        let query = |re: &str| Query::from([("name_regex".to_string(), re.to_string())]);
+        let names = Names::from_query(&query(".*reviews.*")).expect("valid");
+        assert!(names.matches("outbound|9080||reviews.default.svc.cluster.local"));
+        assert!(!names.matches("ratings"));
+        let names = Names::from_query(&query("de")).expect("valid");
+        assert!(!names.matches("default"), "RE2 full match, not a search");
+        assert!(Names::from_query(&query("")).expect("empty").matches("x"));
+        assert_eq!(
+            Names::from_query(&query("(")).err().as_deref(),
+            Some("INVALID_ARGUMENT: Error while parsing name_regex from (: unclosed group")
+        );
+    }
+
+    #[test]
     fn key_material_is_redacted_wherever_it_is() {
         let mut dump = json!({"configs": [
             {"bootstrap": {"static_resources": {"secrets": [
