@@ -4,8 +4,10 @@
 //! `envoy.admin.v3` protos and printed through `proto_json`, so field names and nesting are
 //! Envoy's by construction. Handlers only read shared state or send the manager a command.
 
+mod certs;
 mod clusters;
 mod config_dump;
+mod envoy_json;
 mod logging;
 mod stats;
 
@@ -113,7 +115,11 @@ async fn route(req: Request<Incoming>, handle: &ServerHandle, logs: &LogControl)
     }
     match path.as_str() {
         "/ready" => ready(handle),
-        "/server_info" => json(StatusCode::OK, &server_info(handle)),
+        "/server_info" => proto_json(
+            StatusCode::OK,
+            &server_info(handle),
+            "envoy.admin.v3.ServerInfo",
+        ),
         "/stats" => stats::stats(handle, &query),
         "/stats/prometheus" => stats::prometheus(handle, &query),
         "/config_dump" => config_dump::config_dump(handle, &query),
@@ -121,7 +127,7 @@ async fn route(req: Request<Incoming>, handle: &ServerHandle, logs: &LogControl)
         "/listeners" => clusters::listeners(handle, &query).await,
         "/logging" => logs.handle(&query),
         "/memory" => memory(),
-        "/certs" => json(StatusCode::OK, &serde_json::json!({"certificates": []})),
+        "/certs" => certs::certs(handle),
         "/runtime" => json(
             StatusCode::OK,
             &serde_json::json!({"entries": {}, "layers": ["global config", "admin"]}),
@@ -195,14 +201,55 @@ fn server_info(handle: &ServerHandle) -> serde_json::Value {
             disable_hot_restart: true,
             ..Default::default()
         }),
-        node: Some(xds_client::pb::envoy::config::core::v3::Node {
-            user_agent_name: "tern".into(),
-            ..info.bootstrap.node.clone().unwrap_or_default()
-        }),
+        node: Some(node(info.bootstrap.node.clone().unwrap_or_default())),
         hot_restart_initializing: false,
     };
     xds_client::proto_json::to_value_with_defaults(&proto)
         .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}))
+}
+
+/// The bootstrap's node as the server reports it (`/server_info`, the bootstrap in
+/// `/config_dump`): Envoy fills in its user agent, and `istioctl proxy-config all` prints the
+/// build version from there. Tern gives its own name and version.
+fn node(
+    node: xds_client::pb::envoy::config::core::v3::Node,
+) -> xds_client::pb::envoy::config::core::v3::Node {
+    use xds_client::pb::envoy::config::core::v3 as core;
+    use xds_client::pb::google::protobuf::{Struct, Value, value::Kind};
+    let mut numbers = crate::VERSION.split('.').map(|n| n.parse().unwrap_or(0));
+    let version = xds_client::pb::envoy::r#type::v3::SemanticVersion {
+        major_number: numbers.next().unwrap_or(0),
+        minor_number: numbers.next().unwrap_or(0),
+        patch: numbers.next().unwrap_or(0),
+    };
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    let build_type = if cfg!(debug_assertions) {
+        "DEBUG"
+    } else {
+        "RELEASE"
+    };
+    let metadata = Struct {
+        fields: [
+            ("revision.status", text("Clean")),
+            ("build.type", text(build_type)),
+            ("ssl.version", text("rustls")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    };
+    core::Node {
+        user_agent_name: "tern".into(),
+        user_agent_version_type: Some(core::node::UserAgentVersionType::UserAgentBuildVersion(
+            core::BuildVersion {
+                version: Some(version),
+                metadata: Some(metadata),
+            },
+        )),
+        ..node
+    }
 }
 
 fn memory() -> Response<Body> {
@@ -227,6 +274,25 @@ fn memory() -> Response<Body> {
     )
 }
 
+/// Whole doubles as protobuf's JSON printer writes them, `100` rather than `100.0` (a sampling
+/// percentage, a weight), so a dump reads as Envoy's.
+pub(crate) fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() < 9_007_199_254_740_992.0
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
+
 pub(crate) fn text(status: StatusCode, body: String) -> Response<Body> {
     respond(status, "text/plain; charset=UTF-8", body)
 }
@@ -234,6 +300,19 @@ pub(crate) fn text(status: StatusCode, body: String) -> Response<Body> {
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let body = serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
     respond(status, "application/json", body)
+}
+
+/// A `type_name` message's JSON laid out as Envoy prints it (see [`envoy_json`]).
+pub(crate) fn proto_json(
+    status: StatusCode,
+    value: &serde_json::Value,
+    type_name: &str,
+) -> Response<Body> {
+    respond(
+        status,
+        "application/json",
+        envoy_json::to_string(value, type_name),
+    )
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Body> {

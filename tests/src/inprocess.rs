@@ -43,13 +43,17 @@ pub async fn config_dump(admin: SocketAddr, query: &str) -> Value {
     r.json.expect("config_dump is JSON")
 }
 
-/// The config_dump section whose `@type` ends with `kind` (e.g. `ClustersConfigDump`).
+/// The config_dump section whose `@type` is `envoy.admin.v3.<kind>` (e.g. `ClustersConfigDump`).
 pub fn section<'a>(dump: &'a Value, kind: &str) -> &'a Value {
     dump["configs"]
         .as_array()
         .and_then(|c| {
-            c.iter()
-                .find(|s| s["@type"].as_str().is_some_and(|t| t.ends_with(kind)))
+            c.iter().find(|s| {
+                // The whole type name: `RoutesConfigDump` is not `ScopedRoutesConfigDump`.
+                s["@type"]
+                    .as_str()
+                    .is_some_and(|t| t.rsplit('.').next() == Some(kind))
+            })
         })
         .unwrap_or_else(|| panic!("no {kind} in {dump}"))
 }

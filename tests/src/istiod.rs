@@ -3,6 +3,10 @@
 //! Istio YAML on a unix socket, Istio's rendered sidecar bootstrap pointed at it, and a test SDS
 //! server in pilot-agent's place serving the workload secrets `default` and `ROOTCA`.
 //!
+//! The Bookinfo mesh's pods ([`PRODUCTPAGE`], [`pod`]) and what istiod sends productpage
+//! ([`productpage_names`], [`wait_for_names`]) are shared by tests/tests/istiod.rs and
+//! tests/tests/istioctl.rs.
+//!
 //! Invariants:
 //! - [`Istiod::start`] returns once istiod printed `listening on` (its first push context is
 //!   built); the process is killed on drop.
@@ -17,6 +21,7 @@ use crate::process::{PILOT_AGENT_FLAGS, ProxyKind, ProxyProcess, tern_binary};
 use crate::xds_server::{Snapshot, XdsServer};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -320,9 +325,10 @@ pub fn state_of_the_world(bootstrap: &str) -> String {
 }
 
 /// The workload certificate (`default`) and trust root (`ROOTCA`) pilot-agent's SDS server would
-/// serve, from the test PKI in tests/testdata/tls.
+/// serve, from the test PKI in tests/testdata/tls, as `inline_bytes` the way pilot-agent sends
+/// them (`istioctl proxy-config secret` reads the certificates only from there).
 pub fn workload_secrets() -> Snapshot {
-    let pem = crate::pki::pem;
+    let bytes = |file: &str| crate::pki::base64(crate::pki::pem(file).as_bytes());
     let secret = |yaml: String| -> Secret {
         from_text(&yaml, "secret.yaml", ReadOptions::default())
             .unwrap_or_else(|e| panic!("test secret does not parse: {e}"))
@@ -330,13 +336,13 @@ pub fn workload_secrets() -> Snapshot {
     let mut snapshot = Snapshot::new();
     snapshot
         .add(&secret(format!(
-            "name: default\ntls_certificate:\n  certificate_chain: {{inline_string: {:?}}}\n  private_key: {{inline_string: {:?}}}",
-            pem("workload.pem"),
-            pem("workload-key.pem")
+            "name: default\ntls_certificate:\n  certificate_chain: {{inline_bytes: {}}}\n  private_key: {{inline_bytes: {}}}",
+            bytes("workload.pem"),
+            bytes("workload-key.pem")
         )))
         .add(&secret(format!(
-            "name: ROOTCA\nvalidation_context: {{trusted_ca: {{inline_string: {:?}}}}}",
-            pem("ca.pem")
+            "name: ROOTCA\nvalidation_context: {{trusted_ca: {{inline_bytes: {}}}}}",
+            bytes("ca.pem")
         )));
     snapshot
 }
@@ -403,6 +409,11 @@ impl Mesh {
             .await
     }
 
+    /// The scratch directory (istiod's config, sockets and logs; a test may put files here).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Istio's rendered bootstrap for `workload`, pointed at this mesh's istiod and SDS.
     pub fn bootstrap(&self, workload: &Workload<'_>) -> String {
         sidecar_bootstrap(workload, &self.istiod.socket, &self.sds_socket)
@@ -464,4 +475,99 @@ impl Drop for Mesh {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+// ----- the Bookinfo mesh of tests/testdata/istiod: its pods and what istiod sends them ------
+
+/// productpage-v1 as a default injected pod: iptables capture, part of the productpage service.
+pub const PRODUCTPAGE: Workload<'static> = Workload {
+    pod: "productpage-v1-7d4b5c6f8-x2x9z",
+    namespace: "default",
+    ip: "10.10.0.2",
+    labels: &[
+        ("app", "productpage"),
+        ("version", "v1"),
+        ("security.istio.io/tlsMode", "istio"),
+        ("service.istio.io/canonical-name", "productpage"),
+        ("service.istio.io/canonical-revision", "v1"),
+    ],
+    service_account: "bookinfo-productpage",
+    interception: Interception::Redirect,
+};
+
+/// A pod namespace with the pod's IP and, for the traffic tests, the backends' pod IPs.
+pub fn pod(tag: &str, addresses: &[&str]) -> Netns {
+    let ns = Netns::create(tag).expect("network namespace");
+    for address in addresses {
+        ns.ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"])
+            .expect("address on lo");
+    }
+    ns
+}
+
+/// The names in `/listeners?format=json` and `/clusters?format=json`.
+pub async fn names(proxy: &ProxyProcess) -> (BTreeSet<String>, BTreeSet<String>) {
+    let list = |path: &'static str, key: &'static str| async move {
+        let (status, body) = proxy.get(path).await.expect("admin answers");
+        assert_eq!(status, 200, "{path}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        json[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry["name"].as_str().map(str::to_string))
+            .collect::<BTreeSet<String>>()
+    };
+    (
+        list("/listeners?format=json", "listener_statuses").await,
+        list("/clusters?format=json", "cluster_statuses").await,
+    )
+}
+
+/// Polls until the proxy reports `listeners` and `clusters` (istiod pushes in several rounds).
+pub async fn wait_for_names(proxy: &ProxyProcess, listeners: &[&str], clusters: &[&str]) {
+    let want = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+    let (listeners, clusters) = (want(listeners), want(clusters));
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let seen = names(proxy).await;
+        if seen == (listeners.clone(), clusters.clone()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: listeners {:?} and clusters {:?}, expected {listeners:?} and {clusters:?}",
+            proxy.kind.name(),
+            seen.0,
+            seen.1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub const STATIC_CLUSTERS: [&str; 4] = ["agent", "prometheus_stats", "sds-grpc", "xds-grpc"];
+pub const MESH_CLUSTERS: [&str; 8] = [
+    "BlackHoleCluster",
+    "InboundPassthroughCluster",
+    "PassthroughCluster",
+    "outbound|9080||productpage.default.svc.cluster.local",
+    "outbound|9080||ratings.default.svc.cluster.local",
+    "outbound|9080||reviews.default.svc.cluster.local",
+    "outbound|9080|v1|reviews.default.svc.cluster.local",
+    "outbound|9080|v2|reviews.default.svc.cluster.local",
+];
+
+/// What istiod gives productpage's (REDIRECT) sidecar, and Istio's static pieces.
+pub fn productpage_names() -> (Vec<&'static str>, Vec<&'static str>) {
+    let listeners = vec![
+        "0.0.0.0_15021",
+        "0.0.0.0_15090",
+        "0.0.0.0_9080",
+        "virtualInbound",
+        "virtualOutbound",
+    ];
+    let mut clusters = vec!["inbound|9080||"];
+    clusters.extend(MESH_CLUSTERS);
+    clusters.extend(STATIC_CLUSTERS);
+    (listeners, clusters)
 }

@@ -17,37 +17,20 @@
 //! clean. Synchronisation is on `/ready`, istiod's `applied` lines and real requests polled
 //! against deadlines, never on sleeps.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use tern_tests::envoy::envoy_binary;
 use tern_tests::http_backend::{HttpBackend, Protocol, Request, send_over};
 use tern_tests::istiod::{
-    Interception, Mesh, Profile, Workload, istiod_binary, state_of_the_world,
+    Interception, MESH_CLUSTERS, Mesh, PRODUCTPAGE, Profile, STATIC_CLUSTERS, Workload,
+    istiod_binary, names, pod, productpage_names, state_of_the_world, wait_for_names,
 };
-use tern_tests::netns::Netns;
 use tern_tests::prereq::{is_root, require};
 use tern_tests::process::{ProxyKind, ProxyProcess};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const MESH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/istiod");
-
-/// productpage-v1 as a default injected pod: iptables capture, part of the productpage service.
-const PRODUCTPAGE: Workload<'static> = Workload {
-    pod: "productpage-v1-7d4b5c6f8-x2x9z",
-    namespace: "default",
-    ip: "10.10.0.2",
-    labels: &[
-        ("app", "productpage"),
-        ("version", "v1"),
-        ("security.istio.io/tlsMode", "istio"),
-        ("service.istio.io/canonical-name", "productpage"),
-        ("service.istio.io/canonical-revision", "v1"),
-    ],
-    service_account: "bookinfo-productpage",
-    interception: Interception::Redirect,
-};
 
 /// A client pod of no service whose sidecar binds its outbound listeners (no capture).
 const CLIENT: Workload<'static> = Workload {
@@ -77,16 +60,6 @@ fn prerequisites(kinds: &[ProxyKind]) -> bool {
             envoy_binary().is_some(),
             "Envoy 1.40.0 is not installed (scripts/install-test-deps.sh)",
         ))
-}
-
-/// A pod namespace with the pod's IP and, for the traffic tests, the backends' pod IPs.
-fn pod(tag: &str, addresses: &[&str]) -> Netns {
-    let ns = Netns::create(tag).expect("network namespace");
-    for address in addresses {
-        ns.ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"])
-            .expect("address on lo");
-    }
-    ns
 }
 
 /// The xDS counters pilot-agent's readiness probe reads, and `server.state`.
@@ -139,46 +112,6 @@ async fn assert_all_accepted(proxy: &ProxyProcess) {
     );
 }
 
-/// The names in `/listeners?format=json` and `/clusters?format=json`.
-async fn names(proxy: &ProxyProcess) -> (BTreeSet<String>, BTreeSet<String>) {
-    let list = |path: &'static str, key: &'static str| async move {
-        let (status, body) = proxy.get(path).await.expect("admin answers");
-        assert_eq!(status, 200, "{path}: {body}");
-        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        json[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| entry["name"].as_str().map(str::to_string))
-            .collect::<BTreeSet<String>>()
-    };
-    (
-        list("/listeners?format=json", "listener_statuses").await,
-        list("/clusters?format=json", "cluster_statuses").await,
-    )
-}
-
-/// Polls until the proxy reports `listeners` and `clusters` (istiod pushes in several rounds).
-async fn wait_for_names(proxy: &ProxyProcess, listeners: &[&str], clusters: &[&str]) {
-    let want = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
-    let (listeners, clusters) = (want(listeners), want(clusters));
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let seen = names(proxy).await;
-        if seen == (listeners.clone(), clusters.clone()) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: listeners {:?} and clusters {:?}, expected {listeners:?} and {clusters:?}",
-            proxy.kind.name(),
-            seen.0,
-            seen.1
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every route configuration in `/config_dump` (inline ones `static`, RDS ones `dynamic`) with
 /// its virtual hosts' names, sorted.
 async fn route_configs(proxy: &ProxyProcess) -> Vec<(String, String, Vec<String>)> {
@@ -212,33 +145,6 @@ async fn route_configs(proxy: &ProxyProcess) -> Vec<(String, String, Vec<String>
     }
     out.sort();
     out
-}
-
-const STATIC_CLUSTERS: [&str; 4] = ["agent", "prometheus_stats", "sds-grpc", "xds-grpc"];
-const MESH_CLUSTERS: [&str; 8] = [
-    "BlackHoleCluster",
-    "InboundPassthroughCluster",
-    "PassthroughCluster",
-    "outbound|9080||productpage.default.svc.cluster.local",
-    "outbound|9080||ratings.default.svc.cluster.local",
-    "outbound|9080||reviews.default.svc.cluster.local",
-    "outbound|9080|v1|reviews.default.svc.cluster.local",
-    "outbound|9080|v2|reviews.default.svc.cluster.local",
-];
-
-/// What istiod gives productpage's (REDIRECT) sidecar, and Istio's static pieces.
-fn productpage_names() -> (Vec<&'static str>, Vec<&'static str>) {
-    let listeners = vec![
-        "0.0.0.0_15021",
-        "0.0.0.0_15090",
-        "0.0.0.0_9080",
-        "virtualInbound",
-        "virtualOutbound",
-    ];
-    let mut clusters = vec!["inbound|9080||"];
-    clusters.extend(MESH_CLUSTERS);
-    clusters.extend(STATIC_CLUSTERS);
-    (listeners, clusters)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

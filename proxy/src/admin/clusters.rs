@@ -1,28 +1,35 @@
 //! `/clusters` and `/listeners`, in Envoy's text and `?format=json` forms.
 
-use super::{Body, Query, json, text};
+use super::{Body, Query, proto_json, text};
+use crate::config::cluster::{CircuitBreakers, Discovery, thresholds};
 use crate::lb::HostHealth;
 use crate::server::ServerHandle;
 use crate::snapshot::{ClusterEntry, Host};
+use crate::xds::XdsDump;
 use http::{Response, StatusCode};
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use xds_client::pb::envoy::admin::v3 as admin;
 use xds_client::pb::envoy::config::core::v3 as core;
+use xds_client::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 pub fn clusters(handle: &ServerHandle, query: &Query) -> Response<Body> {
     let snapshot = handle.snapshot();
     if query.get("format").map(String::as_str) == Some("json") {
+        let xds = handle.info.xds.load_full();
         let statuses = snapshot
             .clusters
             .values()
-            .map(|c| cluster_status(c))
+            .map(|c| cluster_status(c, xds.as_deref()))
             .collect();
         let proto = admin::Clusters {
             cluster_statuses: statuses,
         };
         return match xds_client::proto_json::to_value(&proto) {
-            Ok(value) => json(StatusCode::OK, &value),
+            Ok(mut value) => {
+                super::whole_numbers_as_integers(&mut value);
+                proto_json(StatusCode::OK, &value, "envoy.admin.v3.Clusters")
+            }
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         };
     }
@@ -35,13 +42,15 @@ pub fn clusters(handle: &ServerHandle, query: &Query) -> Response<Body> {
 
 fn write_cluster_text(out: &mut String, cluster: &ClusterEntry) {
     let name = &cluster.config.name;
-    let cb = &cluster.config.circuit_breakers;
     let _ = writeln!(
         out,
         "{name}::observability_name::{}",
         cluster.config.stat_name
     );
-    for priority in ["default_priority", "high_priority"] {
+    for (priority, cb) in [
+        ("default_priority", cluster.config.circuit_breakers.clone()),
+        ("high_priority", high_priority(cluster)),
+    ] {
         let _ = writeln!(
             out,
             "{name}::{priority}::max_connections::{}",
@@ -122,7 +131,29 @@ fn health_flags(host: &Host, ejected: bool) -> String {
     }
 }
 
-fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
+/// The HIGH routing priority's thresholds, which Tern does not enforce but shows as Envoy does.
+fn high_priority(cluster: &ClusterEntry) -> CircuitBreakers {
+    thresholds(
+        cluster.source.circuit_breakers.as_ref(),
+        core::RoutingPriority::High,
+    )
+}
+
+/// The locality a host was given (its `LocalityLbEndpoints`' in the assignment it came from).
+fn locality(host: &Host, source: Option<&ClusterLoadAssignment>) -> core::Locality {
+    source
+        .and_then(|s| {
+            s.endpoints
+                .iter()
+                .filter(|l| l.priority == host.endpoint.priority)
+                .nth(host.endpoint.locality)
+        })
+        .and_then(|l| l.locality.clone())
+        .unwrap_or_default()
+}
+
+fn cluster_status(cluster: &ClusterEntry, xds: Option<&XdsDump>) -> admin::ClusterStatus {
+    let source = super::config_dump::source_assignment(cluster, xds);
     let host_statuses = cluster
         .hosts
         .iter()
@@ -146,7 +177,7 @@ fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
                 HostHealth::Draining => core::HealthStatus::Draining,
             };
             admin::HostStatus {
-                address: host.endpoint.address.socket().map(socket_address),
+                address: Some(address(&host.endpoint.address)),
                 stats: vec![
                     metric("cx_connect_fail", &s.cx_connect_fail, true),
                     metric("cx_total", &s.cx_total, true),
@@ -156,7 +187,9 @@ fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
                     metric("rq_total", &s.rq_total, true),
                     metric("cx_active", &s.cx_active, false),
                     metric("rq_active", &s.rq_active, false),
+                    metric("rq_pending_active", &AtomicU64::new(0), false),
                 ],
+                locality: Some(locality(host, source.as_ref())),
                 health_status: Some(admin::HostHealthStatus {
                     eds_health_status: eds_health as i32,
                     failed_outlier_check: cluster.is_ejected(host),
@@ -167,32 +200,36 @@ fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
                 weight: host.endpoint.weight,
                 hostname: host.endpoint.hostname.clone(),
                 priority: host.endpoint.priority,
-                ..Default::default()
             }
         })
         .collect();
-    let cb = &cluster.config.circuit_breakers;
-    let thresholds = [core::RoutingPriority::Default, core::RoutingPriority::High]
-        .into_iter()
-        .map(
-            |priority| xds_client::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds {
-                priority: priority as i32,
-                max_connections: Some(xds_client::pb::google::protobuf::UInt32Value {
-                    value: cb.max_connections,
-                }),
-                max_pending_requests: Some(xds_client::pb::google::protobuf::UInt32Value {
-                    value: cb.max_pending_requests,
-                }),
-                max_requests: Some(xds_client::pb::google::protobuf::UInt32Value {
-                    value: cb.max_requests,
-                }),
-                max_retries: Some(xds_client::pb::google::protobuf::UInt32Value {
-                    value: cb.max_retries,
-                }),
-                ..Default::default()
-            },
-        )
-        .collect();
+    let thresholds = [
+        (
+            core::RoutingPriority::Default,
+            cluster.config.circuit_breakers.clone(),
+        ),
+        (core::RoutingPriority::High, high_priority(cluster)),
+    ]
+    .into_iter()
+    .map(|(priority, cb)| {
+        xds_client::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds {
+            priority: priority as i32,
+            max_connections: Some(xds_client::pb::google::protobuf::UInt32Value {
+                value: cb.max_connections,
+            }),
+            max_pending_requests: Some(xds_client::pb::google::protobuf::UInt32Value {
+                value: cb.max_pending_requests,
+            }),
+            max_requests: Some(xds_client::pb::google::protobuf::UInt32Value {
+                value: cb.max_requests,
+            }),
+            max_retries: Some(xds_client::pb::google::protobuf::UInt32Value {
+                value: cb.max_retries,
+            }),
+            ..Default::default()
+        }
+    })
+    .collect();
     admin::ClusterStatus {
         circuit_breakers: Some(
             xds_client::pb::envoy::config::cluster::v3::CircuitBreakers {
@@ -203,6 +240,10 @@ fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
         name: cluster.config.name.clone(),
         added_via_api: cluster.added_via_api,
         observability_name: cluster.config.stat_name.clone(),
+        eds_service_name: match &cluster.config.discovery {
+            Discovery::Eds { service_name } => service_name.clone(),
+            _ => String::new(),
+        },
         host_statuses,
         ..Default::default()
     }
@@ -211,6 +252,29 @@ fn cluster_status(cluster: &ClusterEntry) -> admin::ClusterStatus {
 /// A success rate for JSON: absent when the last interval had none (Envoy's -1).
 fn rate(value: f64) -> Option<xds_client::pb::envoy::r#type::v3::Percent> {
     (value >= 0.0).then_some(xds_client::pb::envoy::r#type::v3::Percent { value })
+}
+
+/// A host's address as Envoy prints it: a socket address, or a pipe for a unix socket.
+pub(super) fn address(address: &crate::config::address::Address) -> core::Address {
+    use crate::config::address::Address;
+    match address {
+        Address::Socket(addr) => socket_address(*addr),
+        Address::Named { host, port } => core::Address {
+            address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                address: host.clone(),
+                port_specifier: Some(core::socket_address::PortSpecifier::PortValue(u32::from(
+                    *port,
+                ))),
+                ..Default::default()
+            })),
+        },
+        Address::Pipe(path) => core::Address {
+            address: Some(core::address::Address::Pipe(core::Pipe {
+                path: path.to_string_lossy().into_owned(),
+                mode: 0,
+            })),
+        },
+    }
 }
 
 fn socket_address(addr: std::net::SocketAddr) -> core::Address {
@@ -239,7 +303,7 @@ pub async fn listeners(handle: &ServerHandle, query: &Query) -> Response<Body> {
         return match xds_client::proto_json::to_value(&admin::Listeners {
             listener_statuses: statuses,
         }) {
-            Ok(value) => json(StatusCode::OK, &value),
+            Ok(value) => proto_json(StatusCode::OK, &value, "envoy.admin.v3.Listeners"),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         };
     }

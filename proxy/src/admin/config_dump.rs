@@ -1,11 +1,18 @@
 //! `/config_dump`: the bootstrap, clusters, listeners, routes, endpoints and secrets as Envoy
-//! prints them (`envoy.admin.v3.ConfigDump`), with `?resource=` and `?mask=`. Private keys are
-//! shown as `[redacted]`, never as they were received.
+//! prints them (`envoy.admin.v3.ConfigDump`), with Envoy 1.40's query parameters: `resource`
+//! (one repeated field, its items listed alone), `mask` (a FieldMask, see [`mask`]),
+//! `name_regex` (resources by name) and `include_eds`. Errors have Envoy's statuses and texts.
+//! Private keys are shown as `[redacted]`, never as they were received.
 
-use super::{Body, Query, json, text};
+mod endpoints;
+mod mask;
+
+pub(super) use endpoints::source_assignment;
+
+use super::{Body, Query, proto_json, text};
 use crate::server::ServerHandle;
 use http::{Response, StatusCode};
-use prost::Name;
+use mask::FieldMask;
 use serde_json::Value;
 use std::time::SystemTime;
 use xds_client::any::pack;
@@ -13,66 +20,168 @@ use xds_client::pb::envoy::admin::v3 as admin;
 use xds_client::pb::google::protobuf::Timestamp;
 
 pub fn config_dump(handle: &ServerHandle, query: &Query) -> Response<Body> {
-    let dump = build(handle, query.contains_key("include_eds"));
+    // Envoy treats an empty `resource=` or `mask=` as absent.
+    let resource = query.get("resource").filter(|r| !r.is_empty());
+    let mask = query
+        .get("mask")
+        .filter(|m| !m.is_empty())
+        .map(|m| FieldMask::parse(m));
+    let names = match Names::from_query(query) {
+        Ok(names) => names,
+        Err(error) => return text(StatusCode::BAD_REQUEST, error),
+    };
+    let dump = build(handle, query.contains_key("include_eds"), &names);
     let mut value = match xds_client::proto_json::to_value(&dump) {
         Ok(v) => v,
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     };
     redact(&mut value, false);
-    let mask: Option<Vec<&str>> = query
-        .get("mask")
-        .map(|m| m.split(',').filter(|p| !p.is_empty()).collect());
-    let configs = value
-        .get("configs")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let out = match query.get("resource").filter(|r| !r.is_empty()) {
-        Some(resource) => {
-            if !configs.iter().any(|c| c.get(resource.as_str()).is_some()) {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    format!("{resource} not found in config dump\n"),
-                );
-            }
-            let items: Vec<Value> = configs
-                .iter()
-                .filter_map(|c| c.get(resource.as_str()))
-                .filter_map(Value::as_array)
-                .flatten()
-                .map(|item| with_type(item, resource))
-                .collect();
-            if let Some(paths) = &mask {
-                // With ?resource= Envoy checks the mask against the resource's message type.
-                if let Some(bad) = items.first().and_then(|item| invalid_path(item, paths)) {
+    super::whole_numbers_as_integers(&mut value);
+    let configs = match value.get_mut("configs").map(Value::take) {
+        Some(Value::Array(configs)) => configs,
+        _ => Vec::new(),
+    };
+    let out = match resource {
+        Some(resource) => match resource_items(configs, resource, mask.as_ref()) {
+            Ok(items) => items,
+            Err((status, error)) => return text(status, error),
+        },
+        None => match &mask {
+            Some(mask) => {
+                // A config the mask does not fit is left out; none fitting is an error.
+                let kept: Vec<Value> = configs
+                    .iter()
+                    .filter(|c| message_of(c).is_some_and(|m| mask.fits(&m)))
+                    .map(|c| mask.trim(c))
+                    .collect();
+                if kept.is_empty() {
                     return text(
                         StatusCode::BAD_REQUEST,
-                        format!("FieldMask paths: \"{bad}\" could not be successfully used."),
+                        format!(
+                            "FieldMask {} could not be successfully applied to any configs.",
+                            mask.text
+                        ),
                     );
                 }
+                kept
             }
-            items
-                .into_iter()
-                .map(|item| masked(item, mask.as_deref()))
-                .collect()
-        }
-        None => configs
-            .into_iter()
-            .map(|c| masked(c, mask.as_deref()))
-            .collect(),
+            None => configs,
+        },
     };
-    json(
+    proto_json(
         StatusCode::OK,
         &serde_json::json!({ "configs": Value::Array(out) }),
+        "envoy.admin.v3.ConfigDump",
     )
 }
 
-fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
+/// `?resource=`: the items of the first config whose type has a field of that name, each
+/// carrying its own `@type`; a field that is not a list is a 400, no such field a 404.
+fn resource_items(
+    configs: Vec<Value>,
+    resource: &str,
+    mask: Option<&FieldMask>,
+) -> Result<Vec<Value>, (StatusCode, String)> {
+    for config in configs {
+        let Some(message) = message_of(&config) else {
+            continue;
+        };
+        let Some(field) = message.get_field_by_name(resource) else {
+            continue;
+        };
+        let item_type = match field.kind() {
+            prost_reflect::Kind::Message(m) if field.is_list() => m,
+            _ => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{resource} is not a repeated field. Use ?mask={resource} to get only this field"
+                    ),
+                ));
+            }
+        };
+        let items = match config.get(resource) {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let mut typed = serde_json::Map::new();
+            typed.insert(
+                "@type".into(),
+                Value::String(format!("type.googleapis.com/{}", item_type.full_name())),
+            );
+            if let Value::Object(fields) = item {
+                typed.extend(fields);
+            }
+            let typed = Value::Object(typed);
+            out.push(match mask {
+                Some(mask) if !mask.fits_item(&item_type, &typed) => {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "FieldMask {} could not be successfully used.",
+                            mask.debug_string()
+                        ),
+                    ));
+                }
+                Some(mask) => mask.trim(&typed),
+                None => typed,
+            });
+        }
+        return Ok(out);
+    }
+    Err((
+        StatusCode::NOT_FOUND,
+        format!("{resource} not found in config dump"),
+    ))
+}
+
+/// The descriptor of a config's `@type`.
+fn message_of(config: &Value) -> Option<prost_reflect::MessageDescriptor> {
+    let type_url = config.get("@type")?.as_str()?;
+    xds_client::proto_json::pool().get_message_by_name(type_url.rsplit('/').next()?)
+}
+
+/// `?name_regex=`: which resources (clusters, listeners, route configs, endpoints, secrets, by
+/// name) are listed. RE2 in Envoy, matched against the whole name.
+pub(crate) struct Names(Option<regex::Regex>);
+
+impl Names {
+    fn from_query(query: &Query) -> Result<Names, String> {
+        let Some(pattern) = query.get("name_regex").filter(|r| !r.is_empty()) else {
+            return Ok(Names(None));
+        };
+        regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map(|re| Names(Some(re)))
+            .map_err(|e| {
+                // The crate's message ends with the reason on a line `error: <reason>`.
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.trim().strip_prefix("error: "))
+                    .unwrap_or(text.as_str())
+                    .to_string();
+                format!("INVALID_ARGUMENT: Error while parsing name_regex from {pattern}: {reason}")
+            })
+    }
+
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|re| re.is_match(name))
+    }
+}
+
+/// The dump Envoy prints, its configs in Envoy's order (bootstrap, clusters, endpoints with
+/// `include_eds`, listeners, scoped routes, routes, secrets), resources filtered by `names`.
+fn build(handle: &ServerHandle, include_eds: bool, names: &Names) -> admin::ConfigDump {
     let snapshot = handle.snapshot();
     let info = &handle.info;
     let xds = info.xds.load_full();
+    let mut bootstrap = info.bootstrap.clone();
+    bootstrap.node = Some(super::node(bootstrap.node.take().unwrap_or_default()));
     let bootstrap = admin::BootstrapConfigDump {
-        bootstrap: Some(info.bootstrap.clone()),
+        bootstrap: Some(bootstrap),
         last_updated: Some(timestamp(info.started_wall)),
     };
     // Envoy reports an xDS version only once dynamic resources exist; a static config has none.
@@ -90,6 +199,9 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
         ..Default::default()
     };
     for (name, entry) in snapshot.clusters.iter() {
+        if !names.matches(name) {
+            continue;
+        }
         if entry.added_via_api {
             let active = xds
                 .as_ref()
@@ -121,8 +233,10 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
         .map(|s| s.listeners.iter().map(|l| l.name.as_str()).collect())
         .unwrap_or_default();
     if let Some(xds) = &xds {
-        for slot in xds.clusters.values() {
-            if let Some((warming, _)) = &slot.warming {
+        for (name, slot) in xds.clusters.iter() {
+            if let Some((warming, _)) = &slot.warming
+                && names.matches(name)
+            {
                 clusters.dynamic_warming_clusters.push(
                     admin::clusters_config_dump::DynamicCluster {
                         version_info: warming.version.clone(),
@@ -141,6 +255,9 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
         ..Default::default()
     };
     for (name, entry) in snapshot.listeners.iter() {
+        if !names.matches(name) {
+            continue;
+        }
         if statics.contains(&name.as_str()) {
             listeners
                 .static_listeners
@@ -169,11 +286,12 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
                 });
         }
     }
-    let mut configs = vec![pack(&bootstrap), pack(&clusters), pack(&listeners)];
     if let Some(xds) = &xds {
         // Listeners that only warm (no active version yet) are listed with their warming state.
         for (name, slot) in xds.listeners.iter() {
-            if let (None, Some((w, _))) = (&slot.active, &slot.warming) {
+            if let (None, Some((w, _))) = (&slot.active, &slot.warming)
+                && names.matches(name)
+            {
                 listeners
                     .dynamic_listeners
                     .push(admin::listeners_config_dump::DynamicListener {
@@ -183,13 +301,13 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
                     });
             }
         }
-        configs[2] = pack(&listeners);
     }
     let routes = admin::RoutesConfigDump {
-        static_route_configs: inline_route_configs(&snapshot),
+        static_route_configs: inline_route_configs(&snapshot, names),
         dynamic_route_configs: xds
             .iter()
             .flat_map(|x| x.routes.values())
+            .filter(|r| names.matches(&r.source.name))
             .map(|r| admin::routes_config_dump::DynamicRouteConfig {
                 version_info: r.version.clone(),
                 route_config: Some(pack(&*r.source)),
@@ -198,24 +316,17 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
             })
             .collect(),
     };
-    configs.push(pack(&routes));
-    if include_eds && let Some(xds) = &xds {
-        let endpoints = admin::EndpointsConfigDump {
-            dynamic_endpoint_configs: xds
-                .endpoints
-                .values()
-                .map(|e| admin::endpoints_config_dump::DynamicEndpointConfig {
-                    version_info: e.version.clone(),
-                    endpoint_config: Some(pack(&*e.source)),
-                    last_updated: Some(timestamp(e.last_updated)),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        };
+    let mut configs = vec![pack(&bootstrap), pack(&clusters)];
+    if include_eds && let Some(endpoints) = endpoints::dump(&snapshot, xds.as_deref(), names) {
         configs.push(pack(&endpoints));
     }
-    configs.push(pack(&secrets(info, xds.as_deref())));
+    configs.extend([
+        pack(&listeners),
+        // Tern has no scoped routes; Envoy lists the section empty all the same.
+        pack(&admin::ScopedRoutesConfigDump::default()),
+        pack(&routes),
+        pack(&secrets(info, xds.as_deref(), names)),
+    ]);
     admin::ConfigDump { configs }
 }
 
@@ -224,6 +335,7 @@ fn build(handle: &ServerHandle, include_eds: bool) -> admin::ConfigDump {
 /// `inbound|<port>||` for its plaintext and mTLS chains).
 fn inline_route_configs(
     snapshot: &crate::snapshot::Snapshot,
+    names: &Names,
 ) -> Vec<admin::routes_config_dump::StaticRouteConfig> {
     use xds_client::pb::envoy::config::listener::v3::filter::ConfigType;
     use xds_client::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -243,7 +355,9 @@ fn inline_route_configs(
             let Ok(hcm) = xds_client::any::unpack::<HttpConnectionManager>(any) else {
                 continue;
             };
-            if let Some(RouteSpecifier::RouteConfig(routes)) = hcm.route_specifier {
+            if let Some(RouteSpecifier::RouteConfig(routes)) = hcm.route_specifier
+                && names.matches(&routes.name)
+            {
                 out.push(admin::routes_config_dump::StaticRouteConfig {
                     route_config: Some(pack(&routes)),
                     last_updated: Some(timestamp(entry.last_updated)),
@@ -259,6 +373,7 @@ fn inline_route_configs(
 fn secrets(
     info: &crate::server::ServerInfo,
     xds: Option<&crate::xds::XdsDump>,
+    names: &Names,
 ) -> admin::SecretsConfigDump {
     use admin::secrets_config_dump::{DynamicSecret, StaticSecret};
     use xds_client::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
@@ -267,6 +382,7 @@ fn secrets(
         .static_resources
         .iter()
         .flat_map(|s| &s.secrets)
+        .filter(|s| names.matches(&s.name))
         .map(|s| StaticSecret {
             name: s.name.clone(),
             secret: Some(pack(&crate::config::secret::redacted(s))),
@@ -279,11 +395,23 @@ fn secrets(
             ..Default::default()
         };
     };
+    // Envoy lists its certificate secrets before its validation contexts.
+    let mut active: Vec<_> = xds
+        .secrets
+        .iter()
+        .filter(|(key, _)| names.matches(&key.name))
+        .collect();
+    active.sort_by_key(|(key, r)| {
+        let validation = matches!(
+            r.config.kind,
+            crate::config::secret::SecretKind::Validation(_)
+        );
+        (validation, *key)
+    });
     admin::SecretsConfigDump {
         static_secrets,
-        dynamic_active_secrets: xds
-            .secrets
-            .iter()
+        dynamic_active_secrets: active
+            .into_iter()
             .map(|(key, r)| DynamicSecret {
                 name: key.name.clone(),
                 version_info: r.version.clone(),
@@ -295,7 +423,7 @@ fn secrets(
         dynamic_warming_secrets: xds
             .wanted_secrets
             .iter()
-            .filter(|(key, _)| !xds.secrets.contains_key(*key))
+            .filter(|(key, _)| !xds.secrets.contains_key(*key) && names.matches(&key.name))
             .map(|(key, since)| DynamicSecret {
                 name: key.name.clone(),
                 version_info: "uninitialized".into(),
@@ -389,91 +517,12 @@ fn statics_count(info: &crate::server::ServerInfo) -> usize {
         .map_or(0, |s| s.listeners.len())
 }
 
-/// A resource listed alone carries its own `@type`, as Envoy prints it.
-fn with_type(item: &Value, resource: &str) -> Value {
-    let type_name = match resource {
-        "static_clusters" => admin::clusters_config_dump::StaticCluster::full_name(),
-        "dynamic_active_clusters" | "dynamic_warming_clusters" => {
-            admin::clusters_config_dump::DynamicCluster::full_name()
-        }
-        "static_listeners" => admin::listeners_config_dump::StaticListener::full_name(),
-        "static_route_configs" => admin::routes_config_dump::StaticRouteConfig::full_name(),
-        "dynamic_route_configs" => admin::routes_config_dump::DynamicRouteConfig::full_name(),
-        "dynamic_endpoint_configs" => {
-            admin::endpoints_config_dump::DynamicEndpointConfig::full_name()
-        }
-        "dynamic_listeners" => admin::listeners_config_dump::DynamicListener::full_name(),
-        "static_secrets" => admin::secrets_config_dump::StaticSecret::full_name(),
-        "dynamic_active_secrets" | "dynamic_warming_secrets" => {
-            admin::secrets_config_dump::DynamicSecret::full_name()
-        }
-        _ => return item.clone(),
-    };
-    let mut out = serde_json::Map::new();
-    out.insert(
-        "@type".into(),
-        Value::String(format!("type.googleapis.com/{type_name}")),
-    );
-    if let Value::Object(fields) = item {
-        out.extend(fields.clone());
-    }
-    Value::Object(out)
-}
-
-/// Applies a FieldMask as Envoy's `TrimMessage` does: only the named (possibly nested) fields
-/// remain, with the `@type` of every message on the way kept so it still reads as an Any.
-fn masked(value: Value, mask: Option<&[&str]>) -> Value {
-    let Some(paths) = mask else { return value };
-    let split: Vec<Vec<&str>> = paths.iter().map(|p| p.split('.').collect()).collect();
-    trim(&value, &split.iter().map(Vec::as_slice).collect::<Vec<_>>())
-}
-
-fn trim(value: &Value, paths: &[&[&str]]) -> Value {
-    match value {
-        Value::Array(items) => Value::Array(items.iter().map(|item| trim(item, paths)).collect()),
-        Value::Object(fields) => {
-            let mut out = serde_json::Map::new();
-            if let Some(t) = fields.get("@type") {
-                out.insert("@type".into(), t.clone());
-            }
-            for (key, child) in fields {
-                let deeper: Vec<&[&str]> = paths
-                    .iter()
-                    .filter(|p| p.first() == Some(&key.as_str()))
-                    .map(|p| &p[1..])
-                    .collect();
-                if deeper.is_empty() {
-                    continue;
-                }
-                let kept = if deeper.iter().any(|rest| rest.is_empty()) {
-                    child.clone()
-                } else {
-                    trim(child, &deeper)
-                };
-                out.insert(key.clone(), kept);
-            }
-            Value::Object(out)
-        }
-        other => other.clone(),
-    }
-}
-
-/// The first mask path whose first field does not exist in the item's message type.
-fn invalid_path<'a>(item: &Value, paths: &[&'a str]) -> Option<&'a str> {
-    let type_url = item.get("@type")?.as_str()?;
-    let message =
-        xds_client::proto_json::pool().get_message_by_name(type_url.rsplit('/').next()?)?;
-    paths.iter().copied().find(|path| {
-        let first = path.split('.').next().unwrap_or_default();
-        message.get_field_by_name(first).is_none()
-    })
-}
-
+/// A time as Envoy's config dump has it: to the millisecond.
 fn timestamp(t: SystemTime) -> Timestamp {
     let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     Timestamp {
         seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
+        nanos: (since.subsec_millis() * 1_000_000) as i32,
     }
 }
 
@@ -481,6 +530,21 @@ fn timestamp(t: SystemTime) -> Timestamp {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn name_regex_matches_whole_names_and_reports_a_bad_pattern_as_envoy() {
+        let query = |re: &str| Query::from([("name_regex".to_string(), re.to_string())]);
+        let names = Names::from_query(&query(".*reviews.*")).expect("valid");
+        assert!(names.matches("outbound|9080||reviews.default.svc.cluster.local"));
+        assert!(!names.matches("ratings"));
+        let names = Names::from_query(&query("de")).expect("valid");
+        assert!(!names.matches("default"), "RE2 full match, not a search");
+        assert!(Names::from_query(&query("")).expect("empty").matches("x"));
+        assert_eq!(
+            Names::from_query(&query("(")).err().as_deref(),
+            Some("INVALID_ARGUMENT: Error while parsing name_regex from (: unclosed group")
+        );
+    }
 
     #[test]
     fn key_material_is_redacted_wherever_it_is() {

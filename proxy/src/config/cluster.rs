@@ -125,7 +125,7 @@ pub struct Cluster {
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
-const DEFAULT_OVERPROVISIONING: u32 = 140;
+pub const DEFAULT_OVERPROVISIONING: u32 = 140;
 
 impl TryFrom<&proto::Cluster> for Cluster {
     type Error = ConfigError;
@@ -475,12 +475,18 @@ fn bind_source(bind: Option<&core::BindConfig>) -> Result<Option<SocketAddr>, St
 }
 
 fn circuit_breakers(cb: Option<&proto::CircuitBreakers>) -> CircuitBreakers {
+    thresholds(cb, core::RoutingPriority::Default)
+}
+
+/// The thresholds of one routing priority, Envoy's defaults where unset. Tern enforces the
+/// DEFAULT priority's; `/clusters` shows both, as Envoy does.
+pub fn thresholds(
+    cb: Option<&proto::CircuitBreakers>,
+    priority: core::RoutingPriority,
+) -> CircuitBreakers {
     let defaults = CircuitBreakers::default();
-    let Some(t) = cb.and_then(|cb| {
-        cb.thresholds
-            .iter()
-            .find(|t| t.priority == core::RoutingPriority::Default as i32)
-    }) else {
+    let Some(t) = cb.and_then(|cb| cb.thresholds.iter().find(|t| t.priority == priority as i32))
+    else {
         return defaults;
     };
     let get = |v: &Option<xds_client::pb::google::protobuf::UInt32Value>, d| {
