@@ -82,6 +82,11 @@ const CASES: &[Case] = &[
         headers: &[("x-forwarded-for", "203.0.113.9, 198.51.100.1")],
         ..case("GET", "reviews.local", "/reviews/1", 200, VIA_UPSTREAM)
     },
+    Case {
+        headers: &[("x-evil", "1")],
+        ..case("POST", "reviews.local", "/public/x", 200, VIA_UPSTREAM)
+    },
+    case("GET", "reviews.local", "/strict/reviews/1", 403, NONE),
 ];
 
 struct Setup {
@@ -221,7 +226,7 @@ async fn http_rbac_allows_and_denies_as_envoy() {
     };
     assert_eq!(
         http(&envoy)["http.inbound_0.0.0.0_9080.rbac.denied"],
-        "7",
+        "8",
         "{envoy:?}"
     );
     if http(&envoy) != http(&tern) {

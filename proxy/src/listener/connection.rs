@@ -179,9 +179,14 @@ async fn admit(entry: &ListenerEntry, rbac: &NetworkRbac, downstream: &mut Downs
         }
         return true;
     }
-    // Envoy decides on the first byte from downstream: wait for it (or for the end of the stream).
+    // Envoy decides on the first byte from downstream: wait for it (or for the end of the
+    // stream), but no longer than the listener's drain.
     if downstream.prefix.is_empty() {
-        let _ = downstream.stream.read_buf(&mut downstream.prefix).await;
+        let mut drain = entry.drain.watch();
+        tokio::select! {
+            _ = downstream.stream.read_buf(&mut downstream.prefix) => {}
+            () = drain.deadline() => return false,
+        }
     }
     if let Some(stats) = stats {
         stats.evaluate(rbac.enforced.as_ref(), rbac.shadow.as_ref(), &subject);
