@@ -10,8 +10,9 @@
 //! connected upstream by then (and relays what a server-first upstream sends); Tern opens no
 //! upstream for a denied connection. An allowed connection is counted `allowed` when it is
 //! accepted, not at its first byte. `CONTINUOUS` enforcement (for protocol filters that emit
-//! metadata per message) decides the same for every message here, since nothing Tern evaluates
-//! changes during a connection, so it is treated as the one-time check.
+//! metadata per message) would decide the same for every message, since nothing Tern evaluates
+//! changes during a connection, so it is treated as the one-time check (Envoy would count the
+//! decision once per read rather than once).
 
 use super::{Enforcement, Rbac, RbacError, RbacStats, Subject};
 use std::time::Duration;
