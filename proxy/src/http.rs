@@ -15,6 +15,7 @@ mod io;
 pub mod local_ratelimit;
 pub mod local_reply;
 pub mod pool;
+pub mod rbac;
 mod replay;
 pub mod router;
 pub mod stats;

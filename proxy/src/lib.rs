@@ -18,6 +18,7 @@ pub mod http;
 pub mod lb;
 pub mod listener;
 pub mod outlier;
+pub mod rbac;
 pub mod server;
 pub mod snapshot;
 pub mod sockopt;

@@ -108,6 +108,8 @@ pub struct ListenerEntry {
     pub tcp_stats: HashMap<String, Arc<TcpProxyStats>>,
     /// HTTP connection manager stats by stat_prefix.
     pub http_stats: HashMap<String, Arc<crate::http::HttpStats>>,
+    /// Network RBAC stats by (stat_prefix, shadow_rules_stat_prefix).
+    pub rbac_stats: HashMap<(String, String), Arc<crate::rbac::RbacStats>>,
     /// Fired when this listener is removed or replaced: its connections finish or close by the deadline.
     pub drain: Drain,
     /// Seconds since the epoch when this version of the listener was accepted (for config_dump).
@@ -386,6 +388,7 @@ impl SnapshotBuilder<'_> {
         let config = Listener::try_from(source)?;
         let mut tcp_stats = HashMap::new();
         let mut http_stats = HashMap::new();
+        let mut rbac_stats = HashMap::new();
         let all_chains = config
             .filter_chains
             .chains()
@@ -410,6 +413,14 @@ impl SnapshotBuilder<'_> {
                                 ))
                             });
                     }
+                    NetworkFilter::Rbac(rbac) => {
+                        rbac_stats
+                            .entry((
+                                rbac.stat_prefix.clone(),
+                                rbac.shadow_rules_stat_prefix.clone(),
+                            ))
+                            .or_insert_with(|| Arc::new(rbac.stats(self.store)));
+                    }
                     _ => {}
                 }
             }
@@ -430,6 +441,7 @@ impl SnapshotBuilder<'_> {
             source: source.clone(),
             tcp_stats,
             http_stats,
+            rbac_stats,
             drain: Drain::new(),
             last_updated: std::time::SystemTime::now(),
         }))

@@ -7,6 +7,7 @@ use super::tcp_proxy::TcpProxy;
 use super::tls::{self, Side, TransportSocket};
 use super::{ConfigError, opt_duration};
 use crate::listener::filter_chain_match::{FilterChainMatch, FilterChainSelector};
+use crate::rbac::network::NetworkRbac;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,6 +103,8 @@ pub enum NetworkFilter {
     NoOp {
         name: String,
     },
+    /// `envoy.filters.network.rbac`: connections its rules deny are closed.
+    Rbac(Arc<NetworkRbac>),
     /// A security filter Tern cannot enforce: every connection is closed (fail closed, never open).
     DenyAll {
         name: String,
@@ -117,10 +120,8 @@ const NO_OP_FILTER_TYPES: &[&str] = &[
 ];
 
 /// Security filters that must never be silently skipped.
-const FAIL_CLOSED_FILTER_TYPES: &[&str] = &[
-    "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
-    "type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz",
-];
+const FAIL_CLOSED_FILTER_TYPES: &[&str] =
+    &["type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"];
 
 const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -290,7 +291,7 @@ fn network_filter(f: &proto::Filter) -> Result<NetworkFilter, String> {
     let type_url = any::type_url(any);
     use xds_client::pb::envoy::extensions::filters::network::{
         http_connection_manager::v3::HttpConnectionManager as HcmProto,
-        tcp_proxy::v3::TcpProxy as TcpProxyProto,
+        rbac::v3::Rbac as RbacProto, tcp_proxy::v3::TcpProxy as TcpProxyProto,
     };
     if type_url == <TcpProxyProto as prost::Name>::type_url() {
         let proto: TcpProxyProto = any::unpack(any).map_err(|e| format!("{}: {e}", f.name))?;
@@ -303,6 +304,11 @@ fn network_filter(f: &proto::Filter) -> Result<NetworkFilter, String> {
         let config = HttpConnectionManager::from_proto(&hcm)
             .map_err(|e| format!("{}: {}: {}", f.name, e.field, e.reason))?;
         return Ok(NetworkFilter::HttpConnectionManager(Arc::new(config)));
+    }
+    if type_url == <RbacProto as prost::Name>::type_url() {
+        let rbac: RbacProto = any::unpack(any).map_err(|e| format!("{}: {e}", f.name))?;
+        let config = NetworkRbac::try_from(&rbac).map_err(|e| format!("{}: {e}", f.name))?;
+        return Ok(NetworkFilter::Rbac(Arc::new(config)));
     }
     if NO_OP_FILTER_TYPES.contains(&type_url.as_str()) {
         return Ok(NetworkFilter::NoOp {

@@ -14,9 +14,12 @@ use super::cors::{Cors, CorsPolicy, CorsResponseHeaders, CorsStats, CorsVerdict}
 use super::fault::{FaultConfig, FaultStats};
 use super::local_ratelimit::{self, ConfigLevel, LocalRateLimit, RateDecision, XRateLimit};
 use super::local_reply::{self, Body};
+use super::rbac::{self, ChainRbacStats, RBAC_PER_ROUTE_TYPE, RBAC_TYPE, RbacFilter};
+use crate::config::matcher::RequestView;
 use crate::config::route::{PerFilterConfig, Route, RouteConfig, VirtualHost, WeightedCluster};
 use crate::stats::Store;
 use http::{HeaderMap, Method, Response};
+use std::borrow::Cow;
 use std::sync::Arc;
 use xds_client::any;
 use xds_client::pb::envoy::config::route::v3::FilterConfig;
@@ -43,6 +46,12 @@ pub enum HttpFilter {
         config: Arc<LocalRateLimit>,
         disabled: bool,
     },
+    /// `envoy.filters.http.rbac` (per-route `RBACPerRoute` configs replace its rules).
+    Rbac {
+        name: String,
+        config: Arc<RbacFilter>,
+        disabled: bool,
+    },
     /// Telemetry and metadata filters that change no traffic.
     NoOp { name: String },
     /// A security filter Tern cannot enforce yet: every request is denied with 403.
@@ -55,6 +64,7 @@ pub enum FilterOverride {
     Fault(Arc<FaultConfig>),
     Cors(Arc<CorsPolicy>),
     LocalRateLimit(Arc<LocalRateLimit>),
+    Rbac(Arc<RbacFilter>),
     /// `FilterConfig { disabled }` without a config: switches the filter off (or, for a filter
     /// disabled in the chain, on) for the requests this level covers.
     Switch {
@@ -89,6 +99,7 @@ impl FilterOverride {
                 value,
                 ConfigLevel::PerRoute,
             )?),
+            RBAC_PER_ROUTE_TYPE => FilterOverride::Rbac(RbacFilter::per_route_from_any(value)?),
             _ => FilterOverride::Ignored,
         })
     }
@@ -117,7 +128,6 @@ const NO_OP_TYPES: &[&str] = &[
 
 /// Security filters: skipping them would let through what they would stop.
 const FAIL_CLOSED_TYPES: &[&str] = &[
-    "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
     "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
     "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
 ];
@@ -172,6 +182,22 @@ pub fn parse_chain(filters: &[hcm::HttpFilter]) -> Result<Vec<HttpFilter>, (Stri
                     )
                 })?;
             HttpFilter::LocalRateLimit {
+                name: f.name.clone(),
+                config,
+                disabled: f.disabled,
+            }
+        } else if type_url == RBAC_TYPE {
+            let config = typed
+                .map(RbacFilter::from_any)
+                .transpose()
+                .map_err(|e| (format!("{field}.typed_config"), format!("{}: {e}", f.name)))?
+                .ok_or_else(|| {
+                    (
+                        field.clone(),
+                        format!("{}: typed_config is required", f.name),
+                    )
+                })?;
+            HttpFilter::Rbac {
                 name: f.name.clone(),
                 config,
                 disabled: f.disabled,
@@ -278,7 +304,7 @@ pub struct FilterReply {
     pub response: Response<Body>,
     /// Envoy's response flag for the access log (`FI`, `RL`, or empty).
     pub flag: &'static str,
-    pub details: &'static str,
+    pub details: Cow<'static, str>,
     /// Sent as Envoy's `sendLocalReply`, so the route's response header mutations apply. A CORS
     /// preflight is encoded directly instead and gets none.
     pub local_reply: bool,
@@ -289,6 +315,8 @@ pub struct FilterReply {
 pub struct FilterStats {
     pub fault: Option<FaultStats>,
     pub cors: Option<CorsStats>,
+    /// `http.<stat_prefix>.rbac.*`, by the RBAC filters' (rules, shadow) stat prefixes.
+    pub rbac: ChainRbacStats,
 }
 
 impl FilterStats {
@@ -299,6 +327,14 @@ impl FilterStats {
                 .then(|| FaultStats::new(store, stat_prefix)),
             cors: has(|f| matches!(f, HttpFilter::Cors { .. }))
                 .then(|| CorsStats::new(store, stat_prefix)),
+            rbac: rbac::chain_stats(
+                store,
+                stat_prefix,
+                chain.iter().filter_map(|f| match f {
+                    HttpFilter::Rbac { config, .. } => Some(&**config),
+                    _ => None,
+                }),
+            ),
         }
     }
 }
@@ -307,6 +343,10 @@ impl FilterStats {
 #[derive(Debug)]
 pub struct FilterRequest<'a> {
     pub method: &'a Method,
+    /// As routing saw them: scheme, authority and (normalised) path with query.
+    pub scheme: &'a str,
+    pub authority: &'a str,
+    pub path: &'a str,
     /// The cluster the route chose (for weighted clusters, the picked one).
     pub cluster: Option<&'a str>,
     pub grpc: bool,
@@ -335,9 +375,48 @@ pub async fn run_request_filters(
                         request.grpc,
                     ),
                     flag: "RBAC",
-                    details: "rbac_access_denied_matched_policy[none]",
+                    details: "rbac_access_denied_matched_policy[none]".into(),
                     local_reply: true,
                 });
+            }
+            HttpFilter::Rbac {
+                name,
+                config,
+                disabled,
+            } => {
+                if !filter_enabled(route, name, *disabled) {
+                    continue;
+                }
+                // Per-route rules count into the filter's own counters, as in Envoy.
+                let stats = ctx.stats.filters.rbac.get(&(
+                    config.rules_stat_prefix.clone(),
+                    config.shadow_rules_stat_prefix.clone(),
+                ));
+                let config = most_specific(route, name, |o| match o {
+                    FilterOverride::Rbac(c) => Some(c),
+                    _ => None,
+                })
+                .unwrap_or(config);
+                let view = RequestView {
+                    method: request.method,
+                    scheme: request.scheme,
+                    authority: request.authority,
+                    path: request.path,
+                    headers,
+                };
+                if let Err(details) = config.check(stats, &rbac::subject(ctx, view)) {
+                    tracing::debug!(filter = %name, %details, "request denied by RBAC");
+                    return Err(FilterReply {
+                        response: local_reply::reply(
+                            http::StatusCode::FORBIDDEN,
+                            rbac::DENIED_BODY,
+                            request.grpc,
+                        ),
+                        flag: "",
+                        details: details.into(),
+                        local_reply: true,
+                    });
+                }
             }
             HttpFilter::Cors { name, disabled } => {
                 let (Some(route), Some(stats)) = (route, &ctx.stats.filters.cors) else {
@@ -362,7 +441,7 @@ pub async fn run_request_filters(
                         return Err(FilterReply {
                             response: response.map(|()| local_reply::empty()),
                             flag: "",
-                            details: super::cors::PREFLIGHT_DETAILS,
+                            details: super::cors::PREFLIGHT_DETAILS.into(),
                             local_reply: false,
                         });
                     }
@@ -399,7 +478,7 @@ pub async fn run_request_filters(
                     return Err(FilterReply {
                         response: abort.response(request.grpc),
                         flag: decision.response_flags(),
-                        details: super::fault::ABORT_DETAILS,
+                        details: super::fault::ABORT_DETAILS.into(),
                         local_reply: true,
                     });
                 }
@@ -437,7 +516,7 @@ pub async fn run_request_filters(
                         return Err(FilterReply {
                             response: reply.response(request.grpc),
                             flag: local_ratelimit::LIMITED_FLAG,
-                            details: local_ratelimit::LIMITED_DETAILS,
+                            details: local_ratelimit::LIMITED_DETAILS.into(),
                             local_reply: true,
                         });
                     }
@@ -481,14 +560,16 @@ mod tests {
     fn istio_telemetry_is_accepted_and_security_fails_closed() {
         let chain = [
             filter("istio.metadata_exchange", Some(NO_OP_TYPES[1])),
-            filter("envoy.filters.http.rbac", Some(FAIL_CLOSED_TYPES[0])),
+            filter("envoy.filters.http.rbac", Some(RBAC_TYPE)),
+            filter("envoy.filters.http.jwt_authn", Some(FAIL_CLOSED_TYPES[0])),
             filter("istio.stats", Some(NO_OP_TYPES[0])),
             filter("envoy.filters.http.router", Some(ROUTER_TYPE)),
         ];
         let parsed = parse_chain(&chain).expect("accepted");
         assert!(matches!(parsed[0], HttpFilter::NoOp { .. }));
-        assert!(matches!(parsed[1], HttpFilter::DenyAll { .. }));
-        assert!(matches!(parsed[3], HttpFilter::Router));
+        assert!(matches!(parsed[1], HttpFilter::Rbac { .. }));
+        assert!(matches!(parsed[2], HttpFilter::DenyAll { .. }));
+        assert!(matches!(parsed[4], HttpFilter::Router));
     }
 
     #[test]

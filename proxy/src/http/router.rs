@@ -294,6 +294,9 @@ async fn process(
         });
     let filter_request = FilterRequest {
         method: &parts.method,
+        scheme: ctx.scheme,
+        authority: &authority,
+        path: &path,
         cluster: target.as_ref().map(|(name, _)| name.as_str()),
         grpc: local_reply::is_grpc(&parts.headers),
     };

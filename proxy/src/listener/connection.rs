@@ -9,6 +9,8 @@ use super::filter_chain_match::ConnectionInfo;
 use super::inspect::{self, Inspection, RAW_BUFFER_TRANSPORT_PROTOCOL, TLS_TRANSPORT_PROTOCOL};
 use crate::config::listener::{ListenerFilterKind, NetworkFilter};
 use crate::config::tls::TransportSocket;
+use crate::rbac::Subject;
+use crate::rbac::network::NetworkRbac;
 use crate::snapshot::{ListenerEntry, Snapshot};
 use crate::sockopt;
 use crate::tcp_proxy;
@@ -120,9 +122,15 @@ async fn serve_on(
         }
         return;
     }
+    let mut downstream = downstream;
     for filter in &chain.filters {
         match filter {
             NetworkFilter::NoOp { .. } => continue,
+            NetworkFilter::Rbac(rbac) => {
+                if !admit(entry, rbac, &mut downstream).await {
+                    return;
+                }
+            }
             NetworkFilter::DenyAll { name } => {
                 tracing::debug!(listener = %entry.config.name, filter = %name, "closing: filter not enforceable, failing closed");
                 return;
@@ -147,6 +155,47 @@ async fn serve_on(
             }
         }
     }
+}
+
+/// Runs a network RBAC filter on the connection (see [`crate::rbac::network`]): `false` when the
+/// connection was denied and is to be closed.
+async fn admit(entry: &ListenerEntry, rbac: &NetworkRbac, downstream: &mut Downstream) -> bool {
+    let subject = Subject {
+        local: downstream.local,
+        peer: downstream.peer,
+        remote: downstream.peer.ip(),
+        server_name: downstream.server_name.as_deref().unwrap_or(""),
+        // Filter chains that terminate TLS are closed above, so every connection here is plaintext.
+        peer_certificate: None,
+        request: None,
+    };
+    let stats = entry.rbac_stats.get(&(
+        rbac.stat_prefix.clone(),
+        rbac.shadow_rules_stat_prefix.clone(),
+    ));
+    if rbac.allows(&subject) {
+        if let Some(stats) = stats {
+            stats.evaluate(rbac.enforced.as_ref(), rbac.shadow.as_ref(), &subject);
+        }
+        return true;
+    }
+    // Envoy decides on the first byte from downstream: wait for it (or for the end of the
+    // stream), but no longer than the listener's drain.
+    if downstream.prefix.is_empty() {
+        let mut drain = entry.drain.watch();
+        tokio::select! {
+            _ = downstream.stream.read_buf(&mut downstream.prefix) => {}
+            () = drain.deadline() => return false,
+        }
+    }
+    if let Some(stats) = stats {
+        stats.evaluate(rbac.enforced.as_ref(), rbac.shadow.as_ref(), &subject);
+    }
+    tracing::debug!(listener = %entry.config.name, peer = %downstream.peer, "closing: denied by network RBAC");
+    if let Some(delay) = rbac.delay_deny {
+        tokio::time::sleep(delay).await;
+    }
+    false
 }
 
 /// Keeps the listener's active-connection gauges right however the connection ends.

@@ -126,20 +126,52 @@ fn unknown_filters_are_rejected_by_name() {
     );
 }
 
-#[test]
-fn rbac_fails_closed_instead_of_being_skipped() {
-    let l = listener(json!({
+fn rbac_listener(rbac: serde_json::Value) -> Result<Listener, ConfigError> {
+    let mut config = json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC", "stat_prefix": "r"});
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(rbac.as_object().unwrap().clone());
+    listener(json!({
         "name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 1}},
         "filter_chains": [{"filters": [
-            {"name": "envoy.filters.network.rbac", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC", "stat_prefix": "r"}},
+            {"name": "envoy.filters.network.rbac", "typed_config": config},
             tcp_filter("a")]}]
     }))
+}
+
+fn rbac_filter(l: &Listener) -> &crate::rbac::network::NetworkRbac {
+    match &l.filter_chains.chains()[0].filters[0] {
+        NetworkFilter::Rbac(r) => r,
+        other => panic!("not RBAC: {other:?}"),
+    }
+}
+
+#[test]
+fn network_rbac_is_enforced_and_fails_closed_on_what_tern_cannot_evaluate() {
+    let l = rbac_listener(json!({})).unwrap();
+    assert!(rbac_filter(&l).enforced.is_none());
+    let l = rbac_listener(json!({"rules": {"policies": {"p": {
+        "permissions": [{"any": true}],
+        "principals": [{"authenticated": {"principal_name": {"exact": "spiffe://a"}}}]}}}}))
     .unwrap();
     assert!(matches!(
-        l.filter_chains.chains()[0].filters[0],
-        NetworkFilter::DenyAll { .. }
+        rbac_filter(&l).enforced,
+        Some(crate::rbac::Enforcement::Rules(_))
     ));
+    let l = rbac_listener(json!({"rules": {"policies": {"p": {
+        "permissions": [{"any": true}],
+        "principals": [{"filter_state": {"key": "io.istio.peer_principal", "string_match": {"exact": "a"}}}]}}}}))
+    .unwrap();
+    assert!(matches!(
+        rbac_filter(&l).enforced,
+        Some(crate::rbac::Enforcement::FailClosed { .. })
+    ));
+    let err = rbac_listener(json!({"rules": {"policies": {"p": {
+        "permissions": [{"destination_ip": {"address_prefix": "x"}}],
+        "principals": [{"any": true}]}}}}))
+    .unwrap_err();
+    assert!(err.to_string().contains("destination_ip"), "{err}");
 }
 
 #[test]
