@@ -185,7 +185,7 @@ pub fn start(
     options: ServerOptions,
 ) -> Result<(ServerHandle, impl Future<Output = ()>), StartError> {
     // Counters get a slot for the main thread and one per worker.
-    let store = Store::for_threads(options.concurrency.max(1) + 1);
+    let store = Store::with_config(options.concurrency.max(1) + 1, bootstrap.stats.clone());
     let state = store.gauge("server.state");
     state.set(ServerState::Initializing as i64);
     let shared = Arc::new(Shared {

@@ -12,9 +12,13 @@
 //! the last two flushes.
 //!
 //! Each stat also carries Envoy's tag-extracted form (e.g. `cluster.upstream_cx_total` with tag
-//! `envoy_cluster_name=backend`) so `/stats/prometheus` needs no regex pass over names.
+//! `envoy.cluster_name=backend`), computed once at registration from the bootstrap's
+//! `stats_config` ([`tags`]), so `/stats/prometheus` needs no regex pass over names. A stat the
+//! `stats_matcher` rejects ([`matcher`]) still works for its owner but is never listed.
 
 pub mod histogram;
+pub mod matcher;
+pub mod tags;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -151,16 +155,34 @@ enum Metric {
     Histogram(Histogram),
 }
 
-/// A stat's tag-extracted name and tags (Envoy's default tag extraction for the names we emit).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tags {
-    pub extracted_name: String,
-    pub tags: Vec<(String, String)>,
+pub use matcher::StatsMatcher;
+pub use tags::{TagProducer, Tags};
+
+/// The bootstrap's `stats_config`, validated: how names become tags and which stats exist.
+#[derive(Debug, Default)]
+pub struct StatsConfig {
+    pub tags: TagProducer,
+    pub matcher: StatsMatcher,
+}
+
+impl TryFrom<Option<&xds_client::pb::envoy::config::metrics::v3::StatsConfig>> for StatsConfig {
+    type Error = crate::config::ConfigError;
+
+    fn try_from(
+        config: Option<&xds_client::pb::envoy::config::metrics::v3::StatsConfig>,
+    ) -> Result<Self, Self::Error> {
+        let config = config.cloned().unwrap_or_default();
+        Ok(StatsConfig {
+            tags: TagProducer::new(&config)?,
+            matcher: StatsMatcher::try_from(config.stats_matcher.as_ref())?,
+        })
+    }
 }
 
 struct Entry {
     metric: Metric,
-    tags: Tags,
+    /// `None` when the stats matcher rejects the name: the stat works but is never listed.
+    tags: Option<Tags>,
     /// Histograms only: bin counts at the last flush and what the last interval added.
     flushed: Option<Box<Flushed>>,
 }
@@ -199,6 +221,7 @@ pub struct Store {
     inner: Arc<std::sync::Mutex<BTreeMap<String, Entry>>>,
     /// Slots per counter: the threads that write stats.
     threads: usize,
+    config: Arc<StatsConfig>,
 }
 
 impl Default for Store {
@@ -219,11 +242,18 @@ impl Store {
         Self::for_threads(1)
     }
 
-    /// A store for `threads` writing threads: the main thread and every worker.
+    /// A store for `threads` writing threads: the main thread and every worker, with Envoy's
+    /// default tags and no stats matcher.
     pub fn for_threads(threads: usize) -> Self {
+        Self::with_config(threads, Arc::default())
+    }
+
+    /// A store for `threads` writing threads that names and filters stats per `config`.
+    pub fn with_config(threads: usize, config: Arc<StatsConfig>) -> Self {
         Store {
             inner: Arc::default(),
             threads: threads.max(1),
+            config,
         }
     }
 
@@ -286,11 +316,12 @@ impl Store {
                 let Metric::Histogram(h) = &e.metric else {
                     return None;
                 };
+                let tags = e.tags.as_ref()?;
                 let interval = e.flushed.as_ref().map_or(&[][..], |f| &f.interval[..]);
                 Some(HistogramSample {
                     name: name.clone(),
                     used: h.used(),
-                    tags: e.tags.clone(),
+                    tags: tags.clone(),
                     cumulative: histogram::Statistics::of(&h.bins()),
                     interval: histogram::Statistics::of(interval),
                 })
@@ -299,15 +330,25 @@ impl Store {
     }
 
     fn get_or_insert(&self, name: &str, make: impl FnOnce() -> Metric) -> Metric {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(name.to_string())
+        if let Some(entry) = self.lock().get(name) {
+            return entry.metric.clone();
+        }
+        // Tag extraction runs regexes: not under the lock the admin handlers take.
+        let tags = (!self.config.matcher.rejects(name)).then(|| self.config.tags.produce(name));
+        self.lock()
+            .entry(name.to_string())
             .or_insert_with(|| Entry {
                 metric: make(),
-                tags: extract_tags(name),
+                tags,
                 flushed: None,
             })
             .metric
             .clone()
+    }
+
+    #[allow(clippy::disallowed_types)] // the registry lock (see `inner`)
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// All counters and gauges, sorted by name.
@@ -315,6 +356,7 @@ impl Store {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
             .filter_map(|(name, e)| {
+                let tags = e.tags.as_ref()?;
                 let (value, is_counter, used) = match &e.metric {
                     Metric::Counter(c) => (c.value() as i64, true, c.used()),
                     Metric::Gauge(g) => (g.value(), false, g.used()),
@@ -325,89 +367,11 @@ impl Store {
                     value,
                     is_counter,
                     used,
-                    tags: e.tags.clone(),
+                    tags: tags.clone(),
                 })
             })
             .collect()
     }
-}
-
-/// The subset of Envoy's default tag extractors that apply to the stats Tern emits:
-/// `cluster.<name>.x`, `listener.<address>.x`, `tcp.<prefix>.x`, `http.<prefix>.x`,
-/// `listener.<address>.worker_<n>.x`. The owner's name runs to the stat's known suffix, so
-/// names with dots (Istio's `outbound|80||a.b.svc`) are extracted whole.
-fn extract_tags(name: &str) -> Tags {
-    for (prefix, tag) in [
-        ("cluster.", "envoy_cluster_name"),
-        ("listener.", "envoy_listener_address"),
-        ("tcp.", "envoy_tcp_prefix"),
-        ("http.", "envoy_http_conn_manager_prefix"),
-    ] {
-        let Some(rest) = name.strip_prefix(prefix) else {
-            continue;
-        };
-        let Some((owner, stat)) = split_owner(rest) else {
-            continue;
-        };
-        if prefix == "listener." && owner == "admin" {
-            break;
-        }
-        let mut tags = vec![(tag.to_string(), owner.to_string())];
-        let mut stat = stat.to_string();
-        if let Some((worker, inner)) = stat.strip_prefix("worker_").and_then(|s| s.split_once('.'))
-        {
-            tags.push(("envoy_worker_id".to_string(), worker.to_string()));
-            stat = inner.to_string();
-        }
-        return Tags {
-            extracted_name: format!("{}{stat}", prefix),
-            tags,
-        };
-    }
-    Tags {
-        extracted_name: name.to_string(),
-        tags: Vec::new(),
-    }
-}
-
-/// Splits `<owner>.<stat>` where the stat is one of the known leaf groups.
-fn split_owner(rest: &str) -> Option<(&str, &str)> {
-    const LEAF_STARTS: &[&str] = &[
-        "upstream_",
-        "downstream_",
-        "membership_",
-        "lb_",
-        "max_host_weight",
-        "circuit_breakers.",
-        "no_filter_chain_match",
-        "worker_",
-        "idle_timeout",
-        "outlier_detection.",
-        "version",
-        "update_",
-        "assignment_",
-        "bind_errors",
-        "connections_",
-        "early_data",
-        "original_dst_host_invalid",
-        "internal.",
-        "rq_",
-        "no_route",
-        "no_cluster",
-        "on_demand_cluster_",
-        "extension_config_missing",
-        "server_ssl_socket_factory.",
-    ];
-    let mut search_from = 0;
-    while let Some(pos) = rest[search_from..].find('.') {
-        let dot = search_from + pos;
-        let tail = &rest[dot + 1..];
-        if LEAF_STARTS.iter().any(|leaf| tail.starts_with(leaf)) {
-            return Some((&rest[..dot], tail));
-        }
-        search_from = dot + 1;
-    }
-    None
 }
 
 #[cfg(test)]
@@ -466,25 +430,39 @@ mod tests {
     }
 
     #[test]
-    fn tags_extract_names_with_dots() {
-        let tags = extract_tags("cluster.outbound|80||a.b.svc.cluster.local.upstream_cx_total");
-        assert_eq!(tags.extracted_name, "cluster.upstream_cx_total");
-        assert_eq!(
-            tags.tags,
-            [(
-                "envoy_cluster_name".into(),
-                "outbound|80||a.b.svc.cluster.local".into()
-            )]
-        );
-        let tags = extract_tags("listener.0.0.0.0_15001.worker_1.downstream_cx_total");
-        assert_eq!(tags.extracted_name, "listener.downstream_cx_total");
+    fn rejected_stats_count_but_are_not_listed() {
+        let matcher: xds_client::pb::envoy::config::metrics::v3::StatsConfig =
+            xds_client::proto_json::from_value(
+                serde_json::json!({"stats_matcher": {"inclusion_list": {"patterns": [
+                    {"prefix": "server."}
+                ]}}}),
+                Default::default(),
+            )
+            .expect("valid stats_config");
+        let config = StatsConfig::try_from(Some(&matcher)).expect("converts");
+        let store = Store::with_config(1, Arc::new(config));
+        store.counter("cluster.a.upstream_rq_total").add(2);
+        store.histogram("cluster.a.upstream_rq_time").record(1);
+        store.gauge("server.live").set(1);
+        // The same (unlisted) counter is handed out again.
+        assert_eq!(store.counter("cluster.a.upstream_rq_total").value(), 2);
+        let names: Vec<_> = store.samples().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["server.live"]);
+        assert!(store.histograms().is_empty());
+    }
+
+    #[test]
+    fn tags_come_from_the_configured_producer() {
+        let store = Store::new();
+        store.counter("cluster.backend.upstream_rq_200");
+        let tags = &store.samples()[0].tags;
+        assert_eq!(tags.extracted_name, "cluster.upstream_rq");
         assert_eq!(
             tags.tags,
             [
-                ("envoy_listener_address".into(), "0.0.0.0_15001".into()),
-                ("envoy_worker_id".into(), "1".into())
+                ("envoy.response_code".into(), "200".into()),
+                ("envoy.cluster_name".into(), "backend".into())
             ]
         );
-        assert_eq!(extract_tags("server.state").tags, []);
     }
 }

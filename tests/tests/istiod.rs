@@ -232,7 +232,54 @@ async fn tern_and_envoy_accept_the_same_listeners_clusters_and_routes_from_istio
             ]
         )]
     );
+    for proxy in [&envoy, &tern] {
+        assert_istio_prometheus_names(proxy).await;
+    }
     mesh.assert_no_nack();
+}
+
+/// Under Istio's rendered bootstrap, `/stats/prometheus` has Istio's tag names and only what
+/// its `stats_matcher` inclusion list names: `xds-grpc`'s cluster stats, not istiod's
+/// `outbound|...` clusters'.
+async fn assert_istio_prometheus_names(proxy: &ProxyProcess) {
+    let (status, body) = proxy
+        .get("/stats/prometheus")
+        .await
+        .expect("/stats/prometheus");
+    assert_eq!(status, 200, "{}", proxy.kind.name());
+    let keys: BTreeSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(key, _)| key))
+        .collect();
+    for key in [
+        "envoy_cluster_upstream_cx_total{cluster_name=\"xds-grpc\"}",
+        "envoy_cluster_manager_cds_update_success{}",
+        "envoy_listener_manager_lds_update_success{}",
+        "envoy_server_live{}",
+    ] {
+        assert!(
+            keys.contains(key),
+            "{} lacks {key}:\n{body}",
+            proxy.kind.name()
+        );
+    }
+    // Nothing of istiod's clusters, HCMs, TCP proxies or listeners.
+    let outside: Vec<&&str> = keys
+        .iter()
+        .filter(|k| {
+            k.contains("outbound|")
+                || k.contains("inbound|")
+                || k.starts_with("envoy_http_")
+                || k.starts_with("envoy_tcp_")
+                || (k.starts_with("envoy_listener_") && !k.starts_with("envoy_listener_manager_"))
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{} lists {outside:?}",
+        proxy.kind.name()
+    );
 }
 
 /// One request for reviews through the client sidecar's outbound listener; the backend's name.

@@ -158,37 +158,41 @@ fn json_number(v: f64) -> serde_json::Value {
 }
 
 /// Prometheus text exposition: one `# TYPE` per metric family (counters, then gauges, then
-/// histograms, as Envoy orders them), samples labelled with the extracted tags, names prefixed
-/// `envoy_` and sanitised as Envoy does.
+/// histograms, as Envoy orders them), samples labelled with the extracted tags in extraction
+/// order, names prefixed `envoy_` and sanitised as Envoy does. Families are ordered by their
+/// tag-extracted stat name before sanitising (so `listener.worker_x` precedes
+/// `listener_manager.y`, as in Envoy), and a family's samples by full stat name.
 fn prometheus_response(selection: &Selection) -> Response<Body> {
-    let mut families: BTreeMap<(u8, String), Vec<&Sample>> = BTreeMap::new();
+    let mut families: BTreeMap<(u8, &str), Vec<&Sample>> = BTreeMap::new();
     for s in &selection.samples {
-        let name = format!("envoy_{}", sanitize(&s.tags.extracted_name));
         let kind = if s.is_counter { 0 } else { 1 };
-        families.entry((kind, name)).or_default().push(s);
+        families
+            .entry((kind, &s.tags.extracted_name))
+            .or_default()
+            .push(s);
     }
     let mut body = String::new();
-    for ((kind, name), members) in families {
+    for ((kind, extracted), members) in families {
+        let name = metric_name(extracted);
         let _ = writeln!(
             body,
             "# TYPE {name} {}",
             if kind == 0 { "counter" } else { "gauge" }
         );
         for s in members {
-            let labels = labels(&s.tags);
-            if labels.is_empty() {
-                let _ = writeln!(body, "{name} {}", s.value);
-            } else {
-                let _ = writeln!(body, "{name}{{{labels}}} {}", s.value);
-            }
+            // Envoy keeps the braces when there are no labels.
+            let _ = writeln!(body, "{name}{{{}}} {}", labels(&s.tags), s.value);
         }
     }
-    let mut histograms: BTreeMap<String, Vec<&HistogramSample>> = BTreeMap::new();
+    let mut histograms: BTreeMap<&str, Vec<&HistogramSample>> = BTreeMap::new();
     for h in &selection.histograms {
-        let name = format!("envoy_{}", sanitize(&h.tags.extracted_name));
-        histograms.entry(name).or_default().push(h);
+        histograms
+            .entry(&h.tags.extracted_name)
+            .or_default()
+            .push(h);
     }
-    for (name, members) in histograms {
+    for (extracted, members) in histograms {
+        let name = metric_name(extracted);
         let _ = writeln!(body, "# TYPE {name} histogram");
         for h in members {
             write_histogram(&mut body, &name, &labels(&h.tags), &h.cumulative);
@@ -262,16 +266,29 @@ fn labels(tags: &Tags) -> String {
         .join(",")
 }
 
+/// Envoy's `metricName`: `envoy_` and the sanitised tag-extracted name.
+fn metric_name(extracted: &str) -> String {
+    sanitize(&format!("envoy_{extracted}"))
+}
+
+/// Envoy's `sanitizeName`: every character outside `[a-zA-Z0-9_]` becomes `_`, and a leading
+/// digit gets a `_` in front.
 fn sanitize(name: &str) -> String {
-    name.chars()
+    let out: String = name
+        .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            if c.is_ascii_alphanumeric() || c == '_' {
                 c
             } else {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{out}")
+    } else {
+        out
+    }
 }
 
 fn escape_label(value: &str) -> String {

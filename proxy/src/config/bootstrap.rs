@@ -96,6 +96,8 @@ pub struct Bootstrap {
     pub secrets: Vec<Secret>,
     /// The ADS stream to follow (`dynamic_resources`), if any.
     pub xds: Option<crate::xds::XdsSettings>,
+    /// `stats_config`: tag extraction and the stats matcher.
+    pub stats: std::sync::Arc<crate::stats::StatsConfig>,
     /// The bootstrap as given (after merging), for `/config_dump` and for xDS set-up.
     pub source: proto::Bootstrap,
 }
@@ -167,6 +169,7 @@ impl Bootstrap {
         )?;
         let xds =
             crate::xds::settings::from_bootstrap(&source, &node.id, &node.cluster, &clusters)?;
+        let stats = crate::stats::StatsConfig::try_from(source.stats_config.as_ref())?;
         Ok(Bootstrap {
             node,
             admin,
@@ -174,6 +177,7 @@ impl Bootstrap {
             clusters,
             secrets,
             xds,
+            stats: std::sync::Arc::new(stats),
             source,
         })
     }
