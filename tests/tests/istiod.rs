@@ -13,10 +13,11 @@
 //!
 //! Stock Envoy lacks Istio's contrib filters (metadata exchange, `istio.alpn`, `istio.stats`), so
 //! wherever Envoy runs istiod runs without them ([`Profile::StockEnvoy`]); Tern alone also gets a
-//! default install's config ([`Profile::IstioDefault`]). A NACK of any type shows in istiod's log (`ACK ERROR`), which must stay
-//! clean. Synchronisation is on `/ready`, istiod's `applied` lines and real requests polled
+//! default install's config ([`Profile::IstioDefault`]). A NACK of any type shows in istiod's
+//! log (`ACK ERROR`), which must stay clean. Synchronisation is on `/ready`, istiod's `applied` lines and real requests polled
 //! against deadlines, never on sleeps.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tern_tests::envoy::envoy_binary;
 use tern_tests::http_backend::{HttpBackend, Protocol, Request, Response, send_over};
-use tern_tests::istiod::{Interception, Mesh, Profile, Workload, istiod_binary};
+use tern_tests::istiod::{Interception, Mesh, PRODUCTPAGE, Profile, Workload, istiod_binary};
 use tern_tests::netns::{Netns, veth};
 use tern_tests::prereq::{is_root, require};
 use tern_tests::process::{ProxyKind, ProxyProcess};
@@ -43,22 +43,6 @@ const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const REVIEWS_VIP: &str = "240.240.0.2:9080";
 /// The sidecar's uid, the one Istio's injector rules exempt from capture.
 const PROXY_UID: u32 = 1337;
-
-/// productpage-v1 as a default injected pod.
-const PRODUCTPAGE: Workload<'static> = Workload {
-    pod: "productpage-v1-7d4b5c6f8-x2x9z",
-    namespace: "default",
-    ip: "10.10.0.2",
-    labels: &[
-        ("app", "productpage"),
-        ("version", "v1"),
-        ("security.istio.io/tlsMode", "istio"),
-        ("service.istio.io/canonical-name", "productpage"),
-        ("service.istio.io/canonical-revision", "v1"),
-    ],
-    service_account: "bookinfo-productpage",
-    interception: Interception::Redirect,
-};
 
 fn prerequisites(kind: ProxyKind) -> bool {
     require(is_root(), "the capture tests need root")
