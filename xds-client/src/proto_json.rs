@@ -17,6 +17,14 @@
 //!   its JSON, so it survives into the config, where the extension registry decides whether it is
 //!   a no-op or a rejection. (Istio's typed extension configs, `istio.alpn` and `istio.stats`,
 //!   have descriptors: istiod sends them as binary protos, which `/config_dump` must print.)
+//!
+//! The decoded descriptor pool is about 10 MB of heap, more than the rest of an idle sidecar, and
+//! is needed only now and then: to read the bootstrap, and to print admin JSON. So it is not kept
+//! for the life of the process. A holder thread builds it on demand, hands out clones, and after
+//! [`POOL_IDLE`] without a request drops it and ends; the next request starts a new holder.
+//! Building and dropping the pool on a thread of its own keeps its memory in that thread's malloc
+//! arena (glibc gives each thread one) with nothing long-lived beside it, so when the thread ends
+//! the pages go back to the OS instead of staying resident between other allocations.
 
 use crate::any::UDPA_TYPED_STRUCT;
 use prost::{Message, Name};
@@ -25,7 +33,9 @@ use prost_reflect::prost_types::{
 };
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
 use serde_json::{Map, Value};
-use std::sync::LazyLock;
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// The descriptor set the `envoy-types` crate was generated from (source info stripped).
 static ENVOY_DESCRIPTORS: &[u8] = include_bytes!("../proto/envoy.desc");
@@ -34,7 +44,11 @@ static ENVOY_DESCRIPTORS: &[u8] = include_bytes!("../proto/envoy.desc");
 /// (`istio.alpn`'s `FilterConfig`, `istio.stats`' `stats.PluginConfig`), from istio/api.
 static ISTIO_DESCRIPTORS: &[u8] = include_bytes!("../proto/istio.desc");
 
-static POOL: LazyLock<DescriptorPool> = LazyLock::new(build_pool);
+/// How long the descriptor thread keeps the pool after the last request for it.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// Requests to the descriptor thread: each carries where to send the pool.
+static KEEPER: OnceLock<Option<mpsc::Sender<PoolRequest>>> = OnceLock::new();
 
 /// A failure to map JSON/YAML to a message, or a message to JSON.
 #[derive(Debug, thiserror::Error)]
@@ -66,9 +80,64 @@ pub struct ReadOptions {
 }
 
 /// The descriptor pool: Envoy's v3 API, the `TypedStruct` wrappers and Istio's typed extension
-/// configs.
-pub fn pool() -> &'static DescriptorPool {
-    &POOL
+/// configs. Cheap to clone; fetch it once per piece of work rather than per lookup.
+pub fn pool() -> DescriptorPool {
+    let dispatcher = KEEPER.get_or_init(|| {
+        let (requests, inbox) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("proto-descriptors".into())
+            .spawn(move || dispatch(inbox, POOL_IDLE))
+            .ok()
+            .map(|_| requests)
+    });
+    let (reply, answer) = mpsc::channel();
+    match dispatcher {
+        Some(requests) if requests.send(reply).is_ok() => {
+            answer.recv().unwrap_or_else(|_| build_pool())
+        }
+        // No descriptor thread (it could not be spawned, or a request was lost to a holder
+        // that was just retiring): build one for this caller alone.
+        _ => build_pool(),
+    }
+}
+
+type PoolRequest = mpsc::Sender<DescriptorPool>;
+
+/// The descriptor thread: passes each request to the current holder thread, starting a new
+/// one when the last has retired.
+fn dispatch(inbox: mpsc::Receiver<PoolRequest>, idle: Duration) {
+    let mut holder: Option<mpsc::Sender<PoolRequest>> = None;
+    for request in inbox {
+        let request = match &holder {
+            Some(current) => match current.send(request) {
+                Ok(()) => continue,
+                // That holder retired: start another.
+                Err(mpsc::SendError(request)) => request,
+            },
+            None => request,
+        };
+        let (to_holder, holder_inbox) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("proto-pool".into())
+            .spawn(move || hold_pool(holder_inbox, idle));
+        if spawned.is_ok() && to_holder.send(request).is_ok() {
+            holder = Some(to_holder);
+        }
+        // Else the request is dropped and its caller builds a pool of its own.
+    }
+}
+
+/// A holder thread: builds the pool, answers requests with clones until `idle` passes without
+/// one, then drops it and ends. The pool's memory is in this thread's malloc arena; ending the
+/// thread hands its cached free chunks back to the arena, which lets glibc coalesce and return
+/// the pages (a pool dropped by a thread that lives on stays resident, pinned by the chunks that
+/// thread caches).
+fn hold_pool(inbox: mpsc::Receiver<PoolRequest>, idle: Duration) {
+    let pool = build_pool();
+    while let Ok(request) = inbox.recv_timeout(idle) {
+        // The caller may have gone; nothing to do then.
+        let _ = request.send(pool.clone());
+    }
 }
 
 fn build_pool() -> DescriptorPool {
@@ -170,10 +239,11 @@ pub fn from_value<M: Message + Name + Default>(
     options: ReadOptions,
 ) -> Result<M, JsonError> {
     let type_name = M::full_name();
-    let desc = pool()
+    let pool = pool();
+    let desc = pool
         .get_message_by_name(&type_name)
         .ok_or_else(|| JsonError::UnknownMessage(type_name.clone()))?;
-    rewrite_anys(&mut value);
+    rewrite_anys(&pool, &mut value);
     let deserialize_options =
         DeserializeOptions::new().deny_unknown_fields(!options.allow_unknown_fields);
     let mut track = serde_path_to_error::Track::new();
@@ -249,12 +319,12 @@ fn display_path(path: &serde_path_to_error::Path) -> String {
 }
 
 /// Applies the two Any rules from the module doc, bottom-up over the whole tree.
-fn rewrite_anys(value: &mut Value) {
+fn rewrite_anys(pool: &DescriptorPool, value: &mut Value) {
     match value {
-        Value::Array(items) => items.iter_mut().for_each(rewrite_anys),
+        Value::Array(items) => items.iter_mut().for_each(|item| rewrite_anys(pool, item)),
         Value::Object(map) => {
-            map.values_mut().for_each(rewrite_anys);
-            if let Some(rewritten) = rewrite_any(map) {
+            map.values_mut().for_each(|item| rewrite_anys(pool, item));
+            if let Some(rewritten) = rewrite_any(pool, map) {
                 *map = rewritten;
             }
         }
@@ -262,14 +332,14 @@ fn rewrite_anys(value: &mut Value) {
     }
 }
 
-fn rewrite_any(map: &Map<String, Value>) -> Option<Map<String, Value>> {
+fn rewrite_any(pool: &DescriptorPool, map: &Map<String, Value>) -> Option<Map<String, Value>> {
     let type_url = map.get("@type")?.as_str()?;
     if is_typed_struct(type_url) {
         let inner = map
             .get("type_url")
             .or_else(|| map.get("typeUrl"))?
             .as_str()?;
-        if !known_type(inner) {
+        if !known_type(pool, inner) {
             return None;
         }
         let mut out = match map.get("value") {
@@ -279,7 +349,7 @@ fn rewrite_any(map: &Map<String, Value>) -> Option<Map<String, Value>> {
         out.insert("@type".into(), Value::String(inner.to_string()));
         return Some(out);
     }
-    if known_type(type_url) {
+    if known_type(pool, type_url) {
         return None;
     }
     let mut fields = map.clone();
@@ -298,8 +368,8 @@ fn is_typed_struct(type_url: &str) -> bool {
     )
 }
 
-fn known_type(type_url: &str) -> bool {
-    pool().get_message_by_name(type_name_of(type_url)).is_some()
+fn known_type(pool: &DescriptorPool, type_url: &str) -> bool {
+    pool.get_message_by_name(type_name_of(type_url)).is_some()
 }
 
 fn type_name_of(type_url: &str) -> &str {

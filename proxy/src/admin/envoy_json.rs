@@ -7,28 +7,35 @@
 //! handler's root type, then each `Any`'s `@type`) to restore that order; maps and `Struct`s have
 //! no declared order and keep the value's (protobuf's is unspecified too).
 
-use prost_reflect::{Kind, MessageDescriptor};
+use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
 use serde_json::Value;
 
 /// `value` (a `type_name` message as JSON) as Envoy prints it, with a final newline.
 pub fn to_string(value: &Value, type_name: &str) -> String {
-    let message = xds_client::proto_json::pool().get_message_by_name(type_name);
+    let pool = xds_client::proto_json::pool();
+    let message = pool.get_message_by_name(type_name);
     let mut out = String::new();
-    write(&mut out, value, message.as_ref(), 0);
+    write(&pool, &mut out, value, message.as_ref(), 0);
     out.push('\n');
     out
 }
 
-fn write(out: &mut String, value: &Value, message: Option<&MessageDescriptor>, depth: usize) {
+fn write(
+    pool: &DescriptorPool,
+    out: &mut String,
+    value: &Value,
+    message: Option<&MessageDescriptor>,
+    depth: usize,
+) {
     match value {
-        Value::Object(fields) => write_object(out, fields, message, depth),
+        Value::Object(fields) => write_object(pool, out, fields, message, depth),
         Value::Array(items) if items.is_empty() => out.push_str("[]"),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 out.push_str(if i == 0 { "\n" } else { ",\n" });
                 indent(out, depth + 1);
-                write(out, item, message, depth + 1);
+                write(pool, out, item, message, depth + 1);
             }
             out.push('\n');
             indent(out, depth);
@@ -40,6 +47,7 @@ fn write(out: &mut String, value: &Value, message: Option<&MessageDescriptor>, d
 }
 
 fn write_object(
+    pool: &DescriptorPool,
     out: &mut String,
     fields: &serde_json::Map<String, Value>,
     message: Option<&MessageDescriptor>,
@@ -54,7 +62,7 @@ fn write_object(
         .get("@type")
         .and_then(Value::as_str)
         .and_then(|url| url.rsplit('/').next())
-        .and_then(|name| xds_client::proto_json::pool().get_message_by_name(name));
+        .and_then(|name| pool.get_message_by_name(name));
     let message = packed.as_ref().or(message);
     let mut keys: Vec<(&String, Option<MessageDescriptor>)> = Vec::with_capacity(fields.len());
     if fields.contains_key("@type") {
@@ -101,7 +109,7 @@ fn write_object(
         indent(out, depth + 1);
         write_string(out, key);
         out.push_str(": ");
-        write(out, &fields[key.as_str()], inner.as_ref(), depth + 1);
+        write(pool, out, &fields[key.as_str()], inner.as_ref(), depth + 1);
     }
     out.push('\n');
     indent(out, depth);

@@ -202,3 +202,46 @@ fn syntax_errors_name_the_format() {
         .to_string();
     assert!(err.starts_with("invalid JSON: EOF while parsing"), "{err}");
 }
+
+/// Asks a descriptor thread for the pool.
+fn ask(requests: &mpsc::Sender<PoolRequest>) -> DescriptorPool {
+    let (reply, answer) = mpsc::channel();
+    requests.send(reply).expect("the thread runs");
+    answer.recv().expect("an answer")
+}
+
+#[test]
+fn the_descriptor_thread_reuses_its_pool_until_the_holder_idles_and_then_builds_anew() {
+    // Never idle: every request gets the same pool.
+    let (requests, inbox) = mpsc::channel();
+    let dispatcher = std::thread::spawn(move || dispatch(inbox, Duration::from_secs(3600)));
+    let first = ask(&requests);
+    assert!(
+        first
+            .get_message_by_name("envoy.config.bootstrap.v3.Bootstrap")
+            .is_some()
+    );
+    assert!(ask(&requests) == first);
+    drop(requests);
+    dispatcher
+        .join()
+        .expect("the thread ends when its senders are gone");
+
+    // Idle at once: the holder retires after each answer, so the next request gets a new pool
+    // (or, if it reached a holder that was retiring, none, and `pool()` would build its own).
+    let (requests, inbox) = mpsc::channel();
+    let dispatcher = std::thread::spawn(move || dispatch(inbox, Duration::ZERO));
+    let first = ask(&requests);
+    let (reply, answer) = mpsc::channel();
+    requests.send(reply).expect("the thread runs");
+    if let Ok(second) = answer.recv() {
+        assert!(second != first);
+    }
+    drop(requests);
+    dispatcher
+        .join()
+        .expect("the thread ends when its senders are gone");
+
+    // And the process-wide one answers.
+    assert!(pool() == pool());
+}
