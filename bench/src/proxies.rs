@@ -4,7 +4,10 @@
 //! listener on 127.0.0.1, one route or one TCP forward to the in-process backend, one worker,
 //! keep-alive to the upstream, no access log. Envoy additionally gets `generate_request_id:
 //! false` and `dynamic_stats: false` (its own benchmarking advice); Tern gets the same YAML.
-//! h2c listeners forward over HTTP/1.1 keep-alive, since nginx cannot proxy h2 to an upstream.
+//! h2c listeners forward over HTTP/1.1 keep-alive, since nginx cannot proxy h2 to an upstream,
+//! except gRPC (S3), which goes h2c on both sides: Envoy/Tern `explicit_http_config`
+//! `http2_protocol_options`, nginx `grpc_pass`, haproxy `proto h2`. S8's route tables are
+//! prefix routes for Envoy/Tern, `location` blocks for nginx and `use_backend` rules for haproxy.
 //!
 //! Invariants:
 //! - A proxy runs under `taskset -c 1` as the leader of its own process group; [`Running`] kills
@@ -34,6 +37,19 @@ pub enum Mode {
     H2c,
     /// Plain TCP forwarding (S4).
     Tcp,
+    /// gRPC: h2c downstream and h2c upstream (S3).
+    Grpc,
+    /// HTTP/1.1 with this many prefix routes `/svc-NNNN/` (S8), all to the backend.
+    Routes(usize),
+}
+
+/// The path of a request matching route `index` of [`Mode::Routes`] (a 64 B body).
+pub fn route_path(index: usize) -> String {
+    format!("/svc-{index:04}/64")
+}
+
+fn route_prefix(index: usize) -> String {
+    format!("/svc-{index:04}/")
 }
 
 /// The proxies' binaries, or why one cannot run.
@@ -235,8 +251,14 @@ pub async fn start(
     let deadline = Instant::now() + START_DEADLINE;
     loop {
         let probe = match mode {
-            Mode::Http1 => load::h1_probe(running.listen).await,
-            Mode::H2c => load::h2_probe(running.listen).await,
+            Mode::Http1 => load::h1_probe(running.listen, "/64").await,
+            Mode::Routes(_) => load::h1_probe(running.listen, &route_path(0)).await,
+            Mode::H2c => {
+                load::h2_probe(running.listen, load::H2Call::get(running.listen, 64)).await
+            }
+            Mode::Grpc => {
+                load::h2_probe(running.listen, load::H2Call::grpc(running.listen, 64)).await
+            }
             Mode::Tcp => tokio::net::TcpStream::connect(running.listen)
                 .await
                 .map(drop)
@@ -377,7 +399,7 @@ fn envoy_yaml(mode: Mode, port: u16, upstream: SocketAddr) -> String {
           stat_prefix: bench
           cluster: backend"#
             .to_string(),
-        Mode::Http1 | Mode::H2c => r#"      - name: envoy.filters.network.http_connection_manager
+        Mode::Http1 | Mode::H2c | Mode::Grpc | Mode::Routes(_) => r#"      - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
@@ -394,9 +416,21 @@ fn envoy_yaml(mode: Mode, port: u16, upstream: SocketAddr) -> String {
             - name: all
               domains: ["*"]
               routes:
-              - match: { prefix: / }
-                route: { cluster: backend, timeout: 0s }"#
-            .to_string(),
+"#
+        .to_string()
+            + &routes_yaml(mode),
+    };
+    // gRPC needs HTTP/2 to the upstream (the non-deprecated form of the cluster's
+    // `http2_protocol_options`).
+    let protocol = if mode == Mode::Grpc {
+        r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}
+"#
+    } else {
+        ""
     };
     format!(
         r#"static_resources:
@@ -410,7 +444,7 @@ fn envoy_yaml(mode: Mode, port: u16, upstream: SocketAddr) -> String {
   - name: backend
     type: STATIC
     connect_timeout: 1s
-    load_assignment:
+{protocol}    load_assignment:
       cluster_name: backend
       endpoints:
       - lb_endpoints:
@@ -419,6 +453,19 @@ fn envoy_yaml(mode: Mode, port: u16, upstream: SocketAddr) -> String {
         ip = upstream.ip(),
         up = upstream.port()
     )
+}
+
+/// The route list of the one virtual host: `/` (one route), or S8's numbered prefixes.
+fn routes_yaml(mode: Mode) -> String {
+    let route = |prefix: &str| {
+        format!(
+            "              - match: {{ prefix: \"{prefix}\" }}\n                route: {{ cluster: backend, timeout: 0s }}\n"
+        )
+    };
+    match mode {
+        Mode::Routes(n) => (0..n).map(|i| route(&route_prefix(i))).collect(),
+        _ => route("/"),
+    }
 }
 
 /// nginx: master plus one worker, no access log, upstream keep-alive (HTTP/1.1 to the backend).
@@ -434,7 +481,23 @@ fn nginx_conf(mode: Mode, port: u16, upstream: SocketAddr, scratch: &Path) -> St
              stream {{\n  server {{\n    listen 127.0.0.1:{port};\n    proxy_pass {upstream};\n  }}\n}}\n"
         );
     }
-    let http2 = if mode == Mode::H2c { " http2" } else { "" };
+    let http2 = if matches!(mode, Mode::H2c | Mode::Grpc) {
+        " http2"
+    } else {
+        ""
+    };
+    let forward = if mode == Mode::Grpc {
+        "      grpc_pass grpc://backend;\n".to_string()
+    } else {
+        "      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n"
+            .to_string()
+    };
+    let locations: String = match mode {
+        Mode::Routes(n) => (0..n)
+            .map(|i| format!("    location {} {{\n{forward}    }}\n", route_prefix(i)))
+            .collect(),
+        _ => format!("    location / {{\n{forward}    }}\n"),
+    };
     format!(
         "{head}{events}http {{
   access_log off;
@@ -453,12 +516,7 @@ fn nginx_conf(mode: Mode, port: u16, upstream: SocketAddr, scratch: &Path) -> St
   }}
   server {{
     listen 127.0.0.1:{port}{http2};
-    location / {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-    }}
-  }}
+{locations}  }}
 }}
 "
     )
@@ -468,17 +526,30 @@ fn nginx_conf(mode: Mode, port: u16, upstream: SocketAddr, scratch: &Path) -> St
 fn haproxy_cfg(mode: Mode, port: u16, upstream: SocketAddr) -> String {
     let (mode_line, bind_extra, http_options) = match mode {
         Mode::Tcp => ("tcp", "", ""),
-        Mode::Http1 => (
+        Mode::Http1 | Mode::Routes(_) => (
             "http",
             "",
             "  option http-keep-alive\n  http-reuse always\n",
         ),
-        Mode::H2c => (
+        Mode::H2c | Mode::Grpc => (
             "http",
             " proto h2",
             "  option http-keep-alive\n  http-reuse always\n",
         ),
     };
+    // S8: one `use_backend` rule per route, evaluated in order as haproxy does; no default.
+    let routing: String = match mode {
+        Mode::Routes(n) => (0..n)
+            .map(|i| {
+                format!(
+                    "  use_backend backend if {{ path_beg {} }}\n",
+                    route_prefix(i)
+                )
+            })
+            .collect(),
+        _ => "  default_backend backend\n".into(),
+    };
+    let server_extra = if mode == Mode::Grpc { " proto h2" } else { "" };
     format!(
         "global
   nbthread 1
@@ -490,9 +561,8 @@ defaults
   timeout server 300s
 {http_options}frontend bench
   bind 127.0.0.1:{port}{bind_extra}
-  default_backend backend
-backend backend
-  server s1 {upstream}
+{routing}backend backend
+  server s1 {upstream}{server_extra}
 "
     )
 }

@@ -111,6 +111,7 @@ const METRICS: &[(&str, &str)] = &[
     ("apply_p99_ms", "push-to-apply p99 ms"),
     ("apply_max_ms", "push-to-apply max ms"),
     ("control_plane_ms", "control plane ms/push"),
+    ("route_scale_ratio", "CPU/req ratio to 1 route"),
     ("errors", "errors"),
 ];
 
@@ -128,6 +129,7 @@ const HEADLINES: &[&str] = &[
     "mib_1k_clusters_10k_endpoints",
     "kib_per_cluster",
     "bytes_per_endpoint",
+    "route_scale_ratio",
 ];
 
 const PROXY_ORDER: &[&str] = &["direct", "tern", "envoy", "nginx", "haproxy"];
