@@ -4,8 +4,8 @@
 //! route-table scale, S9 idle RSS.
 //!
 //! Parse flags -> pin to core 0 -> run the scenarios until done or a signal -> write JSON and
-//! Markdown. On Ctrl-C or SIGTERM the run future is dropped, and with it every running proxy
-//! (each is killed with its process group).
+//! Markdown (with SVG plots beside it). On Ctrl-C or SIGTERM the run future is dropped, and with
+//! it every running proxy (each is killed with its process group).
 
 mod backend;
 mod cli;
@@ -13,6 +13,7 @@ mod config_churn;
 mod grpc;
 mod load;
 mod measure;
+mod plots;
 mod proxies;
 mod report;
 mod scenarios;
@@ -40,7 +41,11 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("[tern-bench] wrote {}", path.display());
     }
     if let Some(path) = &cli.report {
-        std::fs::write(path, format!("# tern-bench report\n\n{markdown}"))?;
+        let plots = plots::write_beside(&results, path)?;
+        std::fs::write(
+            path,
+            format!("# tern-bench report\n\n{markdown}\n## Plots\n\n{plots}"),
+        )?;
         eprintln!("[tern-bench] wrote {}", path.display());
     }
     Ok(())

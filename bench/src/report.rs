@@ -177,7 +177,7 @@ impl Results {
             .collect();
     }
 
-    fn median(&self, case: &str, proxy: &str, metric: &str) -> Option<f64> {
+    pub fn median(&self, case: &str, proxy: &str, metric: &str) -> Option<f64> {
         self.summary
             .iter()
             .find(|r| r.case == case && r.proxy == proxy)
@@ -185,7 +185,7 @@ impl Results {
             .map(|s| s.median)
     }
 
-    fn cases(&self) -> Vec<(String, String)> {
+    pub fn cases(&self) -> Vec<(String, String)> {
         let mut cases: Vec<(String, String)> = Vec::new();
         for r in &self.summary {
             let key = (r.scenario.clone(), r.case.clone());
