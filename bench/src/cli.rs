@@ -29,6 +29,11 @@ pub enum Scenario {
     /// Route-table scale: 1, 16, 256, 4096 prefix routes, first vs last match, at saturation.
     #[value(name = "S8")]
     S8,
+    /// Instructions per request under `valgrind --tool=callgrind` (Tern, and Envoy if asked),
+    /// a fixed script run at least twice to show the figure is reproducible. Not in the default
+    /// list: it is slow.
+    #[value(name = "callgrind")]
+    Callgrind,
     /// Idle RSS after start: one-route config, and Istio's rendered bootstrap.
     #[value(name = "S9")]
     S9,

@@ -132,7 +132,7 @@ fn exists(path: PathBuf) -> Result<PathBuf, String> {
     }
 }
 
-fn on_path(name: &str) -> Result<PathBuf, String> {
+pub fn on_path(name: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
@@ -229,6 +229,19 @@ pub async fn start(
     mode: Mode,
     upstream: SocketAddr,
 ) -> anyhow::Result<Running> {
+    start_under(proxy, binaries, mode, upstream, &[], START_DEADLINE).await
+}
+
+/// [`start`], with the proxy run under `wrapper` (e.g. `valgrind --tool=callgrind`; the proxy's
+/// pid is the wrapper's when it execs, as valgrind does) and `deadline` for its first answer.
+pub async fn start_under(
+    proxy: Proxy,
+    binaries: &Binaries,
+    mode: Mode,
+    upstream: SocketAddr,
+    wrapper: &[String],
+    deadline: Duration,
+) -> anyhow::Result<Running> {
     let Some(binary) = binaries.get(proxy).map_err(anyhow::Error::msg)? else {
         return Ok(Running {
             listen: upstream,
@@ -246,9 +259,10 @@ pub async fn start(
     };
     let config = scratch.join(file);
     std::fs::write(&config, text)?;
-    let mut running = spawn(proxy, binary, &config, scratch)?;
+    let mut running = spawn(proxy, binary, &config, scratch, wrapper)?;
     running.listen = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + START_DEADLINE;
+    let limit = deadline;
+    let deadline = Instant::now() + limit;
     loop {
         let probe = match mode {
             Mode::Http1 => load::h1_probe(running.listen, "/64").await,
@@ -272,7 +286,7 @@ pub async fn start(
                 }
                 if Instant::now() > deadline {
                     bail!(
-                        "{} did not answer within {START_DEADLINE:?} ({e}); log:\n{}",
+                        "{} did not answer within {limit:?} ({e}); log:\n{}",
                         proxy.name(),
                         running.log()
                     );
@@ -311,7 +325,7 @@ pub async fn start_istio(
     );
     let config = scratch.join("bootstrap.json");
     std::fs::write(&config, text)?;
-    let mut running = spawn(proxy, binary, &config, scratch)?;
+    let mut running = spawn(proxy, binary, &config, scratch, &[])?;
     tokio::time::sleep(settle).await;
     if let Some(why) = running.exited() {
         bail!("{} {why}", proxy.name());
@@ -333,7 +347,7 @@ pub fn start_with_bootstrap(
     let scratch = scratch_dir(proxy)?;
     let config = scratch.join("bootstrap.yaml");
     std::fs::write(&config, bootstrap)?;
-    spawn(proxy, binary, &config, scratch)
+    spawn(proxy, binary, &config, scratch, &[])
 }
 
 fn scratch_dir(proxy: Proxy) -> anyhow::Result<PathBuf> {
@@ -348,11 +362,18 @@ fn scratch_dir(proxy: Proxy) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Runs `taskset -c 1 <binary> <args>` in its own process group, logging to scratch/proxy.log.
-fn spawn(proxy: Proxy, binary: &Path, config: &Path, scratch: PathBuf) -> anyhow::Result<Running> {
+/// Runs `taskset -c 1 [wrapper...] <binary> <args>` in its own process group, logging to
+/// scratch/proxy.log.
+fn spawn(
+    proxy: Proxy,
+    binary: &Path,
+    config: &Path,
+    scratch: PathBuf,
+    wrapper: &[String],
+) -> anyhow::Result<Running> {
     let log = std::fs::File::create(scratch.join("proxy.log"))?;
     let mut command = Command::new("taskset");
-    command.args(["-c", "1"]).arg(binary);
+    command.args(["-c", "1"]).args(wrapper).arg(binary);
     match proxy {
         Proxy::Tern | Proxy::Envoy => {
             command.arg("-c").arg(config).args([

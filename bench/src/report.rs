@@ -112,6 +112,11 @@ const METRICS: &[(&str, &str)] = &[
     ("apply_max_ms", "push-to-apply max ms"),
     ("control_plane_ms", "control plane ms/push"),
     ("route_scale_ratio", "CPU/req ratio to 1 route"),
+    ("ir_per_req", "instructions/req"),
+    ("ir_requests_total", "Ir, request dump"),
+    ("ir_idle_total", "Ir, idle dump"),
+    ("requests", "requests"),
+    ("script_s", "script s"),
     ("errors", "errors"),
 ];
 
@@ -130,6 +135,7 @@ const HEADLINES: &[&str] = &[
     "kib_per_cluster",
     "bytes_per_endpoint",
     "route_scale_ratio",
+    "ir_per_req",
 ];
 
 const PROXY_ORDER: &[&str] = &["direct", "tern", "envoy", "nginx", "haproxy"];

@@ -6,6 +6,7 @@
 //! becomes a [`Skip`] with the reason; the run goes on.
 
 use crate::backend::{self, Sink};
+use crate::callgrind;
 use crate::cli::{Cli, Proxy, Scenario, Settings};
 use crate::config_churn;
 use crate::grpc;
@@ -105,7 +106,7 @@ impl Bench {
             })
             .collect();
         let has = |s| self.settings.scenarios.contains(&s);
-        let (s1, s2, s3, s4, s6, s7, s8, s9) = (
+        let (s1, s2, s3, s4, s6, s7, s8, s9, cg) = (
             has(Scenario::S1),
             has(Scenario::S2),
             has(Scenario::S3),
@@ -114,6 +115,7 @@ impl Bench {
             has(Scenario::S7),
             has(Scenario::S8),
             has(Scenario::S9),
+            has(Scenario::Callgrind),
         );
         for repetition in 0..self.settings.repeat {
             for &proxy in &runnable {
@@ -150,6 +152,13 @@ impl Bench {
             for proxy in [Proxy::Tern, Proxy::Envoy] {
                 if runnable.contains(&proxy) {
                     self.s9_istio(proxy).await;
+                }
+            }
+        }
+        if cg {
+            for proxy in [Proxy::Tern, Proxy::Envoy] {
+                if runnable.contains(&proxy) {
+                    self.callgrind(proxy).await;
                 }
             }
         }
@@ -193,6 +202,7 @@ impl Bench {
                     "kib_per_cluster",
                     "bytes_per_endpoint",
                     "route_scale_ratio",
+                    "ir_per_req",
                     "errors"
                 ]
                 .contains(&k.as_str()))
@@ -325,6 +335,25 @@ impl Bench {
                 self.record("S7", &case, proxy, repetition, outcome.apply);
             }
             Err(e) => self.skip("S7", proxy, format!("{e:#}")),
+        }
+    }
+
+    /// Instructions per request under callgrind (see [`callgrind`]): the script runs at least
+    /// twice, so the report shows whether the figure reproduces.
+    async fn callgrind(&mut self, proxy: Proxy) {
+        let case = format!(
+            "callgrind, {} sequential HTTP/1.1 keep-alive requests, 64 B, after warm-up",
+            callgrind::REQUESTS
+        );
+        for run in 0..self.settings.repeat.max(2) {
+            eprintln!("[tern-bench] callgrind run {}: {}", run + 1, proxy.name());
+            match callgrind::run(proxy, &self.binaries, self.http).await {
+                Ok(metrics) => self.record("callgrind", &case, proxy, run, metrics),
+                Err(e) => {
+                    self.skip("callgrind", proxy, format!("{e:#}"));
+                    return;
+                }
+            }
         }
     }
 
