@@ -289,4 +289,55 @@ mod tests {
         // The largest value spans the plot width up to the round maximum (20 of 20).
         assert!(svg.contains("<title>envoy: 20</title>"));
     }
+
+    #[test]
+    fn a_run_gives_a_cpu_chart_a_latency_chart_per_fixed_rate_case_and_an_rss_chart() {
+        use crate::report::Measurement;
+        let point =
+            |scenario: &str, case: &str, proxy: &str, metrics: &[(&str, f64)]| Measurement {
+                scenario: scenario.into(),
+                case: case.into(),
+                proxy: proxy.into(),
+                repetition: 0,
+                metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            };
+        let mut results = Results {
+            measurements: vec![
+                point("S1", "sat", "tern", &[("cpu_us_per_req", 25.0)]),
+                point("S1", "sat", "nginx", &[("cpu_us_per_req", 14.0)]),
+                point(
+                    "S3",
+                    "rate",
+                    "direct",
+                    &[("p50_us", 40.0), ("p99_us", 90.0)],
+                ),
+                point(
+                    "S3",
+                    "rate",
+                    "tern",
+                    &[
+                        ("cpu_us_per_req", 150.0),
+                        ("p50_us", 200.0),
+                        ("p99_us", 900.0),
+                    ],
+                ),
+                point("S9", "idle", "tern", &[("idle_rss_mib", 28.0)]),
+                point("S1", "saturation, wrk", "tern", &[("cpu_us_per_req", 30.0)]),
+            ],
+            ..Results::default()
+        };
+        results.finish();
+        let charts = charts(&results);
+        let names: Vec<&str> = charts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cpu", "latency-s3-0", "rss"]);
+        let cpu = &charts[0].1;
+        // The wrk cross-check is not a case of its own in the plots.
+        assert_eq!(cpu.groups, ["S1: sat", "S3: rate"]);
+        assert_eq!(cpu.values[0], [None, Some(25.0), None, Some(14.0), None]);
+        let latency = &charts[1].1;
+        assert_eq!(latency.groups, ["p50", "p90", "p99", "p99.9"]);
+        assert_eq!(latency.values[2][..2], [Some(90.0), Some(900.0)]);
+        assert_eq!(latency.values[1], [None; 5]);
+        assert_eq!(charts[2].1.values, [[None, Some(28.0), None, None, None]]);
+    }
 }
