@@ -117,8 +117,10 @@ impl Bench {
             has(Scenario::S9),
             has(Scenario::Callgrind),
         );
+        // The scenarios run per repetition and path (callgrind and S9's Istio bootstrap run after).
+        let repeated = s1 || s2 || s3 || s4 || s6 || s7 || s8 || s9;
         for repetition in 0..self.settings.repeat {
-            for &proxy in &runnable {
+            for &proxy in runnable.iter().filter(|_| repeated) {
                 eprintln!(
                     "[tern-bench] repetition {}/{}: {}",
                     repetition + 1,
