@@ -33,10 +33,12 @@ const START_DEADLINE: Duration = Duration::from_secs(180);
 const CONTROL_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs the script once against `proxy` (Tern or Envoy: a single process) and returns its metrics.
+/// With `keep`, the request dump is copied there as `callgrind.<proxy>.<run>.out`.
 pub async fn run(
     proxy: Proxy,
     binaries: &Binaries,
     backend: SocketAddr,
+    keep: Option<(&Path, u32)>,
 ) -> anyhow::Result<BTreeMap<String, f64>> {
     if !matches!(proxy, Proxy::Tern | Proxy::Envoy) {
         bail!("callgrind runs single-process proxies only (tern, envoy)");
@@ -44,7 +46,8 @@ pub async fn run(
     proxies::on_path("valgrind").map_err(anyhow::Error::msg)?;
     proxies::on_path("callgrind_control").map_err(anyhow::Error::msg)?;
     let dir = out_dir(proxy)?;
-    let result = script(proxy, binaries, backend, &dir).await;
+    let keep = keep.map(|(d, run)| d.join(format!("callgrind.{}.{run}.out", proxy.name())));
+    let result = script(proxy, binaries, backend, &dir, keep.as_deref()).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -54,11 +57,15 @@ async fn script(
     binaries: &Binaries,
     backend: SocketAddr,
     dir: &Path,
+    keep: Option<&Path>,
 ) -> anyhow::Result<BTreeMap<String, f64>> {
     let wrapper = vec![
         "valgrind".to_string(),
         "--tool=callgrind".into(),
         "-q".into(),
+        // Self-contained dumps (no names shared with earlier dumps): callgrind_annotate reads
+        // a kept dump on its own.
+        "--compress-strings=no".into(),
         format!(
             "--callgrind-out-file={}",
             dir.join("callgrind.out").display()
@@ -85,10 +92,10 @@ async fn script(
     }
     let took = start.elapsed();
     control(pid, "--dump=requests").await?;
-    let requests = newest_dump_ir(dir)?;
+    let requests = newest_dump_ir(dir, keep)?;
     tokio::time::sleep(took).await;
     control(pid, "--dump=idle").await?;
-    let idle = newest_dump_ir(dir)?;
+    let idle = newest_dump_ir(dir, None)?;
     drop(connection);
     drop(running);
     let per_request = (requests as f64 - idle as f64) / f64::from(REQUESTS);
@@ -123,8 +130,8 @@ async fn control(pid: u32, action: &str) -> anyhow::Result<()> {
 }
 
 /// The total instruction count (`summary:` line) of the most recent dump in `dir`; each dump is
-/// read once, then removed, so the next call finds the next one.
-fn newest_dump_ir(dir: &Path) -> anyhow::Result<u64> {
+/// read once (and copied to `keep`), then removed, so the next call finds the next one.
+fn newest_dump_ir(dir: &Path, keep: Option<&Path>) -> anyhow::Result<u64> {
     let dump = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -135,6 +142,9 @@ fn newest_dump_ir(dir: &Path) -> anyhow::Result<u64> {
         .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .context("callgrind wrote no dump")?;
     let text = std::fs::read_to_string(&dump)?;
+    if let Some(keep) = keep {
+        std::fs::copy(&dump, keep).with_context(|| format!("keeping {}", keep.display()))?;
+    }
     let _ = std::fs::remove_file(&dump);
     summary_ir(&text).with_context(|| format!("no summary line in {}", dump.display()))
 }

@@ -109,6 +109,9 @@ pub struct Cli {
     /// Skip the wrk cross-check of the in-tree generator.
     #[arg(long)]
     pub no_wrk: bool,
+    /// callgrind: copy each run's request dump here (for `callgrind_annotate`).
+    #[arg(long, value_name = "DIR")]
+    pub callgrind_keep: Option<PathBuf>,
     /// S7: EDS clusters pushed besides the benchmark's own (default 1000; 100 with --quick).
     #[arg(long)]
     pub clusters: Option<usize>,
@@ -129,6 +132,8 @@ pub struct Settings {
     pub churn: crate::config_churn::Size,
     /// S8's route-table sizes (1, 16, 256, 4096; 1 and 4096 with --quick).
     pub route_sizes: Vec<usize>,
+    /// Where callgrind's request dumps are kept, if anywhere.
+    pub callgrind_keep: Option<PathBuf>,
 }
 
 impl Cli {
@@ -167,6 +172,7 @@ impl Cli {
             } else {
                 vec![1, 16, 256, 4096]
             },
+            callgrind_keep: self.callgrind_keep.clone(),
         }
     }
 }

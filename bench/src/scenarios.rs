@@ -349,7 +349,12 @@ impl Bench {
         );
         for run in 0..self.settings.repeat.max(2) {
             eprintln!("[tern-bench] callgrind run {}: {}", run + 1, proxy.name());
-            match callgrind::run(proxy, &self.binaries, self.http).await {
+            let keep = self.settings.callgrind_keep.clone();
+            if let Some(dir) = &keep {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let keep = keep.as_deref().map(|d| (d, run));
+            match callgrind::run(proxy, &self.binaries, self.http, keep).await {
                 Ok(metrics) => self.record("callgrind", &case, proxy, run, metrics),
                 Err(e) => {
                     self.skip("callgrind", proxy, format!("{e:#}"));
