@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark smoke: builds tern and tern-bench (profile bench-fast), runs `tern-bench --quick`
 # (about two minutes) and checks that it wrote valid JSON with measurements for tern, envoy,
-# nginx, haproxy and direct, and S7 (config churn) rows for tern and envoy. Not part of
+# nginx, haproxy and direct, S3 (gRPC) and S6 (churn) rows for every path, S7 (config churn) rows
+# and the S8 route-scale ratio for tern and envoy. Not part of
 # scripts/test.sh: it is slow and needs the comparators (bash scripts/install-test-deps.sh
 # installs them). Under CI=true a missing comparator fails this check, since every path must
 # have rows.
@@ -24,6 +25,13 @@ if missing:
 churn = {m["proxy"] for m in data["measurements"] if m["scenario"] == "S7"}
 if "S7" in data["settings"]["scenarios"] and not {"tern", "envoy"} <= churn:
     sys.exit(f"bench-smoke: S7 rows only for {sorted(churn)}")
+for scenario in ("S3", "S6"):
+    rows = {m["proxy"] for m in data["measurements"] if m["scenario"] == scenario}
+    if scenario in data["settings"]["scenarios"] and rows != paths:
+        sys.exit(f"bench-smoke: {scenario} rows only for {sorted(rows)}")
+scale = {m["proxy"] for m in data["measurements"] if "route_scale_ratio" in m["metrics"]}
+if "S8" in data["settings"]["scenarios"] and not {"tern", "envoy"} <= scale:
+    sys.exit(f"bench-smoke: S8 route-scale ratio only for {sorted(scale)}")
 bad = [m for m in data["measurements"] if m["metrics"].get("errors", 0) > 0]
 if bad:
     sys.exit(f"bench-smoke: errors in {[(m['proxy'], m['case']) for m in bad]}")

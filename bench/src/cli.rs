@@ -13,13 +13,27 @@ pub enum Scenario {
     /// h2c, one connection, many streams: saturation and 1000 rps (1 KB).
     #[value(name = "S2")]
     S2,
+    /// gRPC unary to a tonic echo backend, h2c both sides: saturation and 1000 calls/s.
+    #[value(name = "S3")]
+    S3,
     /// TCP bulk, one stream: CPU-seconds per GB.
     #[value(name = "S4")]
     S4,
+    /// Connection churn (plaintext, `Connection: close`): 1000 connections/s and saturation.
+    #[value(name = "S6")]
+    S6,
     /// Config churn over ADS (Tern and Envoy): route push-to-apply latency under load, and RSS
     /// per cluster and per endpoint.
     #[value(name = "S7")]
     S7,
+    /// Route-table scale: 1, 16, 256, 4096 prefix routes, first vs last match, at saturation.
+    #[value(name = "S8")]
+    S8,
+    /// Instructions per request under `valgrind --tool=callgrind` (Tern, and Envoy if asked),
+    /// a fixed script run at least twice to show the figure is reproducible. Not in the default
+    /// list: it is slow.
+    #[value(name = "callgrind")]
+    Callgrind,
     /// Idle RSS after start: one-route config, and Istio's rendered bootstrap.
     #[value(name = "S9")]
     S9,
@@ -58,7 +72,7 @@ pub struct Cli {
     #[arg(long)]
     pub quick: bool,
     /// Scenarios to run.
-    #[arg(long, value_delimiter = ',', default_value = "S1,S2,S4,S7,S9")]
+    #[arg(long, value_delimiter = ',', default_value = "S1,S2,S3,S4,S6,S7,S8,S9")]
     pub scenario: Vec<Scenario>,
     /// Paths to measure.
     #[arg(
@@ -95,6 +109,9 @@ pub struct Cli {
     /// Skip the wrk cross-check of the in-tree generator.
     #[arg(long)]
     pub no_wrk: bool,
+    /// callgrind: copy each run's request dump here (for `callgrind_annotate`).
+    #[arg(long, value_name = "DIR")]
+    pub callgrind_keep: Option<PathBuf>,
     /// S7: EDS clusters pushed besides the benchmark's own (default 1000; 100 with --quick).
     #[arg(long)]
     pub clusters: Option<usize>,
@@ -113,6 +130,10 @@ pub struct Settings {
     pub warmup: Duration,
     pub wrk: bool,
     pub churn: crate::config_churn::Size,
+    /// S8's route-table sizes (1, 16, 256, 4096; 1 and 4096 with --quick).
+    pub route_sizes: Vec<usize>,
+    /// Where callgrind's request dumps are kept, if anywhere.
+    pub callgrind_keep: Option<PathBuf>,
 }
 
 impl Cli {
@@ -146,6 +167,12 @@ impl Cli {
                     .unwrap_or(if self.quick { 10 } else { 100 })
                     .max(1),
             },
+            route_sizes: if self.quick {
+                vec![1, 4096]
+            } else {
+                vec![1, 16, 256, 4096]
+            },
+            callgrind_keep: self.callgrind_keep.clone(),
         }
     }
 }

@@ -245,7 +245,7 @@ async fn acked(server: &XdsServer, version: &str, types: &[&str]) -> anyhow::Res
 async fn wait_serving(running: &mut Running, listen: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + CONFIG_DEADLINE;
     loop {
-        if load::h1_probe(listen).await.is_ok() {
+        if load::h1_probe(listen, "/64").await.is_ok() {
             return Ok(());
         }
         if let Some(why) = running.exited() {

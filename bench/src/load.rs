@@ -1,6 +1,6 @@
-//! The in-tree load generator: HTTP/1.1 keep-alive over N connections and h2c over one
-//! connection, closed loop (saturation) or open loop (constant arrival rate), plus a TCP bulk
-//! writer.
+//! The in-tree load generator: HTTP/1.1 keep-alive over N connections, h2c GETs or gRPC unary
+//! calls over one connection, closed loop (saturation) or open loop (constant arrival rate),
+//! HTTP/1.1 connection churn (one request per connection), plus a TCP bulk writer.
 //!
 //! Every load runs on the harness runtime (core 0) and measures only inside a [`Window`]: the
 //! load starts at once, the first `warmup` is not counted, and it stops at the window's end.
@@ -13,10 +13,10 @@
 //! charged to the proxy. h2c streams never wait for each other, so each counts from its send.
 //! Percentiles come from the `hdrhistogram` crate (microseconds, 3 significant digits).
 
-use crate::backend;
+use crate::{backend, grpc};
 use bytes::{Buf, Bytes, BytesMut};
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -146,32 +146,32 @@ fn complete_response(buf: &[u8], wanted: &str) -> std::io::Result<Option<(usize,
     Ok(Some((head + length, value)))
 }
 
-/// Closed loop: `connections` HTTP/1.1 connections, each sending its next request as soon as
-/// the previous response is in. Counts responses completed inside the window.
+/// Closed loop: `connections` HTTP/1.1 connections, each sending its next GET of `path` as soon
+/// as the previous response is in. Counts responses completed inside the window.
 pub async fn h1_closed(
     target: SocketAddr,
     connections: usize,
-    body: usize,
+    path: String,
     window: Window,
 ) -> Outcome {
+    let path: Arc<str> = Arc::from(path);
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
+            let path = path.clone();
             tokio::spawn(async move {
                 let (mut completed, mut errors) = (0u64, 0u64);
                 let mut connection = None;
                 while Instant::now() < window.end {
                     let conn = match connection.as_mut() {
                         Some(conn) => conn,
-                        None => {
-                            match H1Connection::connect(target, backend::path_for(body)).await {
-                                Ok(conn) => connection.insert(conn),
-                                Err(_) => {
-                                    errors += 1;
-                                    tokio::time::sleep(Duration::from_millis(10)).await;
-                                    continue;
-                                }
+                        None => match H1Connection::connect(target, &path).await {
+                            Ok(conn) => connection.insert(conn),
+                            Err(_) => {
+                                errors += 1;
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
                             }
-                        }
+                        },
                     };
                     match conn.round_trip().await {
                         Ok(()) if window.contains(Instant::now()) => completed += 1,
@@ -280,7 +280,29 @@ pub async fn h1_open(
     outcome
 }
 
-type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// What every stream of an h2c load asks: a GET for a body size, or a gRPC unary call.
+#[derive(Debug, Clone)]
+pub enum H2Call {
+    Get(http::Uri),
+    Grpc { uri: http::Uri, body: Bytes },
+}
+
+impl H2Call {
+    /// A GET answered with a `body`-byte body.
+    pub fn get(target: SocketAddr, body: usize) -> H2Call {
+        H2Call::Get(uri(target, backend::path_for(body)))
+    }
+
+    /// A unary call to the gRPC echo backend with a `payload`-byte message each way.
+    pub fn grpc(target: SocketAddr, payload: usize) -> H2Call {
+        H2Call::Grpc {
+            uri: uri(target, grpc::UNARY_PATH),
+            body: grpc::request_body(payload),
+        }
+    }
+}
 
 async fn h2_connect(target: SocketAddr) -> anyhow::Result<H2Sender> {
     let stream = TcpStream::connect(target).await?;
@@ -291,35 +313,52 @@ async fn h2_connect(target: SocketAddr) -> anyhow::Result<H2Sender> {
     Ok(sender)
 }
 
-async fn h2_get(sender: &mut H2Sender, uri: &http::Uri) -> anyhow::Result<()> {
-    let request = http::Request::get(uri.clone()).body(Empty::new())?;
+/// One stream: the call, its whole response, and (gRPC) its `grpc-status` checked to be 0.
+async fn h2_call(sender: &mut H2Sender, call: &H2Call) -> anyhow::Result<()> {
+    let request = match call {
+        H2Call::Get(uri) => http::Request::get(uri.clone()).body(Full::new(Bytes::new()))?,
+        H2Call::Grpc { uri, body } => http::Request::post(uri.clone())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(body.clone()))?,
+    };
     let response = sender.send_request(request).await?;
     anyhow::ensure!(response.status() == 200, "status {}", response.status());
-    response.into_body().collect().await?;
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await?;
+    if matches!(call, H2Call::Grpc { .. }) {
+        let status = grpc::status_of(&parts.headers, collected.trailers());
+        anyhow::ensure!(status.as_deref() == Some("0"), "grpc-status {status:?}");
+    }
     Ok(())
 }
 
-fn h2_uri(target: SocketAddr, body: usize) -> http::Uri {
-    format!("http://{target}{}", backend::path_for(body))
+fn uri(target: SocketAddr, path: &str) -> http::Uri {
+    format!("http://{target}{path}")
         .parse()
         .expect("a valid URI")
 }
 
-/// One h2c GET on a fresh connection: the readiness probe for h2-only listeners.
-pub async fn h2_probe(target: SocketAddr) -> anyhow::Result<()> {
+/// One h2c call on a fresh connection: the readiness probe for h2-only listeners.
+pub async fn h2_probe(target: SocketAddr, call: H2Call) -> anyhow::Result<()> {
     let mut sender = h2_connect(target).await?;
-    h2_get(&mut sender, &h2_uri(target, 64)).await
+    tokio::time::timeout(Duration::from_secs(2), h2_call(&mut sender, &call)).await?
 }
 
-/// One HTTP/1.1 GET on a fresh connection: the readiness probe for HTTP/1.1 listeners.
-pub async fn h1_probe(target: SocketAddr) -> anyhow::Result<()> {
-    let mut conn = H1Connection::connect(target, "/64").await?;
+/// One HTTP/1.1 GET of `path` on a fresh connection: the readiness probe for HTTP/1.1 listeners.
+pub async fn h1_probe(target: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let mut conn = H1Connection::connect(target, path).await?;
     tokio::time::timeout(Duration::from_secs(2), conn.round_trip()).await??;
     Ok(())
 }
 
 /// Closed loop over one h2c connection: `streams` requests always in flight.
-pub async fn h2_closed(target: SocketAddr, streams: usize, body: usize, window: Window) -> Outcome {
+pub async fn h2_closed(
+    target: SocketAddr,
+    streams: usize,
+    call: H2Call,
+    window: Window,
+) -> Outcome {
     let failed = Outcome {
         completed: 0,
         errors: 1,
@@ -328,15 +367,14 @@ pub async fn h2_closed(target: SocketAddr, streams: usize, body: usize, window: 
     let Ok(sender) = h2_connect(target).await else {
         return failed;
     };
-    let uri = h2_uri(target, body);
     let tasks: Vec<_> = (0..streams)
         .map(|_| {
             let mut sender = sender.clone();
-            let uri = uri.clone();
+            let call = call.clone();
             tokio::spawn(async move {
                 let (mut completed, mut errors) = (0u64, 0u64);
                 while Instant::now() < window.end {
-                    match h2_get(&mut sender, &uri).await {
+                    match h2_call(&mut sender, &call).await {
                         Ok(()) if window.contains(Instant::now()) => completed += 1,
                         Ok(()) => {}
                         Err(_) => {
@@ -365,7 +403,7 @@ pub async fn h2_closed(target: SocketAddr, streams: usize, body: usize, window: 
 }
 
 /// Open loop over one h2c connection: a stream started every `1 / rate` seconds.
-pub async fn h2_open(target: SocketAddr, rate: f64, body: usize, window: Window) -> Outcome {
+pub async fn h2_open(target: SocketAddr, rate: f64, call: H2Call, window: Window) -> Outcome {
     let mut outcome = Outcome {
         completed: 0,
         errors: 0,
@@ -375,7 +413,7 @@ pub async fn h2_open(target: SocketAddr, rate: f64, body: usize, window: Window)
         outcome.errors = 1;
         return outcome;
     };
-    let uri = h2_uri(target, body);
+    let call = std::sync::Arc::new(call);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
     let t0 = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -386,10 +424,10 @@ pub async fn h2_open(target: SocketAddr, rate: f64, body: usize, window: Window)
                 break;
             }
             tokio::time::sleep_until(intended).await;
-            let (mut sender, uri, tx) = (sender.clone(), uri.clone(), tx.clone());
+            let (mut sender, call, tx) = (sender.clone(), call.clone(), tx.clone());
             tokio::spawn(async move {
                 let sent = Instant::now();
-                let result = h2_get(&mut sender, &uri).await;
+                let result = h2_call(&mut sender, &call).await;
                 let latency = micros(Instant::now() - sent);
                 if window.contains(intended) {
                     let _ = tx.send(result.ok().map(|()| latency));
@@ -431,6 +469,101 @@ pub async fn tcp_bulk(target: SocketAddr, window: Window) -> Outcome {
         }
     }
     let _ = stream.shutdown().await;
+    outcome
+}
+
+/// One request on its own connection (`Connection: close`): connect, send, read the response
+/// until the server closes. The server closing first keeps TIME_WAIT off the client's ports.
+async fn churn_once(target: SocketAddr, buf: &mut BytesMut) -> std::io::Result<()> {
+    const REQUEST: &[u8] = b"GET /64 HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+    let exchange = async {
+        let mut stream = TcpStream::connect(target).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(REQUEST).await?;
+        buf.clear();
+        while stream.read_buf(buf).await? > 0 {}
+        match complete_response(buf, "")? {
+            Some(_) => Ok(()),
+            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Connection churn, closed loop: `concurrency` clients, each opening a connection per request
+/// (`Connection: close`, 64 B) as soon as the previous one is done.
+pub async fn h1_churn_closed(target: SocketAddr, concurrency: usize, window: Window) -> Outcome {
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (mut completed, mut errors) = (0u64, 0u64);
+                let mut buf = BytesMut::with_capacity(4096);
+                while Instant::now() < window.end {
+                    match churn_once(target, &mut buf).await {
+                        Ok(()) if window.contains(Instant::now()) => completed += 1,
+                        Ok(()) => {}
+                        Err(_) => errors += 1,
+                    }
+                }
+                (completed, errors)
+            })
+        })
+        .collect();
+    let mut outcome = Outcome {
+        completed: 0,
+        errors: 0,
+        latency: None,
+    };
+    for task in tasks {
+        let (completed, errors) = task.await.unwrap_or((0, 1));
+        outcome.completed += completed;
+        outcome.errors += errors;
+    }
+    outcome
+}
+
+/// Connection churn, open loop: a new connection carrying one request (`Connection: close`,
+/// 64 B) every `1 / rate` seconds; latency (connect included) from each one's start.
+pub async fn h1_churn_open(target: SocketAddr, rate: f64, window: Window) -> Outcome {
+    let mut outcome = Outcome {
+        completed: 0,
+        errors: 0,
+        latency: Some(histogram()),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+    let t0 = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    tokio::spawn(async move {
+        for i in 0u32.. {
+            let intended = t0 + interval * i;
+            if intended >= window.end {
+                break;
+            }
+            tokio::time::sleep_until(intended).await;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let result = churn_once(target, &mut BytesMut::with_capacity(1024)).await;
+                let latency = micros(Instant::now() - sent);
+                if window.contains(intended) {
+                    let _ = tx.send(result.ok().map(|()| latency));
+                }
+            });
+        }
+    });
+    while let Some(sample) = rx.recv().await {
+        match sample {
+            Some(us) => {
+                outcome.completed += 1;
+                if let Some(h) = outcome.latency.as_mut() {
+                    let _ = h.record(us);
+                }
+            }
+            None => outcome.errors += 1,
+        }
+    }
     outcome
 }
 

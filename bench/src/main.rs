@@ -1,16 +1,20 @@
 //! `tern-bench`: Tern against Envoy, nginx, haproxy and the direct path, side by side in one run
-//! on one machine (BENCHMARKS.md): S1 HTTP/1.1, S2 h2c, S4 TCP bulk, S7 config churn
-//! (push-to-apply, memory per cluster and endpoint), S9 idle RSS.
+//! on one machine (BENCHMARKS.md): S1 HTTP/1.1, S2 h2c, S3 gRPC unary, S4 TCP bulk, S6
+//! connection churn, S7 config churn (push-to-apply, memory per cluster and endpoint), S8
+//! route-table scale, S9 idle RSS; and instructions per request under callgrind.
 //!
 //! Parse flags -> pin to core 0 -> run the scenarios until done or a signal -> write JSON and
-//! Markdown. On Ctrl-C or SIGTERM the run future is dropped, and with it every running proxy
-//! (each is killed with its process group).
+//! Markdown (with SVG plots beside it). On Ctrl-C or SIGTERM the run future is dropped, and with
+//! it every running proxy (each is killed with its process group).
 
 mod backend;
+mod callgrind;
 mod cli;
 mod config_churn;
+mod grpc;
 mod load;
 mod measure;
+mod plots;
 mod proxies;
 mod report;
 mod scenarios;
@@ -38,7 +42,11 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("[tern-bench] wrote {}", path.display());
     }
     if let Some(path) = &cli.report {
-        std::fs::write(path, format!("# tern-bench report\n\n{markdown}"))?;
+        let plots = plots::write_beside(&results, path)?;
+        std::fs::write(
+            path,
+            format!("# tern-bench report\n\n{markdown}\n## Plots\n\n{plots}"),
+        )?;
         eprintln!("[tern-bench] wrote {}", path.display());
     }
     Ok(())

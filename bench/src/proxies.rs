@@ -4,7 +4,10 @@
 //! listener on 127.0.0.1, one route or one TCP forward to the in-process backend, one worker,
 //! keep-alive to the upstream, no access log. Envoy additionally gets `generate_request_id:
 //! false` and `dynamic_stats: false` (its own benchmarking advice); Tern gets the same YAML.
-//! h2c listeners forward over HTTP/1.1 keep-alive, since nginx cannot proxy h2 to an upstream.
+//! h2c listeners forward over HTTP/1.1 keep-alive, since nginx cannot proxy h2 to an upstream,
+//! except gRPC (S3), which goes h2c on both sides: Envoy/Tern `explicit_http_config`
+//! `http2_protocol_options`, nginx `grpc_pass`, haproxy `proto h2`. S8's route tables are
+//! prefix routes for Envoy/Tern, `location` blocks for nginx and `use_backend` rules for haproxy.
 //!
 //! Invariants:
 //! - A proxy runs under `taskset -c 1` as the leader of its own process group; [`Running`] kills
@@ -34,6 +37,19 @@ pub enum Mode {
     H2c,
     /// Plain TCP forwarding (S4).
     Tcp,
+    /// gRPC: h2c downstream and h2c upstream (S3).
+    Grpc,
+    /// HTTP/1.1 with this many prefix routes `/svc-NNNN/` (S8), all to the backend.
+    Routes(usize),
+}
+
+/// The path of a request matching route `index` of [`Mode::Routes`] (a 64 B body).
+pub fn route_path(index: usize) -> String {
+    format!("/svc-{index:04}/64")
+}
+
+fn route_prefix(index: usize) -> String {
+    format!("/svc-{index:04}/")
 }
 
 /// The proxies' binaries, or why one cannot run.
@@ -116,7 +132,7 @@ fn exists(path: PathBuf) -> Result<PathBuf, String> {
     }
 }
 
-fn on_path(name: &str) -> Result<PathBuf, String> {
+pub fn on_path(name: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
@@ -213,6 +229,19 @@ pub async fn start(
     mode: Mode,
     upstream: SocketAddr,
 ) -> anyhow::Result<Running> {
+    start_under(proxy, binaries, mode, upstream, &[], START_DEADLINE).await
+}
+
+/// [`start`], with the proxy run under `wrapper` (e.g. `valgrind --tool=callgrind`; the proxy's
+/// pid is the wrapper's when it execs, as valgrind does) and `deadline` for its first answer.
+pub async fn start_under(
+    proxy: Proxy,
+    binaries: &Binaries,
+    mode: Mode,
+    upstream: SocketAddr,
+    wrapper: &[String],
+    deadline: Duration,
+) -> anyhow::Result<Running> {
     let Some(binary) = binaries.get(proxy).map_err(anyhow::Error::msg)? else {
         return Ok(Running {
             listen: upstream,
@@ -230,13 +259,20 @@ pub async fn start(
     };
     let config = scratch.join(file);
     std::fs::write(&config, text)?;
-    let mut running = spawn(proxy, binary, &config, scratch)?;
+    let mut running = spawn(proxy, binary, &config, scratch, wrapper)?;
     running.listen = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + START_DEADLINE;
+    let limit = deadline;
+    let deadline = Instant::now() + limit;
     loop {
         let probe = match mode {
-            Mode::Http1 => load::h1_probe(running.listen).await,
-            Mode::H2c => load::h2_probe(running.listen).await,
+            Mode::Http1 => load::h1_probe(running.listen, "/64").await,
+            Mode::Routes(_) => load::h1_probe(running.listen, &route_path(0)).await,
+            Mode::H2c => {
+                load::h2_probe(running.listen, load::H2Call::get(running.listen, 64)).await
+            }
+            Mode::Grpc => {
+                load::h2_probe(running.listen, load::H2Call::grpc(running.listen, 64)).await
+            }
             Mode::Tcp => tokio::net::TcpStream::connect(running.listen)
                 .await
                 .map(drop)
@@ -250,7 +286,7 @@ pub async fn start(
                 }
                 if Instant::now() > deadline {
                     bail!(
-                        "{} did not answer within {START_DEADLINE:?} ({e}); log:\n{}",
+                        "{} did not answer within {limit:?} ({e}); log:\n{}",
                         proxy.name(),
                         running.log()
                     );
@@ -289,7 +325,7 @@ pub async fn start_istio(
     );
     let config = scratch.join("bootstrap.json");
     std::fs::write(&config, text)?;
-    let mut running = spawn(proxy, binary, &config, scratch)?;
+    let mut running = spawn(proxy, binary, &config, scratch, &[])?;
     tokio::time::sleep(settle).await;
     if let Some(why) = running.exited() {
         bail!("{} {why}", proxy.name());
@@ -311,7 +347,7 @@ pub fn start_with_bootstrap(
     let scratch = scratch_dir(proxy)?;
     let config = scratch.join("bootstrap.yaml");
     std::fs::write(&config, bootstrap)?;
-    spawn(proxy, binary, &config, scratch)
+    spawn(proxy, binary, &config, scratch, &[])
 }
 
 fn scratch_dir(proxy: Proxy) -> anyhow::Result<PathBuf> {
@@ -326,11 +362,18 @@ fn scratch_dir(proxy: Proxy) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Runs `taskset -c 1 <binary> <args>` in its own process group, logging to scratch/proxy.log.
-fn spawn(proxy: Proxy, binary: &Path, config: &Path, scratch: PathBuf) -> anyhow::Result<Running> {
+/// Runs `taskset -c 1 [wrapper...] <binary> <args>` in its own process group, logging to
+/// scratch/proxy.log.
+fn spawn(
+    proxy: Proxy,
+    binary: &Path,
+    config: &Path,
+    scratch: PathBuf,
+    wrapper: &[String],
+) -> anyhow::Result<Running> {
     let log = std::fs::File::create(scratch.join("proxy.log"))?;
     let mut command = Command::new("taskset");
-    command.args(["-c", "1"]).arg(binary);
+    command.args(["-c", "1"]).args(wrapper).arg(binary);
     match proxy {
         Proxy::Tern | Proxy::Envoy => {
             command.arg("-c").arg(config).args([
@@ -377,7 +420,7 @@ fn envoy_yaml(mode: Mode, port: u16, upstream: SocketAddr) -> String {
           stat_prefix: bench
           cluster: backend"#
             .to_string(),
-        Mode::Http1 | Mode::H2c => r#"      - name: envoy.filters.network.http_connection_manager
+        Mode::Http1 | Mode::H2c | Mode::Grpc | Mode::Routes(_) => r#"      - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
@@ -394,9 +437,21 @@ fn envoy_yaml(mode: Mode, port: u16, upstream: SocketAddr) -> String {
             - name: all
               domains: ["*"]
               routes:
-              - match: { prefix: / }
-                route: { cluster: backend, timeout: 0s }"#
-            .to_string(),
+"#
+        .to_string()
+            + &routes_yaml(mode),
+    };
+    // gRPC needs HTTP/2 to the upstream (the non-deprecated form of the cluster's
+    // `http2_protocol_options`).
+    let protocol = if mode == Mode::Grpc {
+        r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}
+"#
+    } else {
+        ""
     };
     format!(
         r#"static_resources:
@@ -410,7 +465,7 @@ fn envoy_yaml(mode: Mode, port: u16, upstream: SocketAddr) -> String {
   - name: backend
     type: STATIC
     connect_timeout: 1s
-    load_assignment:
+{protocol}    load_assignment:
       cluster_name: backend
       endpoints:
       - lb_endpoints:
@@ -419,6 +474,19 @@ fn envoy_yaml(mode: Mode, port: u16, upstream: SocketAddr) -> String {
         ip = upstream.ip(),
         up = upstream.port()
     )
+}
+
+/// The route list of the one virtual host: `/` (one route), or S8's numbered prefixes.
+fn routes_yaml(mode: Mode) -> String {
+    let route = |prefix: &str| {
+        format!(
+            "              - match: {{ prefix: \"{prefix}\" }}\n                route: {{ cluster: backend, timeout: 0s }}\n"
+        )
+    };
+    match mode {
+        Mode::Routes(n) => (0..n).map(|i| route(&route_prefix(i))).collect(),
+        _ => route("/"),
+    }
 }
 
 /// nginx: master plus one worker, no access log, upstream keep-alive (HTTP/1.1 to the backend).
@@ -434,7 +502,23 @@ fn nginx_conf(mode: Mode, port: u16, upstream: SocketAddr, scratch: &Path) -> St
              stream {{\n  server {{\n    listen 127.0.0.1:{port};\n    proxy_pass {upstream};\n  }}\n}}\n"
         );
     }
-    let http2 = if mode == Mode::H2c { " http2" } else { "" };
+    let http2 = if matches!(mode, Mode::H2c | Mode::Grpc) {
+        " http2"
+    } else {
+        ""
+    };
+    let forward = if mode == Mode::Grpc {
+        "      grpc_pass grpc://backend;\n".to_string()
+    } else {
+        "      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n"
+            .to_string()
+    };
+    let locations: String = match mode {
+        Mode::Routes(n) => (0..n)
+            .map(|i| format!("    location {} {{\n{forward}    }}\n", route_prefix(i)))
+            .collect(),
+        _ => format!("    location / {{\n{forward}    }}\n"),
+    };
     format!(
         "{head}{events}http {{
   access_log off;
@@ -453,12 +537,7 @@ fn nginx_conf(mode: Mode, port: u16, upstream: SocketAddr, scratch: &Path) -> St
   }}
   server {{
     listen 127.0.0.1:{port}{http2};
-    location / {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-    }}
-  }}
+{locations}  }}
 }}
 "
     )
@@ -468,17 +547,30 @@ fn nginx_conf(mode: Mode, port: u16, upstream: SocketAddr, scratch: &Path) -> St
 fn haproxy_cfg(mode: Mode, port: u16, upstream: SocketAddr) -> String {
     let (mode_line, bind_extra, http_options) = match mode {
         Mode::Tcp => ("tcp", "", ""),
-        Mode::Http1 => (
+        Mode::Http1 | Mode::Routes(_) => (
             "http",
             "",
             "  option http-keep-alive\n  http-reuse always\n",
         ),
-        Mode::H2c => (
+        Mode::H2c | Mode::Grpc => (
             "http",
             " proto h2",
             "  option http-keep-alive\n  http-reuse always\n",
         ),
     };
+    // S8: one `use_backend` rule per route, evaluated in order as haproxy does; no default.
+    let routing: String = match mode {
+        Mode::Routes(n) => (0..n)
+            .map(|i| {
+                format!(
+                    "  use_backend backend if {{ path_beg {} }}\n",
+                    route_prefix(i)
+                )
+            })
+            .collect(),
+        _ => "  default_backend backend\n".into(),
+    };
+    let server_extra = if mode == Mode::Grpc { " proto h2" } else { "" };
     format!(
         "global
   nbthread 1
@@ -490,9 +582,8 @@ defaults
   timeout server 300s
 {http_options}frontend bench
   bind 127.0.0.1:{port}{bind_extra}
-  default_backend backend
-backend backend
-  server s1 {upstream}
+{routing}backend backend
+  server s1 {upstream}{server_extra}
 "
     )
 }

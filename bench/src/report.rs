@@ -111,6 +111,12 @@ const METRICS: &[(&str, &str)] = &[
     ("apply_p99_ms", "push-to-apply p99 ms"),
     ("apply_max_ms", "push-to-apply max ms"),
     ("control_plane_ms", "control plane ms/push"),
+    ("route_scale_ratio", "CPU/req ratio to 1 route"),
+    ("ir_per_req", "instructions/req"),
+    ("ir_requests_total", "Ir, request dump"),
+    ("ir_idle_total", "Ir, idle dump"),
+    ("requests", "requests"),
+    ("script_s", "script s"),
     ("errors", "errors"),
 ];
 
@@ -128,6 +134,8 @@ const HEADLINES: &[&str] = &[
     "mib_1k_clusters_10k_endpoints",
     "kib_per_cluster",
     "bytes_per_endpoint",
+    "route_scale_ratio",
+    "ir_per_req",
 ];
 
 const PROXY_ORDER: &[&str] = &["direct", "tern", "envoy", "nginx", "haproxy"];
@@ -175,7 +183,7 @@ impl Results {
             .collect();
     }
 
-    fn median(&self, case: &str, proxy: &str, metric: &str) -> Option<f64> {
+    pub fn median(&self, case: &str, proxy: &str, metric: &str) -> Option<f64> {
         self.summary
             .iter()
             .find(|r| r.case == case && r.proxy == proxy)
@@ -183,7 +191,7 @@ impl Results {
             .map(|s| s.median)
     }
 
-    fn cases(&self) -> Vec<(String, String)> {
+    pub fn cases(&self) -> Vec<(String, String)> {
         let mut cases: Vec<(String, String)> = Vec::new();
         for r in &self.summary {
             let key = (r.scenario.clone(), r.case.clone());

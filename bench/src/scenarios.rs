@@ -6,9 +6,11 @@
 //! becomes a [`Skip`] with the reason; the run goes on.
 
 use crate::backend::{self, Sink};
+use crate::callgrind;
 use crate::cli::{Cli, Proxy, Scenario, Settings};
 use crate::config_churn;
-use crate::load::{self, Outcome, Window};
+use crate::grpc;
+use crate::load::{self, H2Call, Outcome, Window};
 use crate::measure;
 use crate::proxies::{self, Binaries, Mode, Running};
 use crate::report::{Measurement, Results, Skip};
@@ -17,6 +19,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod more;
 
 /// S1/S2 saturation: closed-loop connections (HTTP/1.1) or streams (h2c), 64 B bodies.
 const SATURATION_CONNECTIONS: usize = 50;
@@ -32,6 +36,8 @@ struct Bench {
     settings: Settings,
     binaries: Binaries,
     http: SocketAddr,
+    /// The gRPC echo backend (S3).
+    grpc: SocketAddr,
     sink: Sink,
     istio_bootstrap: PathBuf,
     results: Results,
@@ -52,6 +58,7 @@ pub async fn run(cli: &Cli, command: String) -> anyhow::Result<Results> {
             "warmup_s": settings.warmup.as_secs_f64(),
             "s7_clusters": settings.churn.clusters,
             "s7_pushes": settings.churn.pushes,
+            "s8_route_counts": settings.route_sizes,
         }),
         ..Results::default()
     };
@@ -72,6 +79,7 @@ pub async fn run(cli: &Cli, command: String) -> anyhow::Result<Results> {
     }
     let mut bench = Bench {
         http: backend::start_http().await?,
+        grpc: grpc::start_backend().await?,
         sink: backend::start_sink().await?,
         settings,
         binaries,
@@ -98,15 +106,21 @@ impl Bench {
             })
             .collect();
         let has = |s| self.settings.scenarios.contains(&s);
-        let (s1, s2, s4, s7, s9) = (
+        let (s1, s2, s3, s4, s6, s7, s8, s9, cg) = (
             has(Scenario::S1),
             has(Scenario::S2),
+            has(Scenario::S3),
             has(Scenario::S4),
+            has(Scenario::S6),
             has(Scenario::S7),
+            has(Scenario::S8),
             has(Scenario::S9),
+            has(Scenario::Callgrind),
         );
+        // The scenarios run per repetition and path (callgrind and S9's Istio bootstrap run after).
+        let repeated = s1 || s2 || s3 || s4 || s6 || s7 || s8 || s9;
         for repetition in 0..self.settings.repeat {
-            for &proxy in &runnable {
+            for &proxy in runnable.iter().filter(|_| repeated) {
                 eprintln!(
                     "[tern-bench] repetition {}/{}: {}",
                     repetition + 1,
@@ -119,11 +133,20 @@ impl Bench {
                 if s2 {
                     self.s2(proxy, repetition).await;
                 }
+                if s3 {
+                    self.s3(proxy, repetition).await;
+                }
                 if s4 {
                     self.s4(proxy, repetition).await;
                 }
+                if s6 {
+                    self.s6(proxy, repetition).await;
+                }
                 if s7 && matches!(proxy, Proxy::Tern | Proxy::Envoy) {
                     self.s7(proxy, repetition).await;
+                }
+                if s8 {
+                    self.s8(proxy, repetition).await;
                 }
             }
         }
@@ -131,6 +154,13 @@ impl Bench {
             for proxy in [Proxy::Tern, Proxy::Envoy] {
                 if runnable.contains(&proxy) {
                     self.s9_istio(proxy).await;
+                }
+            }
+        }
+        if cg {
+            for proxy in [Proxy::Tern, Proxy::Envoy] {
+                if runnable.contains(&proxy) {
+                    self.callgrind(proxy).await;
                 }
             }
         }
@@ -173,6 +203,8 @@ impl Bench {
                     "apply_p99_ms",
                     "kib_per_cluster",
                     "bytes_per_endpoint",
+                    "route_scale_ratio",
+                    "ir_per_req",
                     "errors"
                 ]
                 .contains(&k.as_str()))
@@ -229,7 +261,12 @@ impl Bench {
         let case = format!("saturation, HTTP/1.1, {SATURATION_CONNECTIONS} connections, 64 B");
         let metrics = self
             .point(&running, move |w| {
-                load::h1_closed(target, SATURATION_CONNECTIONS, 64, w)
+                load::h1_closed(
+                    target,
+                    SATURATION_CONNECTIONS,
+                    backend::path_for(64).into(),
+                    w,
+                )
             })
             .await;
         self.record("S1", &case, proxy, repetition, metrics);
@@ -260,14 +297,14 @@ impl Bench {
         let case = format!("saturation, h2c, 1 connection, {H2_SATURATION_STREAMS} streams, 64 B");
         let metrics = self
             .point(&running, move |w| {
-                load::h2_closed(target, H2_SATURATION_STREAMS, 64, w)
+                load::h2_closed(target, H2_SATURATION_STREAMS, H2Call::get(target, 64), w)
             })
             .await;
         self.record("S2", &case, proxy, repetition, metrics);
         let case = format!("{FIXED_RATE} rps, h2c, 1 connection, 1 KB");
         let metrics = self
             .point(&running, move |w| {
-                load::h2_open(target, FIXED_RATE, 1024, w)
+                load::h2_open(target, FIXED_RATE, H2Call::get(target, 1024), w)
             })
             .await;
         self.record("S2", &case, proxy, repetition, metrics);
@@ -300,6 +337,30 @@ impl Bench {
                 self.record("S7", &case, proxy, repetition, outcome.apply);
             }
             Err(e) => self.skip("S7", proxy, format!("{e:#}")),
+        }
+    }
+
+    /// Instructions per request under callgrind (see [`callgrind`]): the script runs at least
+    /// twice, so the report shows whether the figure reproduces.
+    async fn callgrind(&mut self, proxy: Proxy) {
+        let case = format!(
+            "callgrind, {} sequential HTTP/1.1 keep-alive requests, 64 B, after warm-up",
+            callgrind::REQUESTS
+        );
+        for run in 0..self.settings.repeat.max(2) {
+            eprintln!("[tern-bench] callgrind run {}: {}", run + 1, proxy.name());
+            let keep = self.settings.callgrind_keep.clone();
+            if let Some(dir) = &keep {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let keep = keep.as_deref().map(|d| (d, run));
+            match callgrind::run(proxy, &self.binaries, self.http, keep).await {
+                Ok(metrics) => self.record("callgrind", &case, proxy, run, metrics),
+                Err(e) => {
+                    self.skip("callgrind", proxy, format!("{e:#}"));
+                    return;
+                }
+            }
         }
     }
 
