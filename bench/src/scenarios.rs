@@ -28,9 +28,11 @@ const H2_SATURATION_STREAMS: usize = 50;
 /// S1/S2 fixed rate: Istio's point (1000 rps, 16 connections, 1 KB).
 const FIXED_RATE: f64 = 1000.0;
 const FIXED_CONNECTIONS: usize = 16;
-/// How long a proxy idles before its RSS is read.
-const IDLE_SETTLE: Duration = Duration::from_secs(1);
-const ISTIO_SETTLE: Duration = Duration::from_secs(3);
+/// How long a proxy idles before its idle RSS is read: longer than Tern keeps its proto
+/// descriptor pool after start-up (`xds_client::proto_json::POOL_IDLE`, 10 s), so the reading is
+/// the steady idle state. Every path gets the same settle.
+const IDLE_SETTLE: Duration = Duration::from_secs(12);
+const ISTIO_SETTLE: Duration = Duration::from_secs(12);
 
 struct Bench {
     settings: Settings,

@@ -45,7 +45,7 @@ static ENVOY_DESCRIPTORS: &[u8] = include_bytes!("../proto/envoy.desc");
 static ISTIO_DESCRIPTORS: &[u8] = include_bytes!("../proto/istio.desc");
 
 /// How long the descriptor thread keeps the pool after the last request for it.
-pub const POOL_IDLE: Duration = Duration::from_secs(30);
+pub const POOL_IDLE: Duration = Duration::from_secs(10);
 
 /// Requests to the descriptor thread: each carries where to send the pool.
 static KEEPER: OnceLock<Option<mpsc::Sender<PoolRequest>>> = OnceLock::new();
