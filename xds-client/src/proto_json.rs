@@ -134,6 +134,13 @@ fn dispatch(inbox: mpsc::Receiver<PoolRequest>, idle: Duration) {
 /// thread caches).
 fn hold_pool(inbox: mpsc::Receiver<PoolRequest>, idle: Duration) {
     let pool = build_pool();
+    if idle.is_zero() {
+        // Kept for no time at all: one answer, then retire.
+        if let Ok(request) = inbox.recv() {
+            let _ = request.send(pool.clone());
+        }
+        return;
+    }
     while let Ok(request) = inbox.recv_timeout(idle) {
         // The caller may have gone; nothing to do then.
         let _ = request.send(pool.clone());
