@@ -4,8 +4,9 @@
 //! address (240.240.0.2:9080) are redirected to 15001, handed by `virtualOutbound` to
 //! `0.0.0.0_9080`, routed by RDS `9080` and sent to the reviews pods, each in a namespace of its
 //! own across a veth: reviews-v1 (10.10.0.11) is captured too and its own sidecar of the same
-//! kind takes the request in through `virtualInbound` (15006) to the app; reviews-v2
-//! (10.10.0.12) is the app alone.
+//! kind takes the request in through `virtualInbound` (15006) to the app, and reviews' calls to
+//! ratings (10.10.0.13) out; reviews-v2 (10.10.0.12), ratings and details (10.10.0.14, called
+//! by productpage) are the apps alone.
 //!
 //! Each case writes one file of istiod's directory (the reviews VirtualService and
 //! DestinationRule), waits for istiod's `applied` line and then for the sidecar to hold the
@@ -95,12 +96,19 @@ struct World {
     kind: ProxyKind,
     mesh: Mesh,
     proxy: Arc<ProxyProcess>,
-    _v1_sidecar: ProxyProcess,
+    v1_sidecar: ProxyProcess,
     v1: HttpBackend,
     v2: HttpBackend,
-    /// productpage, reviews-v1, reviews-v2.
-    pods: [Netns; 3],
+    ratings: HttpBackend,
+    details: HttpBackend,
+    /// productpage, reviews-v1, reviews-v2, ratings, details.
+    pods: [Netns; 5],
 }
+
+/// ratings-v1's pod (the app alone), reached from reviews-v1's pod.
+const RATINGS_IP: &str = "10.10.0.13";
+/// details-v1's pod (the app alone), reached from productpage's pod.
+const DETAILS_IP: &str = "10.10.0.14";
 
 /// reviews-v1's pod, a default injected pod.
 const REVIEWS_V1: Workload<'static> = Workload {
@@ -118,27 +126,15 @@ const REVIEWS_V1: Workload<'static> = Workload {
     interception: Interception::Redirect,
 };
 
-/// Joins productpage's pod to a reviews pod with a point-to-point link and host routes.
-fn link(productpage: &Netns, reviews: &Netns, reviews_ip: &str) {
-    let (here, there) = veth(
-        productpage,
-        &[&format!("{}/32", PRODUCTPAGE.ip)],
-        reviews,
-        &[&format!("{reviews_ip}/32")],
-    )
-    .expect("veth");
-    productpage
-        .ip(&["route", "add", &format!("{reviews_ip}/32"), "dev", &here])
-        .expect("route to the reviews pod");
-    reviews
-        .ip(&[
-            "route",
-            "add",
-            &format!("{}/32", PRODUCTPAGE.ip),
-            "dev",
-            &there,
-        ])
-        .expect("route back to productpage");
+/// Joins pod `a` (address `a_ip`) and pod `b` (`b_ip`) with a point-to-point link and host
+/// routes.
+fn link(a: &Netns, a_ip: &str, b: &Netns, b_ip: &str) {
+    let (here, there) =
+        veth(a, &[&format!("{a_ip}/32")], b, &[&format!("{b_ip}/32")]).expect("veth");
+    a.ip(&["route", "add", &format!("{b_ip}/32"), "dev", &here])
+        .expect("route there");
+    b.ip(&["route", "add", &format!("{a_ip}/32"), "dev", &there])
+        .expect("route back");
 }
 
 impl World {
@@ -153,12 +149,17 @@ impl World {
         .await;
         let pod = |name: &str| Netns::create(&format!("{name}-{tag}")).expect("pod namespace");
         let (productpage, reviews_v1, reviews_v2) = (pod("itp"), pod("itr1"), pod("itr2"));
-        link(&productpage, &reviews_v1, REVIEWS_V1.ip);
-        link(&productpage, &reviews_v2, "10.10.0.12");
+        let (ratings, details) = (pod("itra"), pod("itd"));
+        let pp = PRODUCTPAGE.ip;
+        link(&productpage, pp, &reviews_v1, REVIEWS_V1.ip);
+        link(&productpage, pp, &reviews_v2, "10.10.0.12");
+        link(&productpage, pp, &details, DETAILS_IP);
+        link(&reviews_v1, REVIEWS_V1.ip, &ratings, RATINGS_IP);
         // Service addresses are routed like any off-pod address; capture takes them first.
-        productpage
-            .ip(&["route", "add", "240.240.0.0/16", "via", REVIEWS_V1.ip])
-            .expect("route to the service range");
+        for (from, via) in [(&productpage, REVIEWS_V1.ip), (&reviews_v1, RATINGS_IP)] {
+            from.ip(&["route", "add", "240.240.0.0/16", "via", via])
+                .expect("route to the service range");
+        }
         install_capture(&productpage, &injector_args(&[], &[]));
         install_capture(&reviews_v1, &injector_args(&[], &[]));
         let backend = |name: &str, pod: &Netns, ip: &str| {
@@ -171,6 +172,10 @@ impl World {
             backend("reviews-v1", &reviews_v1, REVIEWS_V1.ip),
             backend("reviews-v2", &reviews_v2, "10.10.0.12"),
         );
+        let (ratings_app, details_app) = (
+            backend("ratings-v1", &ratings, RATINGS_IP),
+            backend("details-v1", &details, DETAILS_IP),
+        );
         let v1_sidecar = mesh
             .sidecar(kind, &reviews_v1, &REVIEWS_V1, Some(PROXY_UID))
             .await;
@@ -181,10 +186,12 @@ impl World {
             kind,
             mesh,
             proxy: Arc::new(proxy),
-            _v1_sidecar: v1_sidecar,
+            v1_sidecar,
             v1,
             v2,
-            pods: [productpage, reviews_v1, reviews_v2],
+            ratings: ratings_app,
+            details: details_app,
+            pods: [productpage, reviews_v1, reviews_v2, ratings, details],
         }
     }
 
@@ -292,11 +299,11 @@ fn section<'a>(dump: &'a Value, kind: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-/// The names of the routes in every route configuration of the dump.
-fn route_names(dump: &Value) -> Vec<String> {
+/// The virtual hosts of every route configuration in the dump.
+fn virtual_host_entries(dump: &Value) -> impl Iterator<Item = &Value> {
     let routes = section(dump, "RoutesConfigDump");
     ["dynamic_route_configs", "static_route_configs"]
-        .iter()
+        .into_iter()
         .flat_map(|kind| routes[kind].as_array().into_iter().flatten())
         .flat_map(|c| {
             c["route_config"]["virtual_hosts"]
@@ -304,8 +311,20 @@ fn route_names(dump: &Value) -> Vec<String> {
                 .into_iter()
                 .flatten()
         })
+}
+
+/// The names of the routes in every route configuration of the dump.
+fn route_names(dump: &Value) -> Vec<String> {
+    virtual_host_entries(dump)
         .flat_map(|v| v["routes"].as_array().into_iter().flatten())
         .filter_map(|r| r["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The names of the virtual hosts in every route configuration of the dump.
+fn virtual_hosts(dump: &Value) -> Vec<String> {
+    virtual_host_entries(dump)
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
         .collect()
 }
 
@@ -394,14 +413,25 @@ async fn ask(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<Response> {
+    call(proxy, REVIEWS_VIP, "reviews:9080", path, headers).await
+}
+
+/// One request from the app of `proxy`'s pod to a service address, on a new connection.
+async fn call(
+    proxy: &ProxyProcess,
+    address: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Response> {
     let request = Request {
         method: "GET",
-        authority: "reviews:9080",
+        authority,
         path,
         headers,
         body: b"",
     };
-    let stream = proxy.connect(REVIEWS_VIP.parse().expect("address")).await?;
+    let stream = proxy.connect(address.parse().expect("address")).await?;
     send_over(stream, Protocol::Http1, &request).await
 }
 
@@ -715,6 +745,104 @@ async fn outlier_detection(world: &mut World) {
     world.v1.answer_normally();
 }
 
+/// The rest of Bookinfo's calls: productpage -> details (a service added live) and reviews ->
+/// ratings, the second through reviews-v1's own sidecar (its outbound side, as the reviews app
+/// would call it). ratings and details get DestinationRules in plaintext, like reviews.
+async fn bookinfo_chain(world: &mut World) {
+    let details = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: details, namespace: default}
+spec:
+  hosts: [details.default.svc.cluster.local]
+  addresses: [240.240.0.4]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  workloadSelector: {labels: {app: details}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: details-v1, namespace: default}
+spec:
+  address: 10.10.0.14
+  serviceAccount: bookinfo-details
+  labels: {app: details, version: v1, security.istio.io/tlsMode: istio}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: details, namespace: default}
+spec:
+  host: details.default.svc.cluster.local
+  trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings.default.svc.cluster.local
+  trafficPolicy: {tls: {mode: DISABLE}}
+";
+    world.mesh.change("details.yaml", Some(details)).await;
+    // Until its route is in, details' address is an unknown destination (passed through to an
+    // address nobody answers): wait for it.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let dump = match world.proxy.get("/config_dump").await {
+            Ok((200, dump)) => serde_json::from_str::<Value>(&dump).unwrap_or_default(),
+            _ => Value::Null,
+        };
+        if virtual_hosts(&dump).contains(&"details.default.svc.cluster.local:9080".to_string())
+            && warming(&dump).is_empty()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "details never reached productpage's routes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ratings switches from mTLS (refused by the plaintext app) to plaintext with its rule:
+    // calls are retried until it answers.
+    for (proxy, vip, host, app, caller_ip) in [
+        (
+            &*world.proxy,
+            "240.240.0.4:9080",
+            "details:9080",
+            "details-v1",
+            PRODUCTPAGE.ip,
+        ),
+        (
+            &world.v1_sidecar,
+            "240.240.0.3:9080",
+            "ratings:9080",
+            "ratings-v1",
+            REVIEWS_V1.ip,
+        ),
+    ] {
+        let deadline = Instant::now() + DEADLINE;
+        let answer = loop {
+            match call(proxy, vip, host, "/ratings/0", &[]).await {
+                Ok(response) if response.status == 200 => break response,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "{host} never answered: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let seen = answer.json.as_ref().expect("an app's answer");
+        assert_eq!(seen["backend"], app);
+        let peer: SocketAddr = seen["peer"]
+            .as_str()
+            .expect("peer")
+            .parse()
+            .expect("address");
+        assert_eq!(peer.ip().to_string(), caller_ip, "{seen}");
+    }
+    assert!(world.ratings.requests() >= 1 && world.details.requests() >= 1);
+}
+
 /// Reads what a TCP connection from the app to `address` receives until the far end closes.
 async fn tcp_answer(proxy: &ProxyProcess, address: &str) -> String {
     let mut stream = proxy
@@ -850,6 +978,7 @@ async fn follows_istiods_virtualservices_through_capture(kind: ProxyKind, profil
     consistent_hash(&mut world).await;
     connection_pool(&mut world).await;
     outlier_detection(&mut world).await;
+    bookinfo_chain(&mut world).await;
     tcp_passthrough_and_registry_only(&mut world).await;
     world.mesh.assert_no_nack();
 }
