@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 use tern_tests::envoy::envoy_binary;
-use tern_tests::istiod::{Interception, Mesh, Profile, Workload, istiod_binary};
+use tern_tests::istiod::{Mesh, PRODUCTPAGE, Profile, istiod_binary};
 use tern_tests::netns::Netns;
 use tern_tests::prereq::{is_root, require};
 use tern_tests::process::{ProxyKind, ProxyProcess};
@@ -19,21 +19,6 @@ use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const MESH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/istiod");
-
-const PRODUCTPAGE: Workload<'static> = Workload {
-    pod: "productpage-v1-7d4b5c6f8-x2x9z",
-    namespace: "default",
-    ip: "10.10.0.2",
-    labels: &[
-        ("app", "productpage"),
-        ("version", "v1"),
-        ("security.istio.io/tlsMode", "istio"),
-        ("service.istio.io/canonical-name", "productpage"),
-        ("service.istio.io/canonical-revision", "v1"),
-    ],
-    service_account: "bookinfo-productpage",
-    interception: Interception::Redirect,
-};
 
 /// A DENY policy on a header and an IP block, an ALLOW policy on methods, paths, hosts, ports
 /// and a source principal, and a dry-run ALLOW policy (shadow rules).

@@ -200,18 +200,26 @@ impl World {
     async fn apply(&mut self, marker: &str, config: &str) {
         let applied = self.mesh.change(CASE_FILE, Some(config)).await;
         assert!(applied.starts_with("applied "), "{applied}");
+        let what = format!("route {marker}");
+        self.wait_for_config(&what, |dump| route_names(dump).iter().any(|r| r == marker))
+            .await;
+    }
+
+    /// Polls productpage's sidecar's `/config_dump` until `holds` is true of it and no cluster
+    /// is warming.
+    async fn wait_for_config(&self, what: &str, holds: impl Fn(&Value) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let dump = match self.proxy.get("/config_dump").await {
                 Ok((200, dump)) => serde_json::from_str::<Value>(&dump).unwrap_or_default(),
                 _ => Value::Null,
             };
-            if route_names(&dump).iter().any(|r| r == marker) && warming(&dump).is_empty() {
+            if holds(&dump) && warming(&dump).is_empty() {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{} never took route {marker}: it has routes {:?} and warming clusters {:?}; \
+                "{} never took {what}: it has routes {:?} and warming clusters {:?}; \
                  istiod log:\n{}",
                 self.kind.name(),
                 route_names(&dump),
@@ -785,23 +793,12 @@ spec:
     world.mesh.change("details.yaml", Some(details)).await;
     // Until its route is in, details' address is an unknown destination (passed through to an
     // address nobody answers): wait for it.
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let dump = match world.proxy.get("/config_dump").await {
-            Ok((200, dump)) => serde_json::from_str::<Value>(&dump).unwrap_or_default(),
-            _ => Value::Null,
-        };
-        if virtual_hosts(&dump).contains(&"details.default.svc.cluster.local:9080".to_string())
-            && warming(&dump).is_empty()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "details never reached productpage's routes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let details_host = "details.default.svc.cluster.local:9080".to_string();
+    world
+        .wait_for_config("details' virtual host", |dump| {
+            virtual_hosts(dump).contains(&details_host)
+        })
+        .await;
     // ratings switches from mTLS (refused by the plaintext app) to plaintext with its rule:
     // calls are retried until it answers.
     for (proxy, vip, host, app, caller_ip) in [

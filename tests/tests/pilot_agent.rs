@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tern_tests::envoy::envoy_binary;
-use tern_tests::istiod::{Interception, Istiod, Profile, Workload, istiod_binary};
+use tern_tests::istiod::{Interception, Istiod, PRODUCTPAGE, Profile, Workload, istiod_binary};
 use tern_tests::netns::{Netns, connect_in};
 use tern_tests::pilot_agent::{AgentOptions, PilotAgent, bootstrap_template, pilot_agent_binary};
 use tern_tests::prereq::{is_root, require};
@@ -27,22 +27,6 @@ const READY_DEADLINE: Duration = Duration::from_secs(90);
 const DRAIN_S: u32 = 1;
 /// `ProxyConfig.terminationDrainDuration`: how long the agent waits before it kills the proxy.
 const TERMINATION_DRAIN_S: u32 = 6;
-
-/// productpage-v1 as a default injected pod (iptables capture, `limits.cpu: 2`).
-const PRODUCTPAGE: Workload<'static> = Workload {
-    pod: "productpage-v1-7d4b5c6f8-x2x9z",
-    namespace: "default",
-    ip: "10.10.0.2",
-    labels: &[
-        ("app", "productpage"),
-        ("version", "v1"),
-        ("security.istio.io/tlsMode", "istio"),
-        ("service.istio.io/canonical-name", "productpage"),
-        ("service.istio.io/canonical-revision", "v1"),
-    ],
-    service_account: "bookinfo-productpage",
-    interception: Interception::Redirect,
-};
 
 /// A client pod of no service whose sidecar binds its outbound listeners (no capture), so a test
 /// can hold a connection to `127.0.0.1:9080` without iptables.
