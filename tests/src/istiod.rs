@@ -17,6 +17,7 @@
 
 use crate::envoy::{envoy_binary, repo_root};
 use crate::netns::Netns;
+use crate::prereq::{is_root, require};
 use crate::process::{PILOT_AGENT_FLAGS, ProxyKind, ProxyProcess, tern_binary};
 use crate::xds_server::{Snapshot, XdsServer};
 use anyhow::{Context, bail};
@@ -58,6 +59,22 @@ pub enum Profile {
     /// What a stock Envoy (no Istio contrib filters) accepts: no metrics provider and
     /// `PILOT_ENABLE_METADATA_EXCHANGE=false`, `PILOT_ENABLE_ALPN_FILTER=false`.
     StockEnvoy,
+}
+
+/// Root (the tests run proxies in network namespaces), istiod-standalone and, when `kinds` has
+/// Envoy, Envoy 1.40.0; else skip with one line (fail under `CI=true`).
+pub fn prerequisites(kinds: &[ProxyKind]) -> bool {
+    require(
+        is_root(),
+        "the istiod tests run proxies in network namespaces: need root",
+    ) && require(
+        istiod_binary().is_some(),
+        "istiod-standalone is not built (scripts/install-test-deps.d/istiod.sh, needs Go)",
+    ) && (!kinds.contains(&ProxyKind::Envoy)
+        || require(
+            envoy_binary().is_some(),
+            "Envoy 1.40.0 is not installed (scripts/install-test-deps.sh)",
+        ))
 }
 
 /// The `istiod-standalone` binary: `ISTIOD_STANDALONE_BIN` when set, else the one

@@ -16,12 +16,12 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use tern_tests::envoy::{envoy_binary, repo_root};
+use tern_tests::envoy::repo_root;
 use tern_tests::istiod::{
-    Mesh, PRODUCTPAGE, Profile, istiod_binary, pod, productpage_names, wait_for_names,
+    self, Mesh, PRODUCTPAGE, Profile, pod, productpage_names, wait_for_names,
 };
 use tern_tests::netns::Netns;
-use tern_tests::prereq::{is_root, require};
+use tern_tests::prereq::require;
 use tern_tests::process::{ProxyKind, ProxyProcess};
 
 /// The Bookinfo mesh istiod serves.
@@ -37,19 +37,11 @@ fn istioctl_binary() -> Option<PathBuf> {
 }
 
 fn prerequisites() -> bool {
-    require(
-        is_root(),
-        "the istioctl tests run proxies in network namespaces: need root",
-    ) && require(
-        istiod_binary().is_some(),
-        "istiod-standalone is not built (scripts/install-test-deps.d/istiod.sh, needs Go)",
-    ) && require(
-        envoy_binary().is_some(),
-        "Envoy 1.40.0 is not installed (scripts/install-test-deps.sh)",
-    ) && require(
-        istioctl_binary().is_some(),
-        "istioctl is not built (scripts/install-test-deps.d/istioctl.sh, needs Go)",
-    )
+    istiod::prerequisites(&[ProxyKind::Envoy])
+        && require(
+            istioctl_binary().is_some(),
+            "istioctl is not built (scripts/install-test-deps.d/istioctl.sh, needs Go)",
+        )
 }
 
 /// istiod with productpage's sidecar as Tern and as Envoy, each in its own pod namespace, both

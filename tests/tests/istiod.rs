@@ -21,13 +21,11 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use tern_tests::envoy::envoy_binary;
 use tern_tests::http_backend::{HttpBackend, Protocol, Request, send_over};
 use tern_tests::istiod::{
-    Interception, MESH_CLUSTERS, Mesh, PRODUCTPAGE, Profile, STATIC_CLUSTERS, Workload,
-    istiod_binary, names, pod, productpage_names, state_of_the_world, wait_for_names,
+    self, Interception, MESH_CLUSTERS, Mesh, PRODUCTPAGE, Profile, STATIC_CLUSTERS, Workload,
+    names, pod, productpage_names, state_of_the_world, wait_for_names,
 };
-use tern_tests::prereq::{is_root, require};
 use tern_tests::process::{ProxyKind, ProxyProcess};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -46,22 +44,6 @@ const CLIENT: Workload<'static> = Workload {
     service_account: "client",
     interception: Interception::None,
 };
-
-/// Root (namespaces), istiod-standalone and, for Envoy, the Envoy binary; else skip (fail under
-/// `CI=true`).
-fn prerequisites(kinds: &[ProxyKind]) -> bool {
-    require(
-        is_root(),
-        "the istiod tests run proxies in network namespaces: need root",
-    ) && require(
-        istiod_binary().is_some(),
-        "istiod-standalone is not built (scripts/install-test-deps.d/istiod.sh, needs Go)",
-    ) && (!kinds.contains(&ProxyKind::Envoy)
-        || require(
-            envoy_binary().is_some(),
-            "Envoy 1.40.0 is not installed (scripts/install-test-deps.sh)",
-        ))
-}
 
 /// The xDS counters pilot-agent's readiness probe reads, and `server.state`.
 async fn xds_counters(proxy: &ProxyProcess) -> Vec<String> {
@@ -150,7 +132,7 @@ async fn route_configs(proxy: &ProxyProcess) -> Vec<(String, String, Vec<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tern_accepts_everything_istiod_sends_a_default_pod_sidecar_over_delta_and_sotw() {
-    if !prerequisites(&[ProxyKind::Tern]) {
+    if !istiod::prerequisites(&[ProxyKind::Tern]) {
         return;
     }
     let mesh = Mesh::start("defaults", Path::new(MESH), &[], Profile::IstioDefault).await;
@@ -194,7 +176,7 @@ async fn tern_accepts_everything_istiod_sends_a_default_pod_sidecar_over_delta_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tern_and_envoy_accept_the_same_listeners_clusters_and_routes_from_istiod() {
-    if !prerequisites(&[ProxyKind::Tern, ProxyKind::Envoy]) {
+    if !istiod::prerequisites(&[ProxyKind::Tern, ProxyKind::Envoy]) {
         return;
     }
     let mesh = Mesh::start("compare", Path::new(MESH), &[], Profile::StockEnvoy).await;
@@ -418,14 +400,14 @@ async fn routes_reviews_as_the_virtualservice_says(kind: ProxyKind, profile: Pro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tern_routes_reviews_as_istiods_virtualservice_says() {
-    if prerequisites(&[ProxyKind::Tern]) {
+    if istiod::prerequisites(&[ProxyKind::Tern]) {
         routes_reviews_as_the_virtualservice_says(ProxyKind::Tern, Profile::IstioDefault).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_routes_reviews_as_istiods_virtualservice_says() {
-    if prerequisites(&[ProxyKind::Envoy]) {
+    if istiod::prerequisites(&[ProxyKind::Envoy]) {
         routes_reviews_as_the_virtualservice_says(ProxyKind::Envoy, Profile::StockEnvoy).await;
     }
 }

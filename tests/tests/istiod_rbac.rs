@@ -10,10 +10,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
-use tern_tests::envoy::envoy_binary;
-use tern_tests::istiod::{Mesh, PRODUCTPAGE, Profile, istiod_binary};
+use tern_tests::istiod::{self, Mesh, PRODUCTPAGE, Profile};
 use tern_tests::netns::Netns;
-use tern_tests::prereq::{is_root, require};
 use tern_tests::process::{ProxyKind, ProxyProcess};
 use tokio::time::Instant;
 
@@ -55,19 +53,6 @@ spec:
   rules:
   - from: [{source: {remoteIpBlocks: [10.0.0.0/8]}}]
 "#;
-
-fn prerequisites() -> bool {
-    require(
-        is_root(),
-        "the istiod tests run proxies in network namespaces: need root",
-    ) && require(
-        istiod_binary().is_some(),
-        "istiod-standalone is not built (scripts/install-test-deps.d/istiod.sh, needs Go)",
-    ) && require(
-        envoy_binary().is_some(),
-        "Envoy 1.40.0 is not installed (scripts/install-test-deps.sh)",
-    )
-}
 
 fn pod(tag: &str) -> Netns {
     let ns = Netns::create(tag).expect("network namespace");
@@ -119,7 +104,7 @@ async fn rbac_stats(proxy: &ProxyProcess) -> BTreeSet<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tern_enforces_istiods_authorization_policies_with_envoys_counters() {
-    if !prerequisites() {
+    if !istiod::prerequisites(&[ProxyKind::Envoy]) {
         return;
     }
     let mut mesh = Mesh::start("rbac", Path::new(MESH), &[], Profile::StockEnvoy).await;

@@ -23,11 +23,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tern_tests::envoy::envoy_binary;
 use tern_tests::http_backend::{HttpBackend, Protocol, Request, Response, send_over};
-use tern_tests::istiod::{Interception, Mesh, PRODUCTPAGE, Profile, Workload, istiod_binary};
+use tern_tests::istiod::{self, Interception, Mesh, PRODUCTPAGE, Profile, Workload};
 use tern_tests::netns::{Netns, veth};
-use tern_tests::prereq::{is_root, require};
 use tern_tests::process::{ProxyKind, ProxyProcess};
 use tern_tests::sidecar::{have_prerequisites, injector_args, install_capture, serve_who};
 use tokio::io::AsyncReadExt;
@@ -46,17 +44,7 @@ const REVIEWS_VIP: &str = "240.240.0.2:9080";
 const PROXY_UID: u32 = 1337;
 
 fn prerequisites(kind: ProxyKind) -> bool {
-    require(is_root(), "the capture tests need root")
-        && have_prerequisites()
-        && require(
-            istiod_binary().is_some(),
-            "istiod-standalone is not built (scripts/install-test-deps.d/istiod.sh, needs Go)",
-        )
-        && (kind != ProxyKind::Envoy
-            || require(
-                envoy_binary().is_some(),
-                "Envoy 1.40.0 is not installed (scripts/install-test-deps.sh)",
-            ))
+    istiod::prerequisites(&[kind]) && have_prerequisites()
 }
 
 /// The reviews VirtualService with `http` (YAML list items, indented by two) and its

@@ -13,10 +13,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tern_tests::envoy::envoy_binary;
-use tern_tests::istiod::{Interception, Istiod, PRODUCTPAGE, Profile, Workload, istiod_binary};
+use tern_tests::istiod::{self, Interception, Istiod, PRODUCTPAGE, Profile, Workload};
 use tern_tests::netns::{Netns, connect_in};
 use tern_tests::pilot_agent::{AgentOptions, PilotAgent, bootstrap_template, pilot_agent_binary};
-use tern_tests::prereq::{is_root, require};
+use tern_tests::prereq::require;
 use tern_tests::process::{ProxyKind, tern_binary};
 
 const MESH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/istiod");
@@ -40,20 +40,11 @@ const CLIENT: Workload<'static> = Workload {
 };
 
 fn prerequisites(kind: ProxyKind) -> bool {
-    require(
-        is_root(),
-        "the pilot-agent tests use network namespaces: need root",
-    ) && require(
-        istiod_binary().is_some(),
-        "istiod-standalone is not built (scripts/install-test-deps.d/istiod.sh, needs Go)",
-    ) && require(
-        pilot_agent_binary().is_some() && bootstrap_template().is_some(),
-        "pilot-agent is not built (scripts/install-test-deps.d/pilot-agent.sh, needs Go)",
-    ) && (kind != ProxyKind::Envoy
-        || require(
-            envoy_binary().is_some(),
-            "Envoy 1.40.0 is not installed (scripts/install-test-deps.sh)",
-        ))
+    istiod::prerequisites(&[kind])
+        && require(
+            pilot_agent_binary().is_some() && bootstrap_template().is_some(),
+            "pilot-agent is not built (scripts/install-test-deps.d/pilot-agent.sh, needs Go)",
+        )
 }
 
 fn scratch(kind: ProxyKind, test: &str) -> PathBuf {
