@@ -79,15 +79,11 @@ fn listener_names(json: &str) -> Vec<String> {
     names
 }
 
-/// Whether a TCP connection to `127.0.0.1:port` in `pod` is accepted.
-async fn accepts(pod: &Netns, port: u16) -> bool {
-    connect_in(&pod.name, ([127, 0, 0, 1], port).into())
-        .await
-        .is_ok()
-}
-
-async fn pilot_agent_runs_the_proxy_and_drains_it_on_sigterm(kind: ProxyKind, proxy: &Path) {
-    let dir = scratch(kind, "sigterm");
+/// A scratch directory for test `test`, the pod's network namespace, and istiod serving the
+/// mesh on TCP inside it (the agent takes a `host:port` discovery address only). Envoy gets
+/// stock Envoy's profile, Tern a default install's.
+async fn agent_pod(kind: ProxyKind, test: &str) -> (PathBuf, Netns, Istiod) {
+    let dir = scratch(kind, test);
     let pod = Netns::create("agent").expect("pod namespace");
     let profile = match kind {
         ProxyKind::Envoy => Profile::StockEnvoy,
@@ -96,6 +92,18 @@ async fn pilot_agent_runs_the_proxy_and_drains_it_on_sigterm(kind: ProxyKind, pr
     let istiod = Istiod::start_in(&pod, Path::new(MESH), &dir, profile)
         .await
         .expect("istiod starts in the pod");
+    (dir, pod, istiod)
+}
+
+/// Whether a TCP connection to `127.0.0.1:port` in `pod` is accepted.
+async fn accepts(pod: &Netns, port: u16) -> bool {
+    connect_in(&pod.name, ([127, 0, 0, 1], port).into())
+        .await
+        .is_ok()
+}
+
+async fn pilot_agent_runs_the_proxy_and_drains_it_on_sigterm(kind: ProxyKind, proxy: &Path) {
+    let (dir, pod, istiod) = agent_pod(kind, "sigterm").await;
     let options = AgentOptions {
         proxy,
         discovery: &istiod.address,
@@ -273,15 +281,7 @@ async fn pilot_agent_runs_tern_serves_it_certs_and_config_and_drains_it_on_sigte
 /// proxy once they are 0. A proxy that did not report them would be killed at once ("not
 /// available"); one that miscounted would be killed with connections open or never.
 async fn pilot_agent_waits_for_the_last_connection(kind: ProxyKind, proxy: &Path) {
-    let dir = scratch(kind, "zero");
-    let pod = Netns::create("agent").expect("pod namespace");
-    let profile = match kind {
-        ProxyKind::Envoy => Profile::StockEnvoy,
-        ProxyKind::Tern => Profile::IstioDefault,
-    };
-    let istiod = Istiod::start_in(&pod, Path::new(MESH), &dir, profile)
-        .await
-        .expect("istiod starts in the pod");
+    let (dir, pod, istiod) = agent_pod(kind, "zero").await;
     let options = AgentOptions {
         proxy,
         discovery: &istiod.address,
@@ -371,15 +371,7 @@ async fn pilot_agent_prestop_drain_keeps_listeners_and_sigterm_kills_at_once(
     kind: ProxyKind,
     proxy: &Path,
 ) {
-    let dir = scratch(kind, "prestop");
-    let pod = Netns::create("agent").expect("pod namespace");
-    let profile = match kind {
-        ProxyKind::Envoy => Profile::StockEnvoy,
-        ProxyKind::Tern => Profile::IstioDefault,
-    };
-    let istiod = Istiod::start_in(&pod, Path::new(MESH), &dir, profile)
-        .await
-        .expect("istiod starts in the pod");
+    let (dir, pod, istiod) = agent_pod(kind, "prestop").await;
     let options = AgentOptions {
         proxy,
         discovery: &istiod.address,
