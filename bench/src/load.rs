@@ -414,7 +414,7 @@ pub async fn h2_open(target: SocketAddr, rate: f64, call: H2Call, window: Window
         return outcome;
     };
     let call = std::sync::Arc::new(call);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
     let t0 = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate);
     tokio::spawn(async move {
@@ -435,18 +435,7 @@ pub async fn h2_open(target: SocketAddr, rate: f64, call: H2Call, window: Window
             });
         }
     });
-    while let Some(sample) = rx.recv().await {
-        match sample {
-            Some(us) => {
-                outcome.completed += 1;
-                if let Some(h) = outcome.latency.as_mut() {
-                    let _ = h.record(us);
-                }
-            }
-            None => outcome.errors += 1,
-        }
-    }
-    outcome
+    tally(rx, outcome).await
 }
 
 /// One TCP stream writing 256 KiB chunks to `target` until the window ends. The bytes that
@@ -527,12 +516,12 @@ pub async fn h1_churn_closed(target: SocketAddr, concurrency: usize, window: Win
 /// Connection churn, open loop: a new connection carrying one request (`Connection: close`,
 /// 64 B) every `1 / rate` seconds; latency (connect included) from each one's start.
 pub async fn h1_churn_open(target: SocketAddr, rate: f64, window: Window) -> Outcome {
-    let mut outcome = Outcome {
+    let outcome = Outcome {
         completed: 0,
         errors: 0,
         latency: Some(histogram()),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
     let t0 = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate);
     tokio::spawn(async move {
@@ -553,7 +542,16 @@ pub async fn h1_churn_open(target: SocketAddr, rate: f64, window: Window) -> Out
             });
         }
     });
-    while let Some(sample) = rx.recv().await {
+    tally(rx, outcome).await
+}
+
+/// Adds each open-loop sample (a latency in µs, or `None` for a failed request) to `outcome`
+/// until every sender is gone.
+async fn tally(
+    mut samples: tokio::sync::mpsc::UnboundedReceiver<Option<u64>>,
+    mut outcome: Outcome,
+) -> Outcome {
+    while let Some(sample) = samples.recv().await {
         match sample {
             Some(us) => {
                 outcome.completed += 1;
