@@ -25,7 +25,7 @@ if missing:
 churn = {m["proxy"] for m in data["measurements"] if m["scenario"] == "S7"}
 if "S7" in data["settings"]["scenarios"] and not {"tern", "envoy"} <= churn:
     sys.exit(f"bench-smoke: S7 rows only for {sorted(churn)}")
-for scenario in ("S3", "S6"):
+for scenario in ("S3", "S5", "S6"):
     rows = {m["proxy"] for m in data["measurements"] if m["scenario"] == scenario}
     if scenario in data["settings"]["scenarios"] and rows != paths:
         sys.exit(f"bench-smoke: {scenario} rows only for {sorted(rows)}")

@@ -19,6 +19,10 @@ pub enum Scenario {
     /// TCP bulk, one stream: CPU-seconds per GB.
     #[value(name = "S4")]
     S4,
+    /// A sidecar pair in a row (client -> proxy -> proxy -> backend), both on the proxy core, at
+    /// 1000 rps over 16 connections with 1 KB: plaintext until Tern has mTLS.
+    #[value(name = "S5")]
+    S5,
     /// Connection churn (plaintext, `Connection: close`): 1000 connections/s and saturation.
     #[value(name = "S6")]
     S6,
@@ -72,7 +76,11 @@ pub struct Cli {
     #[arg(long)]
     pub quick: bool,
     /// Scenarios to run.
-    #[arg(long, value_delimiter = ',', default_value = "S1,S2,S3,S4,S6,S7,S8,S9")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "S1,S2,S3,S4,S5,S6,S7,S8,S9"
+    )]
     pub scenario: Vec<Scenario>,
     /// Paths to measure.
     #[arg(

@@ -108,11 +108,12 @@ impl Bench {
             })
             .collect();
         let has = |s| self.settings.scenarios.contains(&s);
-        let (s1, s2, s3, s4, s6, s7, s8, s9, cg) = (
+        let (s1, s2, s3, s4, s5, s6, s7, s8, s9, cg) = (
             has(Scenario::S1),
             has(Scenario::S2),
             has(Scenario::S3),
             has(Scenario::S4),
+            has(Scenario::S5),
             has(Scenario::S6),
             has(Scenario::S7),
             has(Scenario::S8),
@@ -120,7 +121,7 @@ impl Bench {
             has(Scenario::Callgrind),
         );
         // The scenarios run per repetition and path (callgrind and S9's Istio bootstrap run after).
-        let repeated = s1 || s2 || s3 || s4 || s6 || s7 || s8 || s9;
+        let repeated = s1 || s2 || s3 || s4 || s5 || s6 || s7 || s8 || s9;
         for repetition in 0..self.settings.repeat {
             for &proxy in runnable.iter().filter(|_| repeated) {
                 eprintln!(
@@ -140,6 +141,9 @@ impl Bench {
                 }
                 if s4 {
                     self.s4(proxy, repetition).await;
+                }
+                if s5 {
+                    self.s5(proxy, repetition).await;
                 }
                 if s6 {
                     self.s6(proxy, repetition).await;
@@ -324,6 +328,28 @@ impl Bench {
         self.record("S4", "TCP bulk, 1 stream", proxy, repetition, metrics);
     }
 
+    /// S5 without TLS (Tern has no mTLS yet): two proxies of the same kind in a row, the
+    /// client's sidecar and the server's, both on the proxy core, at Istio's point. CPU is the
+    /// pair's; added latency is against the direct path at the same rate.
+    async fn s5(&mut self, proxy: Proxy, repetition: u32) {
+        let Some(server) = self.start("S5", proxy, Mode::Http1, self.http).await else {
+            return;
+        };
+        let Some(client) = self.start("S5", proxy, Mode::Http1, server.listen).await else {
+            return;
+        };
+        let target = client.listen;
+        let case = format!(
+            "sidecar pair, plaintext, {FIXED_RATE} rps, HTTP/1.1, {FIXED_CONNECTIONS} connections, 1 KB"
+        );
+        let metrics = self
+            .point_over(&[&client, &server], move |w| {
+                load::h1_open(target, FIXED_CONNECTIONS, FIXED_RATE, 1024, w)
+            })
+            .await;
+        self.record("S5", &case, proxy, repetition, metrics);
+    }
+
     /// S7: config churn over ADS from the test control plane (see [`config_churn`]).
     async fn s7(&mut self, proxy: Proxy, repetition: u32) {
         let size = self.settings.churn;
@@ -394,15 +420,31 @@ impl Bench {
         F: FnOnce(Window) -> Fut,
         Fut: Future<Output = Outcome> + Send + 'static,
     {
+        self.point_over(&[running], load).await
+    }
+
+    /// [`Bench::point`] with the proxy CPU summed over several proxies (a pair).
+    async fn point_over<F, Fut>(&self, proxies: &[&Running], load: F) -> BTreeMap<String, f64>
+    where
+        F: FnOnce(Window) -> Fut,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
         let window = Window::after(self.settings.warmup, self.settings.duration);
         let task = tokio::spawn(load(window));
         tokio::time::sleep_until(window.start).await;
-        let pgid = running.pgid();
-        let proxy0 = pgid.map(measure::group_cpu_seconds);
+        let pgids: Option<Vec<u32>> = proxies.iter().map(|p| p.pgid()).collect();
+        let cpu = |pgids: &Option<Vec<u32>>| {
+            pgids.as_ref().map(|ids| {
+                ids.iter()
+                    .map(|&id| measure::group_cpu_seconds(id))
+                    .sum::<f64>()
+            })
+        };
+        let proxy0 = cpu(&pgids);
         let own0 = measure::own_cpu_seconds();
         let bytes0 = load::read_counter(&self.sink.received);
         tokio::time::sleep_until(window.end).await;
-        let proxy1 = pgid.map(measure::group_cpu_seconds);
+        let proxy1 = cpu(&pgids);
         let own1 = measure::own_cpu_seconds();
         let bytes1 = load::read_counter(&self.sink.received);
         let outcome = task.await.unwrap_or(Outcome {
