@@ -132,6 +132,23 @@ const FAIL_CLOSED_TYPES: &[&str] = &[
     "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
 ];
 
+/// A filter's `typed_config`, which it cannot go without, parsed by `parse`; an error names the
+/// field and the filter.
+fn required_config<T, E: std::fmt::Display>(
+    field: &str,
+    f: &hcm::HttpFilter,
+    typed: Option<&xds_client::pb::google::protobuf::Any>,
+    parse: impl FnOnce(&xds_client::pb::google::protobuf::Any) -> Result<T, E>,
+) -> Result<T, (String, String)> {
+    let typed = typed.ok_or_else(|| {
+        (
+            field.to_string(),
+            format!("{}: typed_config is required", f.name),
+        )
+    })?;
+    parse(typed).map_err(|e| (format!("{field}.typed_config"), format!("{}: {e}", f.name)))
+}
+
 /// Parses the chain; `Err((field, reason))` names the offending entry.
 pub fn parse_chain(filters: &[hcm::HttpFilter]) -> Result<Vec<HttpFilter>, (String, String)> {
     let mut chain = Vec::with_capacity(filters.len());
@@ -171,32 +188,16 @@ pub fn parse_chain(filters: &[hcm::HttpFilter]) -> Result<Vec<HttpFilter>, (Stri
                 disabled: f.disabled,
             }
         } else if type_url == LOCAL_RATELIMIT_TYPE {
-            let config = typed
-                .map(|t| LocalRateLimit::from_any(t, ConfigLevel::Filter))
-                .transpose()
-                .map_err(|e| (format!("{field}.typed_config"), format!("{}: {e}", f.name)))?
-                .ok_or_else(|| {
-                    (
-                        field.clone(),
-                        format!("{}: typed_config is required", f.name),
-                    )
-                })?;
+            let config = required_config(&field, f, typed, |t| {
+                LocalRateLimit::from_any(t, ConfigLevel::Filter)
+            })?;
             HttpFilter::LocalRateLimit {
                 name: f.name.clone(),
                 config,
                 disabled: f.disabled,
             }
         } else if type_url == RBAC_TYPE {
-            let config = typed
-                .map(RbacFilter::from_any)
-                .transpose()
-                .map_err(|e| (format!("{field}.typed_config"), format!("{}: {e}", f.name)))?
-                .ok_or_else(|| {
-                    (
-                        field.clone(),
-                        format!("{}: typed_config is required", f.name),
-                    )
-                })?;
+            let config = required_config(&field, f, typed, RbacFilter::from_any)?;
             HttpFilter::Rbac {
                 name: f.name.clone(),
                 config,
