@@ -254,16 +254,7 @@ impl PilotAgent {
 
     /// Waits (with a deadline) for the agent to exit; `None` if it is still running.
     pub async fn wait_for_exit(&mut self, within: Duration) -> anyhow::Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() > deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        crate::process::wait_for_exit(&mut self.child, within).await
     }
 }
 

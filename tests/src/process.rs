@@ -395,16 +395,7 @@ impl ProxyProcess {
 
     /// Waits (with a deadline) for the child to exit on its own; `None` if it is still running.
     pub async fn wait_for_exit(&mut self, within: Duration) -> anyhow::Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() > deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        wait_for_exit(&mut self.child, within).await
     }
 }
 
@@ -418,6 +409,24 @@ impl Drop for ProxyProcess {
 }
 
 /// Unique within this test process; combined with the pid for paths and base ids.
+/// Waits (with a deadline, polling) for `child` to exit on its own; `None` if it is still
+/// running.
+pub async fn wait_for_exit(
+    child: &mut Child,
+    within: Duration,
+) -> anyhow::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 fn unique_id() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
