@@ -186,17 +186,7 @@ pub async fn h1_closed(
             })
         })
         .collect();
-    let mut outcome = Outcome {
-        completed: 0,
-        errors: 0,
-        latency: None,
-    };
-    for task in tasks {
-        let (completed, errors) = task.await.unwrap_or((0, 1));
-        outcome.completed += completed;
-        outcome.errors += errors;
-    }
-    outcome
+    closed_outcome(tasks).await
 }
 
 /// Open loop: `rate` requests per second spread over `connections` HTTP/1.1 connections
@@ -389,17 +379,7 @@ pub async fn h2_closed(
             })
         })
         .collect();
-    let mut outcome = Outcome {
-        latency: None,
-        ..failed
-    };
-    outcome.errors = 0;
-    for task in tasks {
-        let (completed, errors) = task.await.unwrap_or((0, 1));
-        outcome.completed += completed;
-        outcome.errors += errors;
-    }
-    outcome
+    closed_outcome(tasks).await
 }
 
 /// Open loop over one h2c connection: a stream started every `1 / rate` seconds.
@@ -500,17 +480,7 @@ pub async fn h1_churn_closed(target: SocketAddr, concurrency: usize, window: Win
             })
         })
         .collect();
-    let mut outcome = Outcome {
-        completed: 0,
-        errors: 0,
-        latency: None,
-    };
-    for task in tasks {
-        let (completed, errors) = task.await.unwrap_or((0, 1));
-        outcome.completed += completed;
-        outcome.errors += errors;
-    }
-    outcome
+    closed_outcome(tasks).await
 }
 
 /// Connection churn, open loop: a new connection carrying one request (`Connection: close`,
@@ -543,6 +513,21 @@ pub async fn h1_churn_open(target: SocketAddr, rate: f64, window: Window) -> Out
         }
     });
     tally(rx, outcome).await
+}
+
+/// Sums the closed-loop tasks' `(completed, errors)`; a task that died counts as one error.
+async fn closed_outcome(tasks: Vec<tokio::task::JoinHandle<(u64, u64)>>) -> Outcome {
+    let mut outcome = Outcome {
+        completed: 0,
+        errors: 0,
+        latency: None,
+    };
+    for task in tasks {
+        let (completed, errors) = task.await.unwrap_or((0, 1));
+        outcome.completed += completed;
+        outcome.errors += errors;
+    }
+    outcome
 }
 
 /// Adds each open-loop sample (a latency in µs, or `None` for a failed request) to `outcome`
