@@ -593,16 +593,15 @@ impl Manager {
     /// up in the snapshot they read).
     fn republish(&mut self, services: &[String], others_changed: bool) {
         let prev = self.handle.shared.snapshots.load();
+        let services: std::collections::HashSet<&str> =
+            services.iter().map(String::as_str).collect();
         // Copied only when an assignment changes (a route-only push costs no cluster copy).
         let mut clusters = None;
         for (name, entry) in prev.clusters.iter() {
             let Discovery::Eds { .. } = entry.config.discovery else {
                 continue;
             };
-            if !services
-                .iter()
-                .any(|s| s == crate::xds::settings::eds_service_name(&entry.config))
-            {
+            if !services.contains(crate::xds::settings::eds_service_name(&entry.config)) {
                 continue;
             }
             let updated = self.with_assignment(entry.clone());

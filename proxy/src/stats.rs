@@ -1,4 +1,4 @@
-//! Envoy-named statistics: counters and gauges, sharded per worker so the request path never
+//! Envoy-named statistics: counters, gauges and text readouts, sharded per worker so the request path never
 //! shares a written cache line with another worker, and histograms ([`histogram`]).
 //!
 //! A stat is created (by name) when its owner is configured, never on the request path, so the
@@ -146,6 +146,43 @@ fn mark_used(flag: &AtomicBool) {
     }
 }
 
+/// A string value (Envoy's text readout), e.g. the version text of the last accepted config.
+#[derive(Clone)]
+pub struct TextReadout(Arc<TextCell>);
+
+struct TextCell {
+    value: arc_swap::ArcSwap<String>,
+    used: AtomicBool,
+}
+
+impl TextReadout {
+    fn new() -> Self {
+        TextReadout(Arc::new(TextCell {
+            value: arc_swap::ArcSwap::from_pointee(String::new()),
+            used: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn set(&self, value: &str) {
+        self.0.value.store(Arc::new(value.to_string()));
+        mark_used(&self.0.used);
+    }
+
+    pub fn value(&self) -> String {
+        self.0.value.load().to_string()
+    }
+
+    fn used(&self) -> bool {
+        self.0.used.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for TextReadout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TextReadout({:?})", self.value())
+    }
+}
+
 pub use histogram::Histogram;
 
 #[derive(Clone)]
@@ -153,6 +190,7 @@ enum Metric {
     Counter(Counter),
     Gauge(Gauge),
     Histogram(Histogram),
+    Text(TextReadout),
 }
 
 pub use matcher::StatsMatcher;
@@ -198,6 +236,22 @@ pub struct Sample {
     pub name: String,
     pub value: i64,
     pub is_counter: bool,
+    pub used: bool,
+    pub tags: Tags,
+}
+
+impl Sample {
+    /// The value as Envoy prints it: gauges are unsigned there too.
+    pub fn printed(&self) -> u64 {
+        self.value as u64
+    }
+}
+
+/// One read of a text readout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextSample {
+    pub name: String,
+    pub value: String,
     pub used: bool,
     pub tags: Tags,
 }
@@ -270,6 +324,14 @@ impl Store {
         match self.get_or_insert(name, || Metric::Gauge(Gauge::new())) {
             Metric::Gauge(g) => g,
             _ => Gauge::new(),
+        }
+    }
+
+    /// The text readout `name`, created on first use.
+    pub fn text(&self, name: &str) -> TextReadout {
+        match self.get_or_insert(name, || Metric::Text(TextReadout::new())) {
+            Metric::Text(t) => t,
+            _ => TextReadout::new(),
         }
     }
 
@@ -351,6 +413,24 @@ impl Store {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every text readout, sorted by name.
+    pub fn text_readouts(&self) -> Vec<TextSample> {
+        self.lock()
+            .iter()
+            .filter_map(|(name, e)| {
+                let Metric::Text(t) = &e.metric else {
+                    return None;
+                };
+                Some(TextSample {
+                    name: name.clone(),
+                    value: t.value(),
+                    used: t.used(),
+                    tags: e.tags.clone()?,
+                })
+            })
+            .collect()
+    }
+
     /// All counters and gauges, sorted by name.
     pub fn samples(&self) -> Vec<Sample> {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -360,7 +440,7 @@ impl Store {
                 let (value, is_counter, used) = match &e.metric {
                     Metric::Counter(c) => (c.value() as i64, true, c.used()),
                     Metric::Gauge(g) => (g.value(), false, g.used()),
-                    Metric::Histogram(_) => return None,
+                    Metric::Histogram(_) | Metric::Text(_) => return None,
                 };
                 Some(Sample {
                     name: name.clone(),

@@ -27,12 +27,13 @@ pub use settings::{SecretSources, XdsSettings};
 pub use state::{Received, Slot, Versioned, XdsChange, XdsDump, XdsState};
 
 use crate::server::{Command, ServerHandle};
+use crate::stats::{Gauge, Store, TextReadout};
 pub use state::Subscriptions;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use xds_client::ads::{
-    AdsClient, AdsConfig, AdsHandle, ChannelHandler, Delivery, Rejection, Update,
+    AdsClient, AdsConfig, AdsHandle, ChannelHandler, Delivery, Rejection, StreamStatus, Update,
 };
 
 /// How many responses may wait for the consumer (the client waits for each verdict anyway).
@@ -56,18 +57,63 @@ pub fn start(
     });
     let (handler, deliveries) = ChannelHandler::new(DELIVERY_QUEUE);
     let (client, ads) = AdsClient::new(config, handler)?;
+    let status = ControlPlane::new(client.status(), handle.store());
     let state = XdsState::new(&settings, handle.store(), std::time::Instant::now());
     let secrets = sds::SdsStreams::new(&settings);
     tracing::info!(address = %settings.address, protocol = ?settings.protocol, "starting ADS");
     tokio::spawn(client.run());
-    tokio::spawn(consume(state, deliveries, Streams { ads, secrets }, handle));
+    tokio::spawn(consume(
+        state,
+        deliveries,
+        Streams {
+            ads,
+            secrets,
+            status,
+        },
+        handle,
+    ));
     Ok(())
 }
 
-/// The streams subscriptions go to: ADS, and one per SDS cluster.
+/// The ADS stream's state as Envoy's `control_plane.*` stats show it.
+struct ControlPlane {
+    status: watch::Receiver<StreamStatus>,
+    losses: u64,
+    connected_state: Gauge,
+    identifier: TextReadout,
+}
+
+impl ControlPlane {
+    fn new(status: watch::Receiver<StreamStatus>, store: &Store) -> Self {
+        // Tern sends requests as they come and enforces no rate limit: these stay 0.
+        store.gauge("control_plane.pending_requests");
+        store.counter("control_plane.rate_limit_enforced");
+        ControlPlane {
+            status,
+            losses: 0,
+            connected_state: store.gauge("control_plane.connected_state"),
+            identifier: store.text("control_plane.identifier"),
+        }
+    }
+
+    /// Takes the stream's latest state; returns how many streams were lost since the last call.
+    fn update(&mut self) -> u64 {
+        let status = self.status.borrow_and_update().clone();
+        self.connected_state.set(i64::from(status.connected));
+        if let Some(identifier) = &status.identifier {
+            self.identifier.set(identifier);
+        }
+        let lost = status.losses - self.losses;
+        self.losses = status.losses;
+        lost
+    }
+}
+
+/// The streams subscriptions go to: ADS (and its state), and one per SDS cluster.
 struct Streams {
     ads: AdsHandle,
     secrets: sds::SdsStreams,
+    status: ControlPlane,
 }
 
 async fn consume(
@@ -114,6 +160,14 @@ async fn consume(
                     return;
                 }
                 let _ = reply.send(rejections);
+            }
+            changed = streams.status.status.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                for _ in 0..streams.status.update() {
+                    state.stream_lost();
+                }
             }
             () = timer => {
                 state.expire(std::time::Instant::now());

@@ -24,7 +24,7 @@ mod state;
 mod transport;
 mod wire;
 
-pub use client::{AdsClient, AdsHandle};
+pub use client::{AdsClient, AdsHandle, StreamStatus};
 pub use handler::{ChannelHandler, Delivery, Handler, Rejection, Resource, Update};
 pub use transport::{ConnectError, XdsAddress};
 

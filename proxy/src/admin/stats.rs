@@ -1,6 +1,7 @@
 //! `/stats` (Envoy's text and JSON forms, `usedonly`, `filter`) and `/stats/prometheus`.
 //!
-//! Counters and gauges come first, sorted by name, then histograms, as Envoy lists them. A
+//! Text readouts come first (text and JSON forms; Prometheus leaves them out, as Envoy does by
+//! default), then counters and gauges, sorted by name, then histograms, as Envoy lists them. A
 //! histogram prints Envoy's quantile summary (`P0(interval,cumulative) ... P100(...)`, or
 //! `No recorded values`) in text, the same pairs in JSON, and cumulative buckets, sum and count
 //! in Prometheus form.
@@ -8,13 +9,14 @@
 use super::{Body, Query, json, text};
 use crate::server::ServerHandle;
 use crate::stats::histogram::{BUCKETS, PERCENTS, Statistics};
-use crate::stats::{HistogramSample, Sample, Tags};
+use crate::stats::{HistogramSample, Sample, Tags, TextSample};
 use http::{Response, StatusCode};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// What one request selected.
 struct Selection {
+    texts: Vec<TextSample>,
     samples: Vec<Sample>,
     histograms: Vec<HistogramSample>,
 }
@@ -37,6 +39,11 @@ fn selected(handle: &ServerHandle, query: &Query) -> Result<Selection, Box<Respo
     };
     let store = handle.store();
     Ok(Selection {
+        texts: store
+            .text_readouts()
+            .into_iter()
+            .filter(|t| wanted(&t.name, t.used))
+            .collect(),
         samples: store
             .samples()
             .into_iter()
@@ -67,8 +74,11 @@ pub fn stats(handle: &ServerHandle, query: &Query) -> Response<Body> {
         return prometheus_response(&selection);
     }
     let mut body = String::new();
+    for t in &selection.texts {
+        let _ = writeln!(body, "{}: {:?}", t.name, t.value);
+    }
     for s in &selection.samples {
-        let _ = writeln!(body, "{}: {}", s.name, s.value);
+        let _ = writeln!(body, "{}: {}", s.name, s.printed());
     }
     for h in &selection.histograms {
         let _ = writeln!(body, "{}: {}", h.name, quantile_summary(h));
@@ -116,11 +126,15 @@ fn shortest(v: f64) -> String {
 /// `{"stats": [counters and gauges..., {"histograms": {...}}]}`, Envoy's JSON form; quantiles
 /// without a value are `null`.
 fn json_body(selection: &Selection) -> serde_json::Value {
-    let mut stats: Vec<serde_json::Value> = selection
+    let texts = selection
+        .texts
+        .iter()
+        .map(|t| serde_json::json!({"name": t.name, "value": t.value}));
+    let samples = selection
         .samples
         .iter()
-        .map(|s| serde_json::json!({"name": s.name, "value": s.value}))
-        .collect();
+        .map(|s| serde_json::json!({"name": s.name, "value": s.printed()}));
+    let mut stats: Vec<serde_json::Value> = texts.chain(samples).collect();
     if !selection.histograms.is_empty() {
         let computed: Vec<_> = selection
             .histograms
@@ -181,7 +195,7 @@ fn prometheus_response(selection: &Selection) -> Response<Body> {
         );
         for s in members {
             // Envoy keeps the braces when there are no labels.
-            let _ = writeln!(body, "{name}{{{}}} {}", labels(&s.tags), s.value);
+            let _ = writeln!(body, "{name}{{{}}} {}", labels(&s.tags), s.printed());
         }
     }
     let mut histograms: BTreeMap<&str, Vec<&HistogramSample>> = BTreeMap::new();
@@ -424,6 +438,7 @@ mod tests {
     #[test]
     fn json_has_envoys_histograms_object() {
         let selection = Selection {
+            texts: Vec::new(),
             samples: Vec::new(),
             histograms: vec![sample(&[&[0], &[]])],
         };
@@ -439,6 +454,7 @@ mod tests {
         );
         assert_eq!(
             json_body(&Selection {
+                texts: Vec::new(),
                 samples: Vec::new(),
                 histograms: Vec::new()
             }),

@@ -21,8 +21,9 @@ use crate::config::cluster::{LoadAssignment, load_assignment};
 use crate::config::route::RouteConfig;
 use crate::config::secret::Secret;
 use crate::config::tls::{SecretKey, SecretSource};
-use crate::stats::{Counter, Gauge, Store};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::stats::{Gauge, Store};
+use stats::{Outcome, SubscriptionStats};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use xds_client::ads::{Rejection, Update};
@@ -41,9 +42,21 @@ pub struct Versioned<T> {
     pub version: String,
     pub last_updated: SystemTime,
     /// What it waits for: RDS names (listener) or the EDS service name (cluster).
-    needs: Vec<(String, Option<Duration>)>,
+    needs: Vec<Need>,
     /// The SDS secrets its TLS transport sockets name (static ones are always there).
     secrets: Vec<(SecretKey, Option<Duration>)>,
+}
+
+/// A resource a listener or cluster version waits for.
+#[derive(Debug, Clone)]
+struct Need {
+    /// The RouteConfiguration or the EDS service.
+    name: String,
+    /// Its config source's `initial_fetch_timeout`.
+    timeout: Option<Duration>,
+    /// Where its subscription stats go: the connection manager's `stat_prefix` (RDS) or the
+    /// cluster's stat name (EDS).
+    stat_prefix: String,
 }
 
 /// A listener or cluster: the version served and the one warming, if any.
@@ -191,35 +204,6 @@ pub struct Subscriptions {
     pub sds_unsubscribe: Vec<(String, Vec<String>)>,
 }
 
-/// Envoy's subscription counters for one type (`<prefix>.update_*`).
-#[derive(Debug, Clone)]
-struct UpdateStats {
-    attempt: Counter,
-    success: Counter,
-    rejected: Counter,
-    init_fetch_timeout: Counter,
-}
-
-impl UpdateStats {
-    fn new(store: &Store, prefix: &str) -> Self {
-        UpdateStats {
-            attempt: store.counter(&format!("{prefix}.update_attempt")),
-            success: store.counter(&format!("{prefix}.update_success")),
-            rejected: store.counter(&format!("{prefix}.update_rejected")),
-            init_fetch_timeout: store.counter(&format!("{prefix}.init_fetch_timeout")),
-        }
-    }
-
-    fn count(&self, rejections: &[Rejection]) {
-        self.attempt.inc();
-        if rejections.is_empty() {
-            self.success.inc();
-        } else {
-            self.rejected.inc();
-        }
-    }
-}
-
 /// The control plane's resources, their warming, and the subscriptions they imply.
 pub struct XdsState {
     store: Store,
@@ -240,8 +224,17 @@ pub struct XdsState {
     /// names) may have changed: [`XdsState::sync_subscriptions`] has work to do.
     references_dirty: bool,
     assignments_changed: Vec<(String, Option<Arc<LoadAssignment>>)>,
-    lds_stats: UpdateStats,
-    cds_stats: UpdateStats,
+    /// LDS and CDS are subscribed (wildcard) on the ADS stream.
+    lds_subscribed: bool,
+    cds_subscribed: bool,
+    lds_stats: SubscriptionStats,
+    cds_stats: SubscriptionStats,
+    /// RDS subscriptions' stats, by route configuration name.
+    rds_stats: BTreeMap<String, SubscriptionStats>,
+    /// EDS stats by cluster stat name.
+    eds_stats: HashMap<String, SubscriptionStats>,
+    /// The cluster stat names that take each EDS service; `None` after a cluster change.
+    eds_users: Option<HashMap<String, Vec<String>>>,
     warming_clusters: Gauge,
     warming_listeners: Gauge,
 }
@@ -255,7 +248,7 @@ impl XdsState {
                 Ok(())
             }
         };
-        XdsState {
+        let state = XdsState {
             store: store.clone(),
             dump: XdsDump::default(),
             static_eds: settings.static_eds.clone(),
@@ -272,11 +265,23 @@ impl XdsState {
             // The first sync subscribes the static clusters' EDS names.
             references_dirty: true,
             assignments_changed: Vec::new(),
-            lds_stats: UpdateStats::new(store, "listener_manager.lds"),
-            cds_stats: UpdateStats::new(store, "cluster_manager.cds"),
+            lds_subscribed: settings.lds,
+            cds_subscribed: settings.cds,
+            lds_stats: SubscriptionStats::lds(store),
+            cds_stats: SubscriptionStats::cds(store),
+            rds_stats: BTreeMap::new(),
+            eds_stats: HashMap::new(),
+            eds_users: None,
             warming_clusters: store.gauge("cluster_manager.warming_clusters"),
             warming_listeners: store.gauge("listener_manager.total_listeners_warming"),
+        };
+        if settings.lds {
+            state.lds_stats.started();
         }
+        if settings.cds {
+            state.cds_stats.started();
+        }
+        state
     }
 
     pub fn dump(&self) -> &XdsDump {
@@ -290,14 +295,25 @@ impl XdsState {
     /// Applies one response; returns the resources refused, with reasons.
     pub fn apply(&mut self, update: Update, now: Instant) -> Vec<Rejection> {
         let version = update.version.clone();
+        let count = |stats: &SubscriptionStats, rejections: &[Rejection], changed: bool| {
+            if rejections.is_empty() {
+                let outcome = Outcome {
+                    changed,
+                    empty: false,
+                };
+                stats.accepted(&version, now.elapsed(), outcome);
+            } else {
+                stats.rejected();
+            }
+        };
         self.references_dirty |= matches!(
             update.resource_type,
             ResourceType::Listener | ResourceType::Cluster
         );
         let rejections = match update.resource_type {
             ResourceType::Listener => {
-                let rejections = self.apply_listeners(update, now);
-                self.lds_stats.count(&rejections);
+                let (rejections, changed) = self.apply_listeners(update, now);
+                count(&self.lds_stats, &rejections, changed);
                 if rejections.is_empty() {
                     self.dump.lds_version = version;
                 }
@@ -305,8 +321,8 @@ impl XdsState {
                 rejections
             }
             ResourceType::Cluster => {
-                let rejections = self.apply_clusters(update, now);
-                self.cds_stats.count(&rejections);
+                let (rejections, changed) = self.apply_clusters(update, now);
+                count(&self.cds_stats, &rejections, changed);
                 if rejections.is_empty() {
                     self.dump.cds_version = version;
                 }
@@ -321,6 +337,27 @@ impl XdsState {
         rejections
     }
 
+    /// The stream was lost: every subscription counts a failure, as in Envoy.
+    pub fn stream_lost(&mut self) {
+        if self.lds_subscribed {
+            self.lds_stats.lost();
+        }
+        if self.cds_subscribed {
+            self.cds_stats.lost();
+        }
+        for stats in self.rds_stats.values() {
+            stats.lost();
+        }
+        for name in eds_users(&mut self.eds_users, &self.dump.clusters)
+            .values()
+            .flatten()
+        {
+            if let Some(stats) = self.eds_stats.get(name) {
+                stats.lost();
+            }
+        }
+    }
+
     /// Ends the warming and initial fetches whose `initial_fetch_timeout` passed.
     pub fn expire(&mut self, now: Instant) {
         for (init, stats) in [
@@ -329,7 +366,24 @@ impl XdsState {
         ] {
             if matches!(init, Err(Some(deadline)) if *deadline <= now) {
                 *init = Ok(());
-                stats.init_fetch_timeout.inc();
+                stats.timed_out();
+            }
+        }
+        // RDS subscriptions whose listeners stop waiting for them time out.
+        let routes = &self.dump.routes;
+        let timed_out: BTreeSet<&str> = self
+            .dump
+            .listeners
+            .values()
+            .filter_map(|s| s.warming.as_ref())
+            .filter(|(_, deadline)| deadline.is_some_and(|d| d <= now))
+            .flat_map(|(v, _)| v.needs.iter())
+            .filter(|n| !routes.contains_key(&n.name))
+            .map(|n| n.name.as_str())
+            .collect();
+        for name in timed_out {
+            if let Some(stats) = self.rds_stats.get(name) {
+                stats.timed_out();
             }
         }
         self.listeners_dirty |= expire_slots(&mut self.dump.listeners, now);
@@ -406,19 +460,24 @@ impl XdsState {
         if !std::mem::take(&mut self.references_dirty) {
             return Subscriptions::default();
         }
-        let routes: BTreeSet<String> = self
+        // Each route configuration with the stat_prefix of the first manager naming it.
+        let mut prefixes: BTreeMap<&str, &str> = BTreeMap::new();
+        for need in self
             .dump
             .listeners
             .values()
             .flat_map(|s| s.versions())
-            .flat_map(|v| v.needs.iter().map(|(n, _)| n.clone()))
-            .collect();
+            .flat_map(|v| v.needs.iter())
+        {
+            prefixes.entry(&need.name).or_insert(&need.stat_prefix);
+        }
+        let routes: BTreeSet<String> = prefixes.keys().map(|n| n.to_string()).collect();
         let endpoints: BTreeSet<String> = self
             .dump
             .clusters
             .values()
             .flat_map(|s| s.versions())
-            .flat_map(|v| v.needs.iter().map(|(n, _)| n.clone()))
+            .flat_map(|v| v.needs.iter().map(|n| n.name.clone()))
             .chain(self.static_eds.iter().cloned())
             .collect();
         let mut out = Subscriptions::default();
@@ -434,10 +493,23 @@ impl XdsState {
             endpoints,
             &mut out,
         );
+        for (_, names) in out
+            .subscribe
+            .iter()
+            .filter(|(ty, _)| *ty == ResourceType::Route)
+        {
+            for name in names {
+                let stat_prefix = prefixes.get(name.as_str()).copied().unwrap_or_default();
+                let stats = SubscriptionStats::rds(&self.store, stat_prefix, name);
+                stats.started();
+                self.rds_stats.insert(name.clone(), stats);
+            }
+        }
         for (ty, names) in &out.unsubscribe {
             for name in names {
                 match ty {
                     ResourceType::Route => {
+                        self.rds_stats.remove(name);
                         if self.dump.routes.contains_key(name) {
                             Arc::make_mut(&mut self.dump.routes).remove(name);
                             self.routes_dirty = true;
@@ -456,8 +528,10 @@ impl XdsState {
         out
     }
 
-    fn apply_listeners(&mut self, update: Update, now: Instant) -> Vec<Rejection> {
+    /// Returns the refusals and whether anything was added, changed or removed.
+    fn apply_listeners(&mut self, update: Update, now: Instant) -> (Vec<Rejection>, bool) {
         let mut rejections = Vec::new();
+        let mut changed = false;
         for resource in &update.resources {
             match listener_version(resource, &self.secret_sources) {
                 Ok(version) => {
@@ -466,8 +540,9 @@ impl XdsState {
                     let slot = Arc::make_mut(&mut self.dump.listeners)
                         .entry(resource.name.clone())
                         .or_default();
-                    self.listeners_dirty |=
-                        place(Arc::make_mut(slot), version, now, ready, secret_ready);
+                    let placed = place(Arc::make_mut(slot), version, now, ready, secret_ready);
+                    self.listeners_dirty |= placed == Placed::Active;
+                    changed |= placed != Placed::Same;
                 }
                 Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
             }
@@ -478,23 +553,41 @@ impl XdsState {
             }
             if let Some(slot) = Arc::make_mut(&mut self.dump.listeners).remove(name) {
                 self.listeners_dirty |= slot.active.is_some();
+                changed = true;
             }
         }
-        rejections
+        (rejections, changed)
     }
 
-    fn apply_clusters(&mut self, update: Update, now: Instant) -> Vec<Rejection> {
+    /// Returns the refusals and whether anything was added, changed or removed.
+    fn apply_clusters(&mut self, update: Update, now: Instant) -> (Vec<Rejection>, bool) {
         let mut rejections = Vec::new();
+        let mut changed = false;
         for resource in &update.resources {
             match cluster_version(resource, &self.secret_sources) {
                 Ok(version) => {
+                    // A new EDS cluster version starts its own subscription, as in Envoy.
+                    let eds_stat_names: Vec<String> = version
+                        .needs
+                        .iter()
+                        .map(|n| n.stat_prefix.clone())
+                        .collect();
                     let ready = |name: &str| self.dump.endpoints.contains_key(name);
                     let secret_ready = |key: &SecretKey| self.dump.secrets.contains_key(key);
                     let slot = Arc::make_mut(&mut self.dump.clusters)
                         .entry(resource.name.clone())
                         .or_default();
-                    self.clusters_dirty |=
-                        place(Arc::make_mut(slot), version, now, ready, secret_ready);
+                    let placed = place(Arc::make_mut(slot), version, now, ready, secret_ready);
+                    self.clusters_dirty |= placed == Placed::Active;
+                    if placed != Placed::Same {
+                        changed = true;
+                        for name in eds_stat_names {
+                            self.eds_stats
+                                .entry(name)
+                                .or_insert_with_key(|n| SubscriptionStats::eds(&self.store, n))
+                                .started();
+                        }
+                    }
                 }
                 Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
             }
@@ -505,14 +598,20 @@ impl XdsState {
             }
             if let Some(slot) = Arc::make_mut(&mut self.dump.clusters).remove(name) {
                 self.clusters_dirty |= slot.active.is_some();
+                changed = true;
             }
         }
-        rejections
+        if changed {
+            self.eds_users = None;
+        }
+        (rejections, changed)
     }
 
     fn apply_routes(&mut self, update: Update) -> Vec<Rejection> {
         let mut rejections = Vec::new();
         for resource in &update.resources {
+            let started = Instant::now();
+            let stats = self.rds_stats.get(&resource.name);
             let converted = any::unpack::<RouteConfiguration>(&resource.body)
                 .map_err(|e| e.to_string())
                 .and_then(|p| {
@@ -521,12 +620,19 @@ impl XdsState {
                 });
             match converted {
                 Ok((source, config)) => {
-                    if self
+                    let same = self
                         .dump
                         .routes
                         .get(&resource.name)
-                        .is_some_and(|r| *r.source == source)
-                    {
+                        .is_some_and(|r| *r.source == source);
+                    if let Some(stats) = stats {
+                        let outcome = Outcome {
+                            changed: !same,
+                            empty: false,
+                        };
+                        stats.accepted(&update.version, started.elapsed(), outcome);
+                    }
+                    if same {
                         continue;
                     }
                     Arc::make_mut(&mut self.dump.routes).insert(
@@ -540,7 +646,12 @@ impl XdsState {
                     );
                     self.routes_dirty = true;
                 }
-                Err(reason) => rejections.push(Rejection::new(&resource.name, reason)),
+                Err(reason) => {
+                    if let Some(stats) = stats {
+                        stats.rejected();
+                    }
+                    rejections.push(Rejection::new(&resource.name, reason));
+                }
             }
         }
         for name in &update.removed {
@@ -555,29 +666,33 @@ impl XdsState {
     fn apply_endpoints(&mut self, update: Update) -> Vec<Rejection> {
         let mut rejections = Vec::new();
         for resource in &update.resources {
+            let started = Instant::now();
             let converted = any::unpack::<ClusterLoadAssignment>(&resource.body)
                 .map_err(|e| e.to_string())
                 .and_then(|p| {
                     let la = load_assignment(&p, false).map_err(|e| e.to_string())?;
                     Ok((p, la))
                 });
-            let stats = self.eds_stats(&resource.name);
-            for s in &stats {
-                s.attempt.inc();
-            }
+            let users = eds_users(&mut self.eds_users, &self.dump.clusters);
+            let stats = users
+                .get(&resource.name)
+                .into_iter()
+                .flatten()
+                .filter_map(|name| self.eds_stats.get(name));
             match converted {
                 Ok((source, assignment)) => {
-                    for s in &stats {
-                        s.success.inc();
-                        if assignment.endpoints.is_empty() {
-                            s.empty.inc();
-                        }
-                    }
                     let same = self
                         .dump
                         .endpoints
                         .get(&resource.name)
                         .is_some_and(|r| *r.config == assignment);
+                    let outcome = Outcome {
+                        changed: !same,
+                        empty: assignment.endpoints.is_empty(),
+                    };
+                    for s in stats {
+                        s.accepted(&update.version, started.elapsed(), outcome);
+                    }
                     if same {
                         continue;
                     }
@@ -595,8 +710,8 @@ impl XdsState {
                     );
                 }
                 Err(reason) => {
-                    for s in &stats {
-                        s.rejected.inc();
+                    for s in stats {
+                        s.rejected();
                     }
                     rejections.push(Rejection::new(&resource.name, reason));
                 }
@@ -622,24 +737,6 @@ impl XdsState {
             }
         }
         rejections
-    }
-
-    /// `cluster.<stat_name>.update_*` for the clusters that take endpoints from `service`.
-    fn eds_stats(&self, service: &str) -> Vec<EdsStats> {
-        self.dump
-            .clusters
-            .values()
-            .flat_map(|s| s.versions())
-            .filter(|v| v.needs.iter().any(|(n, _)| n == service))
-            .map(|v| {
-                let stat_name = if v.source.alt_stat_name.is_empty() {
-                    &v.source.name
-                } else {
-                    &v.source.alt_stat_name
-                };
-                EdsStats::new(&self.store, stat_name)
-            })
-            .collect()
     }
 
     /// Moves warming versions whose dependencies all arrived to active.
@@ -686,35 +783,49 @@ impl XdsState {
     }
 }
 
-/// `cluster.<name>.update_*` (EDS).
-struct EdsStats {
-    attempt: Counter,
-    success: Counter,
-    rejected: Counter,
-    empty: Counter,
+/// Which clusters (by stat name) take endpoints from each EDS service: built once after the
+/// clusters changed (`users` is `None` then), so an EDS response costs what it carries, not
+/// the cluster count.
+fn eds_users<'a>(
+    users: &'a mut Option<HashMap<String, Vec<String>>>,
+    clusters: &Slots<cluster_proto::Cluster>,
+) -> &'a HashMap<String, Vec<String>> {
+    users.get_or_insert_with(|| {
+        let mut users: HashMap<String, Vec<String>> = HashMap::new();
+        for need in clusters
+            .values()
+            .flat_map(|s| s.versions())
+            .flat_map(|v| v.needs.iter())
+        {
+            let names = users.entry(need.name.clone()).or_default();
+            if !names.contains(&need.stat_prefix) {
+                names.push(need.stat_prefix.clone());
+            }
+        }
+        users
+    })
 }
 
-impl EdsStats {
-    fn new(store: &Store, stat_name: &str) -> Self {
-        let name = |s: &str| format!("cluster.{stat_name}.{s}");
-        EdsStats {
-            attempt: store.counter(&name("update_attempt")),
-            success: store.counter(&name("update_success")),
-            rejected: store.counter(&name("update_rejected")),
-            empty: store.counter(&name("update_empty")),
-        }
-    }
+/// Where [`place`] put a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// It is the version already served or already warming: nothing changed.
+    Same,
+    /// It warms; the active version keeps serving.
+    Warming,
+    /// It serves.
+    Active,
 }
 
 /// Puts a newly accepted version in its slot: active at once when nothing it needs is missing,
-/// else warming (the active version keeps serving). Returns whether the active version changed.
+/// else warming (the active version keeps serving).
 fn place<T: PartialEq>(
     slot: &mut Slot<T>,
     version: Versioned<T>,
     now: Instant,
     ready: impl Fn(&str) -> bool,
     secret_ready: impl Fn(&SecretKey) -> bool,
-) -> bool {
+) -> Placed {
     if slot
         .active
         .as_ref()
@@ -722,20 +833,20 @@ fn place<T: PartialEq>(
     {
         // Back to (or still) the served version: nothing warms any more.
         slot.warming = None;
-        return false;
+        return Placed::Same;
     }
     if slot
         .warming
         .as_ref()
         .is_some_and(|(w, _)| w.source == version.source)
     {
-        return false;
+        return Placed::Same;
     }
     let missing: Vec<Option<Duration>> = version
         .needs
         .iter()
-        .filter(|(n, _)| !ready(n))
-        .map(|(_, t)| *t)
+        .filter(|n| !ready(&n.name))
+        .map(|n| n.timeout)
         .chain(
             version
                 .secrets
@@ -747,7 +858,7 @@ fn place<T: PartialEq>(
     if missing.is_empty() {
         slot.active = Some(version);
         slot.warming = None;
-        return true;
+        return Placed::Active;
     }
     // Warm until every dependency arrived or the longest initial_fetch_timeout passed.
     let deadline = if missing.iter().any(Option::is_none) {
@@ -756,7 +867,7 @@ fn place<T: PartialEq>(
         missing.into_iter().flatten().max().map(|t| now + t)
     };
     slot.warming = Some((version, deadline));
-    false
+    Placed::Warming
 }
 
 fn is_warm<T>(
@@ -765,7 +876,7 @@ fn is_warm<T>(
     secret_ready: &impl Fn(&SecretKey) -> bool,
 ) -> bool {
     slot.warming.as_ref().is_some_and(|(w, _)| {
-        w.needs.iter().all(|(n, _)| ready(n)) && w.secrets.iter().all(|(k, _)| secret_ready(k))
+        w.needs.iter().all(|n| ready(&n.name)) && w.secrets.iter().all(|(k, _)| secret_ready(k))
     })
 }
 
@@ -800,6 +911,7 @@ fn diff(
 }
 
 mod secrets;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod versions;

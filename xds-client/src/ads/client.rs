@@ -14,7 +14,7 @@ use crate::pb::envoy::service::discovery::v3::aggregated_discovery_service_clien
 use crate::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use crate::resource::{ResourceType, unsupported_reason};
 use std::collections::BTreeMap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
@@ -51,12 +51,25 @@ impl AdsHandle {
     }
 }
 
+/// The stream as its consumer may watch it ([`AdsClient::status`]): what Envoy's
+/// `control_plane.*` stats and the subscriptions' `update_failure` count.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamStatus {
+    /// A stream is open.
+    pub connected: bool,
+    /// Streams and connection attempts lost so far.
+    pub losses: u64,
+    /// The last `control_plane.identifier` a response carried.
+    pub identifier: Option<String>,
+}
+
 /// An ADS or SDS client bound to its handler; drive it with [`AdsClient::run`].
 pub struct AdsClient<H> {
     config: AdsConfig,
     handler: H,
     changes: mpsc::UnboundedReceiver<Change>,
     types: BTreeMap<ResourceType, TypeState>,
+    status: watch::Sender<StreamStatus>,
 }
 
 /// Why a stream ended.
@@ -85,8 +98,14 @@ impl<H: Handler> AdsClient<H> {
             handler,
             changes,
             types,
+            status: watch::Sender::new(StreamStatus::default()),
         };
         Ok((client, AdsHandle { changes: tx }))
+    }
+
+    /// Follows the stream's state: open or not, losses, the control plane's identifier.
+    pub fn status(&self) -> watch::Receiver<StreamStatus> {
+        self.status.subscribe()
     }
 
     /// Runs until every [`AdsHandle`] is dropped, reconnecting with back-off whenever the stream
@@ -107,6 +126,10 @@ impl<H: Handler> AdsClient<H> {
             match ended {
                 Ended::HandleGone => return,
                 Ended::Lost { progressed, reason } => {
+                    self.status.send_modify(|s| {
+                        s.connected = false;
+                        s.losses += 1;
+                    });
                     if progressed {
                         failures = 0;
                     }
@@ -173,7 +196,10 @@ impl<H: Handler> AdsClient<H> {
         let mut responses = loop {
             tokio::select! {
                 opened = &mut open => match opened {
-                    Ok(responses) => break responses,
+                    Ok(responses) => {
+                        self.status.send_modify(|s| s.connected = true);
+                        break responses;
+                    }
                     Err(status) => {
                         return Ended::Lost {
                             progressed: false,
@@ -240,7 +266,13 @@ impl<H: Handler> AdsClient<H> {
             version,
             incoming,
             removal,
+            identifier,
         } = parsed;
+        if let Some(identifier) = identifier
+            && self.status.borrow().identifier.as_ref() != Some(&identifier)
+        {
+            self.status.send_modify(|s| s.identifier = Some(identifier));
+        }
         let Some(ty) = ResourceType::from_type_url(&type_url) else {
             tracing::warn!(%type_url, "xDS response of an unsupported type; NACK");
             let detail = state::whole_response_status(unsupported_reason(&type_url));

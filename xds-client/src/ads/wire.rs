@@ -23,6 +23,8 @@ pub(crate) struct Parsed {
     pub version: String,
     pub incoming: Vec<Incoming>,
     pub removal: Removal,
+    /// The response's `control_plane.identifier`, when it names one.
+    pub identifier: Option<String>,
 }
 
 /// One wire variant's request shapes.
@@ -108,6 +110,7 @@ impl Wire for StateOfTheWorld {
     fn parse(response: DiscoveryResponse) -> Parsed {
         let version = response.version_info;
         Parsed {
+            identifier: response.control_plane.map(|c| c.identifier),
             incoming: response
                 .resources
                 .into_iter()
@@ -174,6 +177,7 @@ impl Wire for Delta {
 
     fn parse(response: DeltaDiscoveryResponse) -> Parsed {
         Parsed {
+            identifier: response.control_plane.map(|c| c.identifier),
             incoming: response
                 .resources
                 .into_iter()

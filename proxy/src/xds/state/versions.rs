@@ -3,7 +3,7 @@
 //! the EDS service, and the secrets its TLS transport sockets take over SDS or ADS), and with
 //! every source it names checked to be one Tern can fetch from.
 
-use super::Versioned;
+use super::{Need, Versioned};
 use crate::config::cluster::Cluster;
 use crate::config::listener::Listener;
 use crate::config::tls::{SdsSecretRef, SecretKey, SecretSource};
@@ -63,7 +63,16 @@ pub(super) fn cluster_version(
                 source.name
             )
         })?;
-        needs.push((eds_service_name(&cluster).to_string(), timeout));
+        let stat_name = if source.alt_stat_name.is_empty() {
+            &source.name
+        } else {
+            &source.alt_stat_name
+        };
+        needs.push(Need {
+            name: eds_service_name(&cluster).to_string(),
+            timeout,
+            stat_prefix: stat_name.clone(),
+        });
     }
     let secrets = secret_needs(cluster.transport.secret_refs(), sources)
         .map_err(|r| format!("cluster {:?}: {r}", source.name))?;
@@ -93,10 +102,9 @@ fn secret_needs<'a>(
 }
 
 /// The RouteConfiguration names a listener's connection managers take over RDS, with each
-/// source's `initial_fetch_timeout`; a non-ADS source is refused.
-fn rds_names(
-    listener: &listener_proto::Listener,
-) -> Result<Vec<(String, Option<Duration>)>, String> {
+/// source's `initial_fetch_timeout` and the first naming manager's `stat_prefix`; a non-ADS
+/// source is refused.
+fn rds_names(listener: &listener_proto::Listener) -> Result<Vec<Need>, String> {
     use hcm_proto::http_connection_manager::RouteSpecifier;
     let chains = listener
         .filter_chains
@@ -109,7 +117,7 @@ fn rds_names(
                 .iter()
                 .map(|c| ("default_filter_chain".to_string(), c)),
         );
-    let mut out: Vec<(String, Option<Duration>)> = Vec::new();
+    let mut out: Vec<Need> = Vec::new();
     for (chain_field, chain) in chains {
         for (j, filter) in chain.filters.iter().enumerate() {
             let Some(listener_proto::filter::ConfigType::TypedConfig(typed)) = &filter.config_type
@@ -126,8 +134,12 @@ fn rds_names(
                 })?;
                 let timeout = ads_source(source)
                     .map_err(|r| format!("listener {:?}: {field}: {r}", listener.name))?;
-                if !out.iter().any(|(n, _)| *n == rds.route_config_name) {
-                    out.push((rds.route_config_name.clone(), timeout));
+                if !out.iter().any(|n| n.name == rds.route_config_name) {
+                    out.push(Need {
+                        name: rds.route_config_name.clone(),
+                        timeout,
+                        stat_prefix: hcm.stat_prefix.clone(),
+                    });
                 }
             }
         }
