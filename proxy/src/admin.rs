@@ -140,6 +140,10 @@ async fn route(req: Request<Incoming>, handle: &ServerHandle, logs: &LogControl)
             }));
             text(StatusCode::OK, "OK\n".into())
         }
+        "/healthcheck/fail" | "/healthcheck/ok" => {
+            handle.fail_health_check(path == "/healthcheck/fail");
+            text(StatusCode::OK, "OK\n".to_string())
+        }
         "/quitquitquit" => {
             handle.send(Command::Shutdown { graceful: false });
             text(StatusCode::OK, "OK\n".into())
@@ -152,7 +156,7 @@ async fn route(req: Request<Incoming>, handle: &ServerHandle, logs: &LogControl)
     }
 }
 
-const HELP: &str = "  /: help\n  /certs: certificates\n  /clusters: upstream clusters\n  /config_dump: current configuration\n  /drain_listeners (POST): drain listeners\n  /listeners: listener addresses\n  /logging: query/change logging levels\n  /memory: memory usage\n  /quitquitquit (POST): exit the server\n  /ready: readiness\n  /runtime: runtime values\n  /server_info: server version and state\n  /stats: statistics\n  /stats/prometheus: statistics in prometheus format\n";
+const HELP: &str = "  /: help\n  /certs: certificates\n  /clusters: upstream clusters\n  /config_dump: current configuration\n  /drain_listeners (POST): drain listeners\n  /healthcheck/fail (POST): cause the server to fail health checks\n  /healthcheck/ok (POST): cause the server to pass health checks\n  /listeners: listener addresses\n  /logging: query/change logging levels\n  /memory: memory usage\n  /quitquitquit (POST): exit the server\n  /ready: readiness\n  /runtime: runtime values\n  /server_info: server version and state\n  /stats: statistics\n  /stats/prometheus: statistics in prometheus format\n";
 
 fn ready(handle: &ServerHandle) -> Response<Body> {
     let state = handle.state();

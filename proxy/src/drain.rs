@@ -76,6 +76,7 @@ impl Drain {
     pub fn watch(&self) -> DrainWatch {
         DrainWatch {
             rx: self.tx.subscribe(),
+            health_check_failed: None,
         }
     }
 }
@@ -84,18 +85,51 @@ impl Drain {
 #[derive(Debug, Clone)]
 pub struct DrainWatch {
     rx: watch::Receiver<State>,
+    /// The server's failed health check, for listeners that drain on it.
+    health_check_failed: Option<watch::Receiver<bool>>,
 }
 
 impl DrainWatch {
+    /// Also starts (without a deadline) while `health_check_failed` is true: Envoy's `DEFAULT`
+    /// drain type, under which a server failing its health check closes connections.
+    pub fn or_health(mut self, health_check_failed: watch::Receiver<bool>) -> Self {
+        self.health_check_failed = Some(health_check_failed);
+        self
+    }
+
+    /// Draining has started (or the server's health check is failed, see [`Self::or_health`]).
+    pub fn is_started(&self) -> bool {
+        *self.rx.borrow() != State::Serving
+            || self
+                .health_check_failed
+                .as_ref()
+                .is_some_and(|failed| *failed.borrow())
+    }
+
     /// Resolves when draining started. Never resolves if the owner is dropped without draining.
     pub async fn started(&mut self) {
-        if self
-            .rx
-            .wait_for(|state| *state != State::Serving)
-            .await
-            .is_err()
-        {
-            std::future::pending::<()>().await;
+        let drain = async {
+            if self
+                .rx
+                .wait_for(|state| *state != State::Serving)
+                .await
+                .is_err()
+            {
+                std::future::pending::<()>().await;
+            }
+        };
+        let health = async {
+            let failed = match &mut self.health_check_failed {
+                Some(failed) => failed.wait_for(|f| *f).await.is_ok(),
+                None => false,
+            };
+            if !failed {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = drain => {}
+            () = health => {}
         }
     }
 

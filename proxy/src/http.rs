@@ -50,6 +50,8 @@ pub struct ConnectionContext {
     pub rate_limit_buckets: local_ratelimit::ConnectionBuckets,
     /// Open streams, for the connection's idle timeout.
     pub streams: stream::ConnectionStreams,
+    /// The connection's drain signal: HTTP/1 responses say `connection: close` once it started.
+    pub drain: DrainWatch,
 }
 
 /// Serves one downstream connection with the HTTP connection manager until it ends or drains.
@@ -78,6 +80,7 @@ pub async fn serve(
         connection_id: crate::listener::connection::next_connection_id(),
         rate_limit_buckets: Default::default(),
         streams: Default::default(),
+        drain: drain.clone(),
     });
     let connection = ctx.clone();
     let mut stream = io::Prefixed::new(downstream.prefix.freeze(), downstream.stream);

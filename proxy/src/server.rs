@@ -173,8 +173,20 @@ impl ServerHandle {
         &self.shared.store
     }
 
+    /// The server's state; a LIVE server whose health check was failed by
+    /// `POST /healthcheck/fail` is DRAINING, as Envoy reports it.
     pub fn state(&self) -> ServerState {
-        ServerState::from_gauge(self.info.state.value())
+        match ServerState::from_gauge(self.info.state.value()) {
+            ServerState::Live if *self.shared.health_check_failed.borrow() => ServerState::Draining,
+            state => state,
+        }
+    }
+
+    /// `POST /healthcheck/fail` (true) and `/healthcheck/ok` (false).
+    pub fn fail_health_check(&self, failed: bool) {
+        self.shared.health_check_failed.send_replace(failed);
+        let live = !failed && ServerState::from_gauge(self.info.state.value()) == ServerState::Live;
+        self.store().gauge("server.live").set(i64::from(live));
     }
 }
 
@@ -190,6 +202,7 @@ pub fn start(
     state.set(ServerState::Initializing as i64);
     let shared = Arc::new(Shared {
         total_connections: store.gauge("server.total_connections"),
+        health_check_failed: tokio::sync::watch::Sender::new(false),
         store,
         snapshots: Arc::new(SnapshotCell::default()),
     });

@@ -25,6 +25,9 @@ pub struct Shared {
     pub snapshots: Arc<SnapshotCell>,
     /// Total downstream connections across listeners (`server.total_connections`).
     pub total_connections: stats::Gauge,
+    /// `POST /healthcheck/fail` is in force: connections on listeners with Envoy's `DEFAULT`
+    /// drain type stop keeping themselves alive (see [`crate::drain::DrainWatch::or_health`]).
+    pub health_check_failed: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the main thread asks of a worker.

@@ -33,6 +33,9 @@ pub struct Listener {
     pub continue_on_listener_filters_timeout: bool,
     pub filter_chains: FilterChainSelector<Arc<FilterChain>>,
     pub direction: Direction,
+    /// `drain_type: MODIFY_ONLY`: the listener drains only when it is modified or removed, not
+    /// while the server's health check is failed (`POST /healthcheck/fail`).
+    pub modify_only_drain: bool,
 }
 
 /// `traffic_direction`, which `POST /drain_listeners?inboundonly` reads.
@@ -202,6 +205,7 @@ impl TryFrom<&proto::Listener> for Listener {
             },
             continue_on_listener_filters_timeout: l.continue_on_listener_filters_timeout,
             filter_chains,
+            modify_only_drain: l.drain_type == proto::listener::DrainType::ModifyOnly as i32,
             direction: match TrafficDirection::try_from(l.traffic_direction) {
                 Ok(TrafficDirection::Inbound) => Direction::Inbound,
                 Ok(TrafficDirection::Outbound) => Direction::Outbound,

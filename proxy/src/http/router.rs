@@ -131,6 +131,13 @@ pub async fn handle(
         }
         ServerHeader::PassThrough => {}
     }
+    // Envoy's drain-close: once the connection drains (its listener does, or the server failed
+    // its health check), every HTTP/1 response closes it.
+    if protocol != "HTTP/2" && ctx.drain.is_started() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if hcm.always_set_request_id_in_response
         && let Some(id) = log
             .request_id

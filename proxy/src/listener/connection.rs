@@ -139,7 +139,10 @@ async fn serve_on(
                 let Some(http_stats) = entry.http_stats.get(&hcm.stat_prefix).cloned() else {
                     return;
                 };
-                let drain = entry.drain.watch();
+                let mut drain = entry.drain.watch();
+                if !entry.config.modify_only_drain {
+                    drain = drain.or_health(worker.shared.health_check_failed.subscribe());
+                }
                 drop(snapshot);
                 crate::http::serve(worker.clone(), hcm.clone(), http_stats, drain, downstream)
                     .await;
