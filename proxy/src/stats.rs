@@ -225,9 +225,10 @@ struct Entry {
     flushed: Option<Box<Flushed>>,
 }
 
+/// Non-empty bins only, `(index, count)` in index order.
 struct Flushed {
-    at_last_flush: Vec<u64>,
-    interval: Vec<u64>,
+    at_last_flush: Vec<(usize, u64)>,
+    interval: Vec<(usize, u64)>,
 }
 
 /// One read of a stat.
@@ -354,17 +355,31 @@ impl Store {
             if !h.used() {
                 continue;
             }
-            let now = h.bins();
+            let now = h.nonzero_bins();
             let flushed = entry.flushed.get_or_insert_with(|| {
                 Box::new(Flushed {
-                    at_last_flush: vec![0; now.len()],
+                    at_last_flush: Vec::new(),
                     interval: Vec::new(),
                 })
             });
+            // Both lists are in index order, and a bin never empties: walk them together.
+            let mut before = flushed.at_last_flush.iter().peekable();
             flushed.interval = now
                 .iter()
-                .zip(&flushed.at_last_flush)
-                .map(|(n, before)| n.saturating_sub(*before))
+                .filter_map(|&(index, count)| {
+                    let mut earlier = 0;
+                    while let Some(&&(i, c)) = before.peek() {
+                        if i > index {
+                            break;
+                        }
+                        if i == index {
+                            earlier = c;
+                        }
+                        before.next();
+                    }
+                    let added = count.saturating_sub(earlier);
+                    (added > 0).then_some((index, added))
+                })
                 .collect();
             flushed.at_last_flush = now;
         }
@@ -380,12 +395,13 @@ impl Store {
                 };
                 let tags = e.tags.as_ref()?;
                 let interval = e.flushed.as_ref().map_or(&[][..], |f| &f.interval[..]);
+                let cumulative = h.nonzero_bins();
                 Some(HistogramSample {
                     name: name.clone(),
                     used: h.used(),
                     tags: tags.clone(),
-                    cumulative: histogram::Statistics::of(&h.bins()),
-                    interval: histogram::Statistics::of(interval),
+                    cumulative: histogram::Statistics::of_nonzero(&cumulative),
+                    interval: histogram::Statistics::of_nonzero(interval),
                 })
             })
             .collect()

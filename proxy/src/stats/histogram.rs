@@ -3,9 +3,10 @@
 //! Prometheus buckets and sums come out as Envoy computes them from the same values.
 //!
 //! A bin covers `[m * 10^e, (m + 1) * 10^e)` for a two-digit `m` (values below 10 are exact, 0
-//! has its own bin). The bins of one histogram are one array of atomics shared by every worker,
-//! allocated the first time a value is recorded, so recording is one relaxed `fetch_add` and an
-//! unused histogram costs a pointer. Values of 10^10 ms (115 days) and more land in the last bin.
+//! has its own bin). The bins of one histogram are atomics shared by every worker, in chunks
+//! (the ten values below 10, then one chunk of 90 per decade) each allocated the first time a
+//! value lands in it: recording is one relaxed `fetch_add`, an unused histogram costs a few
+//! pointers, and one that only sees a few decades (most do) holds only those chunks. Values of 10^10 ms (115 days) and more land in the last bin.
 //!
 //! Reading is for the admin side: [`Statistics::of`] turns bin counts into Envoy's quantiles
 //! (circllhist's type-1 estimate: the `n` values of a bin sit at `k / (n + 1)` of its width),
@@ -35,9 +36,26 @@ pub const BUCKETS: [f64; 19] = [
 /// circllhist's `power_of_ten` for the exponents our bins use (exact literals).
 const POWERS_OF_TEN: [f64; DECADES + 2] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
 
+/// Chunks: bins 0..10, then 90 bins per decade.
+const CHUNKS: usize = 1 + DECADES;
+
 pub(crate) struct HistogramCell {
-    bins: OnceLock<Box<[AtomicU64]>>,
+    chunks: [OnceLock<Box<[AtomicU64]>>; CHUNKS],
     used: AtomicBool,
+}
+
+/// The chunk of bin `index` and its place in it.
+fn chunk_of(index: usize) -> (usize, usize) {
+    if index < 10 {
+        (0, index)
+    } else {
+        (1 + (index - 10) / 90, (index - 10) % 90)
+    }
+}
+
+/// The first bin of chunk `chunk`.
+fn chunk_start(chunk: usize) -> usize {
+    if chunk == 0 { 0 } else { 10 + (chunk - 1) * 90 }
 }
 
 /// A distribution of millisecond values (request times, connection lengths).
@@ -47,18 +65,19 @@ pub struct Histogram(pub(crate) Arc<HistogramCell>);
 impl Histogram {
     pub(crate) fn new() -> Self {
         Histogram(Arc::new(HistogramCell {
-            bins: OnceLock::new(),
+            chunks: Default::default(),
             used: AtomicBool::new(false),
         }))
     }
 
     /// Records one value.
     pub fn record(&self, value: u64) {
-        let bins = self
-            .0
-            .bins
-            .get_or_init(|| (0..BINS).map(|_| AtomicU64::new(0)).collect());
-        bins[bin_index(value)].fetch_add(1, Ordering::Relaxed);
+        let (chunk, offset) = chunk_of(bin_index(value));
+        let bins = self.0.chunks[chunk].get_or_init(|| {
+            let len = if chunk == 0 { 10 } else { 90 };
+            (0..len).map(|_| AtomicU64::new(0)).collect()
+        });
+        bins[offset].fetch_add(1, Ordering::Relaxed);
         super::mark_used(&self.0.used);
     }
 
@@ -69,17 +88,32 @@ impl Histogram {
 
     /// The count in every bin (all zero when nothing was recorded).
     pub fn bins(&self) -> Vec<u64> {
-        match self.0.bins.get() {
-            Some(bins) => bins.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
-            None => vec![0; BINS],
+        let mut out = vec![0; BINS];
+        for (index, count) in self.nonzero_bins() {
+            out[index] = count;
         }
+        out
+    }
+
+    /// The bins holding values, as `(index, count)` in index order.
+    pub fn nonzero_bins(&self) -> Vec<(usize, u64)> {
+        let mut out = Vec::new();
+        for (chunk, bins) in self.0.chunks.iter().enumerate() {
+            let Some(bins) = bins.get() else { continue };
+            let start = chunk_start(chunk);
+            for (offset, bin) in bins.iter().enumerate() {
+                let count = bin.load(Ordering::Relaxed);
+                if count > 0 {
+                    out.push((start + offset, count));
+                }
+            }
+        }
+        out
     }
 
     /// Values recorded so far.
     pub fn count(&self) -> u64 {
-        self.0.bins.get().map_or(0, |bins| {
-            bins.iter().map(|b| b.load(Ordering::Relaxed)).sum()
-        })
+        self.nonzero_bins().iter().map(|(_, c)| c).sum()
     }
 
     pub(crate) fn used(&self) -> bool {
@@ -157,6 +191,11 @@ impl Statistics {
             .filter(|(_, c)| **c > 0)
             .map(|(i, c)| (i, *c))
             .collect();
+        Self::of_nonzero(&nonzero)
+    }
+
+    /// Statistics of the non-empty bins, `(index, count)` in index order.
+    pub fn of_nonzero(nonzero: &[(usize, u64)]) -> Statistics {
         let count = nonzero.iter().map(|(_, c)| c).sum();
         let sum = nonzero
             .iter()
@@ -175,7 +214,7 @@ impl Statistics {
                 .sum()
         });
         Statistics {
-            quantiles: quantiles(&nonzero, count),
+            quantiles: quantiles(nonzero, count),
             buckets,
             sum,
             count,
@@ -227,6 +266,26 @@ mod tests {
             h.record(*v);
         }
         Statistics::of(&h.bins())
+    }
+
+    #[test]
+    fn chunks_hold_only_the_decades_used() {
+        let h = Histogram::new();
+        for v in [0, 7, 7, 42, 99_999, u64::MAX] {
+            h.record(v);
+        }
+        let dense = h.bins();
+        let expected: Vec<(usize, u64)> = dense
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| (i, *c))
+            .collect();
+        assert_eq!(h.nonzero_bins(), expected);
+        assert_eq!(h.count(), 6);
+        let allocated = h.0.chunks.iter().filter(|c| c.get().is_some()).count();
+        // 0 and 7; 42; 99_999 (decade 10^4); the overflow bin (last decade).
+        assert_eq!(allocated, 4);
     }
 
     #[test]
