@@ -234,8 +234,8 @@ pub fn start(
         handle: handle.clone(),
         workers,
         sockets: ListeningSockets::default(),
-        static_listeners: statics.listeners,
-        static_clusters: statics.clusters,
+        static_listeners: statics.listeners.into_iter().map(Arc::new).collect(),
+        static_clusters: statics.clusters.into_iter().map(Arc::new).collect(),
         dynamic_listeners: Vec::new(),
         dynamic_clusters: Vec::new(),
         routes: Arc::default(),
@@ -310,10 +310,10 @@ struct Manager {
     handle: ServerHandle,
     workers: Vec<WorkerHandle>,
     sockets: ListeningSockets,
-    static_listeners: Vec<listener_proto::Listener>,
-    static_clusters: Vec<cluster_proto::Cluster>,
-    dynamic_listeners: Vec<listener_proto::Listener>,
-    dynamic_clusters: Vec<cluster_proto::Cluster>,
+    static_listeners: Vec<Arc<listener_proto::Listener>>,
+    static_clusters: Vec<Arc<cluster_proto::Cluster>>,
+    dynamic_listeners: Vec<Arc<listener_proto::Listener>>,
+    dynamic_clusters: Vec<Arc<cluster_proto::Cluster>>,
     /// Route configurations from RDS, by name.
     routes: Arc<BTreeMap<String, Arc<crate::config::route::RouteConfig>>>,
     /// The bootstrap's static secrets and the ones received.
@@ -321,7 +321,7 @@ struct Manager {
     /// Endpoints from EDS, by service name.
     assignments: HashMap<String, Arc<LoadAssignment>>,
     /// DNS resolution tasks by cluster name, with the cluster version they resolve for.
-    resolvers: HashMap<String, (cluster_proto::Cluster, tokio::task::JoinHandle<()>)>,
+    resolvers: HashMap<String, (Arc<cluster_proto::Cluster>, tokio::task::JoinHandle<()>)>,
     /// How often histograms roll their interval view (bootstrap `stats_flush_interval`).
     stats_flush_interval: Duration,
     /// The scope of the graceful `/drain_listeners` sequence, once one started.
@@ -350,8 +350,8 @@ impl Manager {
                     clusters,
                     reply,
                 } => {
-                    self.dynamic_listeners = listeners;
-                    self.dynamic_clusters = clusters;
+                    self.dynamic_listeners = listeners.into_iter().map(Arc::new).collect();
+                    self.dynamic_clusters = clusters.into_iter().map(Arc::new).collect();
                     let _ = reply.send(self.rebuild());
                 }
                 Command::Xds { change, reply } => {

@@ -102,7 +102,8 @@ impl BindKey {
 #[derive(Debug)]
 pub struct ListenerEntry {
     pub config: Listener,
-    pub source: listener_proto::Listener,
+    /// As received (shared with the xDS view, so an unchanged listener is recognised by pointer).
+    pub source: Arc<listener_proto::Listener>,
     pub stats: ListenerStats,
     /// tcp_proxy stats by stat_prefix, for every tcp_proxy in this listener's chains.
     pub tcp_stats: HashMap<String, Arc<TcpProxyStats>>,
@@ -194,7 +195,8 @@ impl TcpProxyStats {
 #[derive(Debug)]
 pub struct ClusterEntry {
     pub config: Cluster,
-    pub source: cluster_proto::Cluster,
+    /// As received (shared with the xDS view, so an unchanged cluster is recognised by pointer).
+    pub source: Arc<cluster_proto::Cluster>,
     pub hosts: Arc<[Host]>,
     pub stats: Arc<ClusterStats>,
     /// The outlier detector, when the cluster has `outlier_detection` (kept across updates).
@@ -380,12 +382,12 @@ impl SnapshotBuilder<'_> {
     pub fn listener(
         &self,
         prev: Option<&Arc<ListenerEntry>>,
-        source: &listener_proto::Listener,
+        source: &Arc<listener_proto::Listener>,
     ) -> Result<Arc<ListenerEntry>, ConfigError> {
-        if let Some(prev) = prev.filter(|p| p.source == *source) {
+        if let Some(prev) = prev.filter(|p| Arc::ptr_eq(&p.source, source) || p.source == *source) {
             return Ok(prev.clone());
         }
-        let config = Listener::try_from(source)?;
+        let config = Listener::try_from(&**source)?;
         let mut tcp_stats = HashMap::new();
         let mut http_stats = HashMap::new();
         let mut rbac_stats = HashMap::new();
@@ -452,13 +454,13 @@ impl SnapshotBuilder<'_> {
     pub fn cluster(
         &self,
         prev: Option<&Arc<ClusterEntry>>,
-        source: &cluster_proto::Cluster,
+        source: &Arc<cluster_proto::Cluster>,
         added_via_api: bool,
     ) -> Result<Arc<ClusterEntry>, ConfigError> {
-        if let Some(prev) = prev.filter(|p| p.source == *source) {
+        if let Some(prev) = prev.filter(|p| Arc::ptr_eq(&p.source, source) || p.source == *source) {
             return Ok(prev.clone());
         }
-        let config = Cluster::try_from(source)?;
+        let config = Cluster::try_from(&**source)?;
         let stats = Arc::new(ClusterStats::new(self.store, &config.stat_name));
         let endpoints = match config.discovery {
             crate::config::cluster::Discovery::Static => config.load_assignment.endpoints.clone(),

@@ -18,9 +18,9 @@ use tern::snapshot::{ClusterStats, SnapshotBuilder};
 use tern::stats::Store;
 use tern::xds::{XdsSettings, XdsState};
 use xds_client::ads::{Protocol, Resource, Update, XdsAddress};
-use xds_client::pb::google::protobuf::Any;
 use xds_client::pb::envoy::config::cluster::v3::Cluster;
 use xds_client::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use xds_client::pb::google::protobuf::Any;
 use xds_client::proto_json::{ReadOptions, from_text};
 use xds_client::resource::ResourceType;
 
@@ -40,7 +40,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -98,13 +101,14 @@ fn main() -> anyhow::Result<()> {
             .map(|n| from_text(&cluster_yaml(n), "c.yaml", ReadOptions::default()))
             .collect::<Result<_, _>>()
     })?;
-    let assignments: Vec<ClusterLoadAssignment> = measure("assignment protos (10 endpoints)", || {
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| from_text(&assignment_yaml(n, i), "a.yaml", ReadOptions::default()))
-            .collect::<Result<_, _>>()
-    })?;
+    let assignments: Vec<ClusterLoadAssignment> =
+        measure("assignment protos (10 endpoints)", || {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| from_text(&assignment_yaml(n, i), "a.yaml", ReadOptions::default()))
+                .collect::<Result<_, _>>()
+        })?;
 
     let store = Store::for_threads(2);
     let stats = measure("ClusterStats (standalone store)", || {
@@ -116,17 +120,6 @@ fn main() -> anyhow::Result<()> {
     drop(stats);
 
     let store = Store::for_threads(2);
-    let builder = SnapshotBuilder {
-        store: &store,
-        workers: 1,
-    };
-    let entries = measure("snapshot entries (config, stats, LB, no hosts)", || {
-        protos
-            .iter()
-            .map(|p| builder.cluster(None, p, true))
-            .collect::<Result<Vec<_>, _>>()
-    })?;
-
     let settings = XdsSettings {
         address: XdsAddress::Unix("/unused".into()),
         protocol: Protocol::Delta,
@@ -179,8 +172,20 @@ fn main() -> anyhow::Result<()> {
     measure("xDS state: assignments (proto + converted)", || {
         state.apply(assignment_update, std::time::Instant::now())
     });
+    // The manager builds its entries from the protos the xDS state holds (shared, not copied).
     let change = state.take_change();
-    drop(change);
+    let builder = SnapshotBuilder {
+        store: &store,
+        workers: 1,
+    };
+    let entries = measure("snapshot entries (config, stats, LB, no hosts)", || {
+        change
+            .clusters
+            .iter()
+            .flatten()
+            .map(|p| builder.cluster(None, p, true))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
     drop(entries);
     println!("({} clusters in {:?})", CLUSTERS, started.elapsed());
     Ok(())

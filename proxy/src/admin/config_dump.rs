@@ -211,7 +211,7 @@ fn build(handle: &ServerHandle, include_eds: bool, names: &Names) -> admin::Conf
                 .dynamic_active_clusters
                 .push(admin::clusters_config_dump::DynamicCluster {
                     version_info: active.map_or_else(|| version.clone(), |a| a.version.clone()),
-                    cluster: Some(pack(&entry.source)),
+                    cluster: Some(pack(&*entry.source)),
                     last_updated: Some(timestamp(
                         active.map_or(entry.last_updated, |a| a.last_updated),
                     )),
@@ -221,7 +221,7 @@ fn build(handle: &ServerHandle, include_eds: bool, names: &Names) -> admin::Conf
             clusters
                 .static_clusters
                 .push(admin::clusters_config_dump::StaticCluster {
-                    cluster: Some(pack(&entry.source)),
+                    cluster: Some(pack(&*entry.source)),
                     last_updated: Some(timestamp(entry.last_updated)),
                 });
         }
@@ -262,7 +262,7 @@ fn build(handle: &ServerHandle, include_eds: bool, names: &Names) -> admin::Conf
             listeners
                 .static_listeners
                 .push(admin::listeners_config_dump::StaticListener {
-                    listener: Some(pack(&entry.source)),
+                    listener: Some(pack(&*entry.source)),
                     last_updated: Some(timestamp(entry.last_updated)),
                 });
         } else {
@@ -274,7 +274,7 @@ fn build(handle: &ServerHandle, include_eds: bool, names: &Names) -> admin::Conf
                     name: name.clone(),
                     active_state: Some(admin::listeners_config_dump::DynamicListenerState {
                         version_info: active.map_or_else(|| version.clone(), |a| a.version.clone()),
-                        listener: Some(pack(&entry.source)),
+                        listener: Some(pack(&*entry.source)),
                         last_updated: Some(timestamp(
                             active.map_or(entry.last_updated, |a| a.last_updated),
                         )),

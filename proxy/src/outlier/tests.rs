@@ -507,7 +507,7 @@ fn retired_hosts_release_their_ejection_and_cannot_be_ejected() {
 /// builds it.
 fn two_host_cluster(panic_threshold: f64) -> Arc<crate::snapshot::ClusterEntry> {
     let endpoint = |port: u16| serde_json::json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}});
-    let proto = xds_client::proto_json::from_value(
+    let proto: xds_client::pb::envoy::config::cluster::v3::Cluster = xds_client::proto_json::from_value(
         serde_json::json!({
             "name": "c", "lb_policy": "ROUND_ROBIN",
             "common_lb_config": {"healthy_panic_threshold": {"value": panic_threshold}},
@@ -522,7 +522,7 @@ fn two_host_cluster(panic_threshold: f64) -> Arc<crate::snapshot::ClusterEntry> 
         store: &store,
         workers: 1,
     }
-    .cluster(None, &proto, false)
+    .cluster(None, &Arc::new(proto), false)
     .unwrap()
 }
 

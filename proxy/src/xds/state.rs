@@ -76,8 +76,8 @@ impl<T> Default for Slot<T> {
 }
 
 impl<T: Clone> Slot<T> {
-    fn active_source(&self) -> Option<T> {
-        self.active.as_ref().map(|v| (*v.source).clone())
+    fn active_source(&self) -> Option<Arc<T>> {
+        self.active.as_ref().map(|v| v.source.clone())
     }
 
     /// Ends warming whose deadline passed: the warming version serves (without what it waited
@@ -168,10 +168,10 @@ fn promote_slots<T: Clone>(
 /// What the manager must change after an update; `None` fields are unchanged.
 #[derive(Debug, Default)]
 pub struct XdsChange {
-    /// The complete set of active dynamic listeners.
-    pub listeners: Option<Vec<listener_proto::Listener>>,
-    /// The complete set of active dynamic clusters.
-    pub clusters: Option<Vec<cluster_proto::Cluster>>,
+    /// The complete set of active dynamic listeners (shared with the xDS view).
+    pub listeners: Option<Vec<Arc<listener_proto::Listener>>>,
+    /// The complete set of active dynamic clusters (shared with the xDS view).
+    pub clusters: Option<Vec<Arc<cluster_proto::Cluster>>>,
     /// Every route configuration received.
     pub routes: Option<BTreeMap<String, Arc<RouteConfig>>>,
     /// New endpoints by EDS service name (`None`: forgotten, nothing uses it any more).

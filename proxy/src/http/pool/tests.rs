@@ -29,7 +29,7 @@ async fn backend() -> SocketAddr {
 
 /// A STATIC cluster `c` with one host at `address` and the given upstream idle timeout.
 fn cluster(address: SocketAddr, idle_timeout: &str) -> Arc<ClusterEntry> {
-    let proto = xds_client::proto_json::from_value(
+    let proto: xds_client::pb::envoy::config::cluster::v3::Cluster = xds_client::proto_json::from_value(
         serde_json::json!({
             "name": "c",
             "load_assignment": {"cluster_name": "c", "endpoints": [{"lb_endpoints": [
@@ -51,7 +51,7 @@ fn cluster(address: SocketAddr, idle_timeout: &str) -> Arc<ClusterEntry> {
         store: &Store::new(),
         workers: 1,
     }
-    .cluster(None, &proto, false)
+    .cluster(None, &Arc::new(proto), false)
     .unwrap()
 }
 
