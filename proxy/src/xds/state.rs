@@ -231,6 +231,8 @@ pub struct XdsState {
     cds_stats: SubscriptionStats,
     /// RDS subscriptions' stats, by route configuration name.
     rds_stats: BTreeMap<String, SubscriptionStats>,
+    /// SDS subscriptions' stats, by secret.
+    sds_stats: BTreeMap<SecretKey, SubscriptionStats>,
     /// EDS stats by cluster stat name.
     eds_stats: HashMap<String, SubscriptionStats>,
     /// The cluster stat names that take each EDS service; `None` after a cluster change.
@@ -270,6 +272,7 @@ impl XdsState {
             lds_stats: SubscriptionStats::lds(store),
             cds_stats: SubscriptionStats::cds(store),
             rds_stats: BTreeMap::new(),
+            sds_stats: BTreeMap::new(),
             eds_stats: HashMap::new(),
             eds_users: None,
             warming_clusters: store.gauge("cluster_manager.warming_clusters"),
@@ -347,6 +350,12 @@ impl XdsState {
         }
         for stats in self.rds_stats.values() {
             stats.lost();
+        }
+        // Secrets on the ADS stream (an SDS cluster's stream has its own life).
+        for (key, stats) in &self.sds_stats {
+            if key.source == SecretSource::Ads {
+                stats.lost();
+            }
         }
         for name in eds_users(&mut self.eds_users, &self.dump.clusters)
             .values()

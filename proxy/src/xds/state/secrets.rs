@@ -1,41 +1,23 @@
 //! Secrets in the xDS view: which ones the listeners and clusters name (and so are subscribed, on
 //! the ADS stream or their SDS cluster's stream), which arrived, and Envoy's `sds.<name>.*`
-//! counters.
+//! subscription stats.
 //!
 //! A new version of a secret replaces the old one in the next snapshot and nothing else: the
 //! listeners and clusters that name it keep their entries (no drain, no `listener_modified`).
 //! A refused version keeps the last good one. A removal (delta ADS) is ignored, as Envoy ignores
 //! it: a secret goes away only when nothing names it any more.
 
+use super::stats::{Outcome, SubscriptionStats};
 use super::{Received, Subscriptions, XdsState};
 use crate::config::secret::{self, Secret};
 use crate::config::tls::{SecretKey, SecretSource};
-use crate::stats::{Counter, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 use xds_client::ads::{Rejection, Update};
 use xds_client::any;
 use xds_client::pb::envoy::extensions::transport_sockets::tls::v3 as proto;
 use xds_client::resource::ResourceType;
-
-/// `sds.<name>.update_*`.
-struct SdsStats {
-    attempt: Counter,
-    success: Counter,
-    rejected: Counter,
-}
-
-impl SdsStats {
-    fn new(store: &Store, name: &str) -> Self {
-        let stat = |s: &str| store.counter(&format!("sds.{name}.{s}"));
-        SdsStats {
-            attempt: stat("update_attempt"),
-            success: stat("update_success"),
-            rejected: stat("update_rejected"),
-        }
-    }
-}
 
 impl XdsState {
     /// Applies secrets from `source` (the ADS stream, or an SDS cluster's stream); returns the
@@ -51,8 +33,8 @@ impl XdsState {
                 tracing::debug!(secret = %resource.name, %source, "ignoring a secret nothing names");
                 continue;
             }
-            let stats = SdsStats::new(&self.store, &resource.name);
-            stats.attempt.inc();
+            let started = Instant::now();
+            let stats = self.sds_stats.get(&key);
             let converted = any::unpack::<proto::Secret>(&resource.body)
                 .map_err(|e| format!("secret {:?}: {e}", resource.name))
                 .and_then(|p| {
@@ -62,12 +44,16 @@ impl XdsState {
             let (source_proto, config) = match converted {
                 Ok(c) => c,
                 Err(reason) => {
-                    stats.rejected.inc();
+                    if let Some(stats) = stats {
+                        stats.rejected();
+                    }
                     rejections.push(Rejection::new(&resource.name, reason));
                     continue;
                 }
             };
-            stats.success.inc();
+            if let Some(stats) = stats {
+                stats.accepted(&update.version, started.elapsed(), Outcome::default());
+            }
             let now = SystemTime::now();
             // As Envoy: an unchanged secret still takes the new version, but changes nothing.
             if let Some(r) = self.dump.secrets.get_mut(&key)
@@ -133,12 +119,16 @@ impl XdsState {
                 }
                 SecretSource::Static => {}
             }
+            let stats = SubscriptionStats::sds(&self.store, &key.name);
+            stats.started();
+            self.sds_stats.insert(key.clone(), stats);
             self.dump.wanted_secrets.insert(key, now);
         }
         let mut ads_drop = Vec::new();
         let mut sds_drop: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for key in dropped {
             self.dump.wanted_secrets.remove(&key);
+            self.sds_stats.remove(&key);
             self.secrets_dirty |= self.dump.secrets.remove(&key).is_some();
             match key.source {
                 SecretSource::Ads => ads_drop.push(key.name),

@@ -11,7 +11,8 @@
 //!   not change.
 //!
 //! The sets are `listener_manager.lds.`, `cluster_manager.cds.`, `http.<stat_prefix>.rds.<name>.`
-//! (the first connection manager that named the route configuration) and `cluster.<name>.` (EDS).
+//! (the first connection manager that named the route configuration), `cluster.<name>.` (EDS)
+//! and `sds.<name>.`.
 
 use crate::stats::{Counter, Gauge, Histogram, Store, TextReadout};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -109,6 +110,14 @@ impl SubscriptionStats {
             .with_versions(store, &prefix)
             .with_reload(store, &prefix)
             .with_empty(store, &prefix)
+    }
+
+    /// `sds.<secret name>.*` (Envoy also has `key_rotation_failed` there, for file watches
+    /// Tern does not run: always 0).
+    pub fn sds(store: &Store, secret: &str) -> Self {
+        let prefix = format!("sds.{secret}");
+        store.counter(&format!("{prefix}.key_rotation_failed"));
+        Self::new(store, &prefix).with_versions(store, &prefix)
     }
 
     /// `cluster.<stat_name>.update_*` (EDS).
@@ -215,6 +224,20 @@ mod tests {
         let text = store.text_readouts();
         assert_eq!(text[0].name, "cluster_manager.cds.version_text");
         assert_eq!(text[0].value, "v3");
+    }
+
+    #[test]
+    fn sds_has_versions_and_key_rotation_failed() {
+        let store = Store::new();
+        let sds = SubscriptionStats::sds(&store, "default");
+        sds.started();
+        sds.accepted("7", Duration::ZERO, Outcome::default());
+        let v = |n: &str| value(&store, &format!("sds.default.{n}"));
+        assert_eq!(v("update_attempt"), 2);
+        assert_eq!(v("update_success"), 1);
+        assert_eq!(v("key_rotation_failed"), 0);
+        assert_eq!(v("init_fetch_timeout"), 0);
+        assert_eq!(store.text_readouts()[0].value, "7");
     }
 
     #[test]
