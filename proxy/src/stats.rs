@@ -3,13 +3,13 @@
 //!
 //! A stat is created (by name) when its owner is configured, never on the request path, so the
 //! registry's lock is only taken by the main thread and the admin handlers. A counter keeps one
-//! padded slot per thread that writes it (the main thread and each worker: the store is sized
-//! for them, [`Store::for_threads`]); [`set_shard`] tells a worker thread which slot is its own,
-//! and a read sums the slots. A counter costs a cache line per thread, so a thousand clusters'
-//! stats stay small on a one-worker sidecar. Gauges are a single atomic (they are moved per connection, not per byte).
-//! Histograms are one shared array of bin counters each; [`Store::flush_histograms`] (the main
-//! thread, every `stats_flush_interval`) keeps Envoy's "interval" view: what was recorded between
-//! the last two flushes.
+//! padded slot per worker (the store is sized for them, [`Store::for_threads`]; the main
+//! thread's rare writes share slot 0); [`set_shard`] tells a worker thread which slot is its
+//! own, and a read sums the slots. A counter costs a cache line per worker, so a thousand
+//! clusters' stats stay small on a one-worker sidecar. Gauges are a single atomic (they are
+//! moved per connection, not per byte). Histograms are chunks of shared bin counters;
+//! [`Store::flush_histograms`] (the main thread, every `stats_flush_interval`) keeps Envoy's
+//! "interval" view: what was recorded between the last two flushes.
 //!
 //! Each stat also carries Envoy's tag-extracted form (e.g. `cluster.upstream_cx_total` with tag
 //! `envoy.cluster_name=backend`), computed once at registration from the bootstrap's
@@ -297,8 +297,8 @@ impl Store {
         Self::for_threads(1)
     }
 
-    /// A store for `threads` writing threads: the main thread and every worker, with Envoy's
-    /// default tags and no stats matcher.
+    /// A store for `threads` writing threads (the workers; the main thread shares slot 0), with
+    /// Envoy's default tags and no stats matcher.
     pub fn for_threads(threads: usize) -> Self {
         Self::with_config(threads, Arc::default())
     }

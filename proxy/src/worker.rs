@@ -121,7 +121,7 @@ fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
     stop: oneshot::Receiver<()>,
 ) {
-    stats::set_shard(index + 1);
+    stats::set_shard(index);
     let local = tokio::task::LocalSet::new();
     let worker = Rc::new(Worker {
         index,

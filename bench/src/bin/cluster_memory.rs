@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
                 .collect::<Result<_, _>>()
         })?;
 
-    let store = Store::for_threads(2);
+    let store = Store::for_threads(1);
     let stats = measure("ClusterStats (standalone store)", || {
         names
             .iter()
@@ -119,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     });
     drop(stats);
 
-    let store = Store::for_threads(2);
+    let store = Store::for_threads(1);
     let settings = XdsSettings {
         address: XdsAddress::Unix("/unused".into()),
         protocol: Protocol::Delta,
