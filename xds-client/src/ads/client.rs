@@ -94,7 +94,13 @@ impl<H: Handler> AdsClient<H> {
     pub async fn run(mut self) {
         let mut failures = 0u32;
         loop {
-            let ended = match connect(&self.config.address, self.config.connect_timeout).await {
+            let connected = connect(
+                &self.config.address,
+                self.config.tls.as_ref(),
+                self.config.connect_timeout,
+            )
+            .await;
+            let ended = match connected {
                 Ok(channel) => match self.config.protocol {
                     Protocol::StateOfTheWorld => self.stream::<StateOfTheWorld>(channel).await,
                     Protocol::Delta => self.stream::<Delta>(channel).await,
