@@ -25,8 +25,8 @@ use tern_tests::http_backend::{HttpBackend, http_request};
 use tern_tests::pki;
 use tern_tests::prereq;
 use tern_tests::process::{ProxyKind, ProxyProcess, tern_binary};
-use tern_tests::xds_server::{Handshake, ServerTls, Snapshot, XdsServer};
-use xds_client::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use tern_tests::xds_server::{Handshake, Request, ServerTls, Snapshot, XdsServer};
+use xds_client::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 /// The URI SAN of `xds-server.pem` (also carries DNS:xds.tern.test and IP:127.0.0.1).
 const ISTIOD_SAN: &str = "spiffe://cluster.local/ns/istio-system/sa/istiod";
@@ -309,9 +309,10 @@ async fn server_requiring_a_client_certificate_rejects_tern_without_one() {
     never_connects(ProxyKind::Tern, &tern_binary(), context, why).await;
 }
 
-/// Runs `tern` on `bootstrap` until it exits: exit code and stderr.
-async fn tern_exit(bootstrap: &str) -> (Option<i32>, String) {
-    let dir = std::env::temp_dir().join(format!("tern-xds-tls-{}", std::process::id()));
+/// Runs `tern` on `bootstrap` until it exits: exit code and stderr. `tag` keeps concurrent
+/// tests' scratch files apart.
+async fn tern_exit(tag: &str, bootstrap: &str) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("tern-xds-tls-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch");
     let path = dir.join("bootstrap.yaml");
     std::fs::write(&path, bootstrap).expect("bootstrap written");
@@ -358,7 +359,7 @@ const SDS_OVER_ADS: &str = "{ads: {}, resource_api_version: V3}";
 async fn a_secret_over_ads_for_the_xds_cluster_is_refused_naming_the_field() {
     let server = mtls_server().await;
     let bootstrap = sds_bootstrap(&server, "default", SDS_OVER_ADS, &[]);
-    let (code, stderr) = tern_exit(&bootstrap).await;
+    let (code, stderr) = tern_exit("ads", &bootstrap).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(
         stderr,
@@ -413,13 +414,14 @@ async fn a_secret_from_an_sds_cluster_is_refused_by_tern_and_used_by_envoy() {
     let sds_cluster = grpc_cluster("sds-grpc", &pipe_address(&socket));
     let bootstrap = sds_bootstrap(&server, &name, sds_config, &[sds_cluster]);
 
-    let (code, stderr) = tern_exit(&bootstrap).await;
+    let (code, stderr) = tern_exit("sds", &bootstrap).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(
         stderr,
         "tern: bootstrap: static_resources.clusters[0].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config: SDS secrets are not supported on a control plane connection; use a static certificate (inline, filename, environment_variable or static_resources.secrets)\n"
     );
     assert!(server.handshakes().is_empty());
+    assert!(sds.requests().await.is_empty(), "nor was SDS asked");
 
     if !envoy_available() {
         return;
@@ -428,6 +430,12 @@ async fn a_secret_from_an_sds_cluster_is_refused_by_tern_and_used_by_envoy() {
     let envoy = ProxyProcess::start_unready(ProxyKind::Envoy, &binary, &bootstrap)
         .await
         .expect("Envoy starts");
+    sds.wait_request(|r| match &r.request {
+        Request::StateOfTheWorld(q) => q.type_url == SECRET && q.resource_names == [name.clone()],
+        Request::Delta(_) => false,
+    })
+    .await
+    .expect("Envoy asks the SDS cluster for the certificate");
     let handshakes = server
         .wait_handshakes(|h| !h.is_empty())
         .await
