@@ -65,6 +65,8 @@ struct Context {
     trusted_ca: &'static str,
     /// The exact URI SAN the server must have.
     san: &'static str,
+    /// `tls_params` TLS 1.3 only (else Envoy's client default, TLS 1.2).
+    tls13: bool,
 }
 
 impl Context {
@@ -73,6 +75,7 @@ impl Context {
             client_certificate: true,
             trusted_ca: "ca.pem",
             san: ISTIOD_SAN,
+            tls13: false,
         }
     }
 
@@ -88,8 +91,13 @@ impl Context {
         } else {
             String::new()
         };
+        let params = if self.tls13 {
+            "tls_params: {tls_minimum_protocol_version: TLSv1_3}, "
+        } else {
+            ""
+        };
         format!(
-            "{{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: xds.tern.test, common_tls_context: {{{certificates}validation_context: {{trusted_ca: {{inline_string: {:?}}}, match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{}\"}}}}]}}}}}}",
+            "{{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: xds.tern.test, common_tls_context: {{{params}{certificates}validation_context: {{trusted_ca: {{inline_string: {:?}}}, match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{}\"}}}}]}}}}}}",
             pki::pem(self.trusted_ca),
             self.san
         )
@@ -304,6 +312,23 @@ async fn server_requiring_a_client_certificate_rejects_tern_without_one() {
     let why = Refusal {
         server: "peer sent no certificates",
         tern_log: "(no client certificate is configured; the server may require one)",
+        envoy_stat: "",
+    };
+    never_connects(ProxyKind::Tern, &tern_binary(), context, why).await;
+}
+
+/// Over TLS 1.3 the server refuses the missing certificate after the handshake completed; the
+/// broken connection then fails the stream, and the log says what it may mean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_requiring_a_client_certificate_rejects_tern_without_one_over_tls13() {
+    let context = Context {
+        client_certificate: false,
+        tls13: true,
+        ..Context::good()
+    };
+    let why = Refusal {
+        server: "peer sent no certificates",
+        tern_log: "(over TLS without a client certificate: the server may require one)",
         envoy_stat: "",
     };
     never_connects(ProxyKind::Tern, &tern_binary(), context, why).await;

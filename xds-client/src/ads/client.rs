@@ -7,7 +7,7 @@
 
 use super::handler::Handler;
 use super::state::{self, Change, TypeState};
-use super::transport::connect;
+use super::transport::{connect, error_chain};
 use super::wire::{Delta, Parsed, StateOfTheWorld, Wire};
 use super::{AdsConfig, ConfigError, Protocol, Service};
 use crate::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -183,7 +183,7 @@ impl<H: Handler> AdsClient<H> {
                     Err(status) => {
                         return Ended::Lost {
                             progressed: false,
-                            reason: format!("stream refused: {status}"),
+                            reason: format!("stream refused: {}", self.status_reason(&status, false)),
                         };
                     }
                 },
@@ -217,10 +217,30 @@ impl<H: Handler> AdsClient<H> {
                         }
                     }
                     Ok(None) => return Ended::Lost { progressed, reason: "stream closed by the server".into() },
-                    Err(status) => return Ended::Lost { progressed, reason: status.to_string() },
+                    Err(status) => return Ended::Lost { progressed, reason: self.status_reason(&status, progressed) },
                 },
             }
         }
+    }
+
+    /// Why a stream failed, with the transport error behind a gRPC status. A TLS 1.3 server that
+    /// wants a client certificate says so only after the handshake, as a broken connection: when
+    /// none is configured and nothing was received yet, the reason says it may be that.
+    fn status_reason(&self, status: &tonic::Status, progressed: bool) -> String {
+        let Some(source) = std::error::Error::source(status) else {
+            return format!("{:?}: {}", status.code(), status.message());
+        };
+        let mut reason = format!("{}: {}", status.message(), error_chain(source));
+        if !progressed
+            && self
+                .config
+                .tls
+                .as_ref()
+                .is_some_and(|tls| !tls.presents_client_certificate())
+        {
+            reason.push_str(" (over TLS without a client certificate: the server may require one)");
+        }
+        reason
     }
 
     /// The request a subscription change calls for on the open stream, if any.

@@ -229,6 +229,11 @@ impl XdsTls {
         })
     }
 
+    /// Whether a client certificate is offered (mTLS).
+    pub fn presents_client_certificate(&self) -> bool {
+        self.client_certificate
+    }
+
     /// Runs the handshake on `stream` to `host` (the endpoint's host, or `None` for a unix
     /// socket): SNI is the configured one, else `host` when it is a DNS name.
     pub(crate) async fn handshake<S>(
