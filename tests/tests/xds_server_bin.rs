@@ -141,7 +141,6 @@ async fn xds_server_binary_serves_mtls() {
             chain: certificates("workload.pem"),
             key: PrivateKeyDer::from_pem_file(pki::dir().join("workload-key.pem")).expect("key"),
         }),
-        resumption: true,
         ..TlsOptions::default()
     })
     .expect("TLS options");

@@ -109,8 +109,8 @@ pub struct TlsOptions {
     /// Protocol bounds; `None` is Envoy's client default (min TLS 1.2, max TLS 1.2).
     pub min_version: Option<TlsVersion>,
     pub max_version: Option<TlsVersion>,
-    /// `max_session_keys: 0` turns session resumption off.
-    pub resumption: bool,
+    /// `max_session_keys: 0`: no session resumption.
+    pub disable_resumption: bool,
 }
 
 /// Why a [`TlsOptions`] cannot be used.
@@ -128,6 +128,9 @@ pub enum TlsConfigError {
     Sni(String),
     #[error("tls_certificates: {0}")]
     ClientCertificate(String),
+    /// The crypto provider cannot serve the versions asked for (not with ring's defaults).
+    #[error("TLS provider: {0}")]
+    Provider(String),
 }
 
 /// A built TLS client for one control plane. Clones share the configuration; two are equal
@@ -163,6 +166,7 @@ fn provider() -> Arc<CryptoProvider> {
 impl XdsTls {
     pub fn new(options: TlsOptions) -> Result<XdsTls, TlsConfigError> {
         let provider = provider();
+        let versions = versions(options.min_version, options.max_version)?;
         let verifier: Arc<dyn ServerCertVerifier> =
             if options.trusted_ca.is_empty() && !options.system_roots {
                 Arc::new(AnyServer {
@@ -180,22 +184,9 @@ impl XdsTls {
                     subject_alt_names: options.subject_alt_names,
                 })
             };
-        let min = options.min_version.unwrap_or(TlsVersion::Tls12);
-        let max = options.max_version.unwrap_or(TlsVersion::Tls12.max(min));
-        if max < min {
-            return Err(TlsConfigError::Versions { min, max });
-        }
-        let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-            (TlsVersion::Tls12, &rustls::version::TLS12),
-            (TlsVersion::Tls13, &rustls::version::TLS13),
-        ]
-        .into_iter()
-        .filter(|(v, _)| (min..=max).contains(v))
-        .map(|(_, v)| v)
-        .collect();
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
-            .map_err(|_| TlsConfigError::Versions { min, max })?
+            .map_err(|e| TlsConfigError::Provider(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let client_certificate = options.client_certificate.is_some();
@@ -210,7 +201,7 @@ impl XdsTls {
         } else {
             options.alpn.into_iter().map(String::into_bytes).collect()
         };
-        if !options.resumption {
+        if options.disable_resumption {
             config.resumption = Resumption::disabled();
         }
         let sni = options
@@ -256,6 +247,27 @@ impl XdsTls {
             .await
             .map_err(|e| HandshakeError::new(&e, self.client_certificate))
     }
+}
+
+/// The protocol versions between `min` and `max` (Envoy's client defaults: TLS 1.2 to 1.2, or
+/// up to `min` when that is higher).
+fn versions(
+    min: Option<TlsVersion>,
+    max: Option<TlsVersion>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsConfigError> {
+    let min = min.unwrap_or(TlsVersion::Tls12);
+    let max = max.unwrap_or(TlsVersion::Tls12.max(min));
+    if max < min {
+        return Err(TlsConfigError::Versions { min, max });
+    }
+    Ok([
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (min..=max).contains(v))
+    .map(|(_, v)| v)
+    .collect())
 }
 
 /// Why a handshake failed, in words.

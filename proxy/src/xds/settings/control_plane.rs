@@ -153,21 +153,7 @@ fn tls(
     let TlsRole::Upstream { sni, .. } = &context.role else {
         return Err(refuse(base, "an UpstreamTlsContext is required"));
     };
-    let version = |v: Option<TlsVersion>, field: &str| match v {
-        None => Ok(None),
-        // A floor below 1.2 admits 1.2 and 1.3 anyway.
-        Some(TlsVersion::Tls10 | TlsVersion::Tls11)
-            if field.ends_with("minimum_protocol_version") =>
-        {
-            Ok(Some(xds_client::ads::TlsVersion::Tls12))
-        }
-        Some(TlsVersion::Tls10 | TlsVersion::Tls11) => Err(refuse(
-            format!("{base}.common_tls_context.tls_params.{field}"),
-            "TLS 1.0 and 1.1 are not supported (TLSv1_2 or TLSv1_3)",
-        )),
-        Some(TlsVersion::Tls12) => Ok(Some(xds_client::ads::TlsVersion::Tls12)),
-        Some(TlsVersion::Tls13) => Ok(Some(xds_client::ads::TlsVersion::Tls13)),
-    };
+    let params = format!("{base}.common_tls_context.tls_params");
     let options = TlsOptions {
         trusted_ca: validation
             .trusted_ca
@@ -185,13 +171,33 @@ fn tls(
         // Without `sni`, a DNS cluster's host name goes out (`XdsTls` takes it per connection).
         sni: (!sni.is_empty()).then(|| sni.clone()),
         alpn: context.alpn_protocols.clone(),
-        min_version: version(context.min_version, "tls_minimum_protocol_version")?,
-        max_version: version(context.max_version, "tls_maximum_protocol_version")?,
-        resumption: upstream.max_session_keys.is_none_or(|n| n.value > 0),
+        min_version: version_bound(context.min_version, true, &params)?,
+        max_version: version_bound(context.max_version, false, &params)?,
+        disable_resumption: upstream.max_session_keys.is_some_and(|n| n.value == 0),
     };
     XdsTls::new(options)
         .map(Some)
         .map_err(|e| refuse(base, e.to_string()))
+}
+
+/// A `tls_params` bound rustls can honour: a floor below TLS 1.2 admits 1.2 and 1.3 anyway, a
+/// ceiling below it is refused.
+fn version_bound(
+    version: Option<TlsVersion>,
+    floor: bool,
+    params: &str,
+) -> Result<Option<xds_client::ads::TlsVersion>, FieldError> {
+    use xds_client::ads::TlsVersion as Rustls;
+    match version {
+        None => Ok(None),
+        Some(TlsVersion::Tls10 | TlsVersion::Tls11) if floor => Ok(Some(Rustls::Tls12)),
+        Some(TlsVersion::Tls10 | TlsVersion::Tls11) => Err(refuse(
+            format!("{params}.tls_maximum_protocol_version"),
+            "TLS 1.0 and 1.1 are not supported (TLSv1_2 or TLSv1_3)",
+        )),
+        Some(TlsVersion::Tls12) => Ok(Some(Rustls::Tls12)),
+        Some(TlsVersion::Tls13) => Ok(Some(Rustls::Tls13)),
+    }
 }
 
 /// `UpstreamTlsContext` and `CommonTlsContext` fields Tern cannot honour on this connection.

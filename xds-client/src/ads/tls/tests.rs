@@ -40,7 +40,6 @@ fn options(ca: &str, san: Option<&'static str>) -> TlsOptions {
             .map(|s| Arc::new(UriIs(s)) as Arc<dyn SanMatcher>)
             .into_iter()
             .collect(),
-        resumption: true,
         ..TlsOptions::default()
     }
 }

@@ -64,6 +64,9 @@ fn a_static_mtls_context_secures_the_ads_connection() {
         shown.contains("istiod.istio-system.svc") && shown.contains("client_certificate: true"),
         "{shown}"
     );
+    // A floor below TLS 1.2 admits 1.2 and 1.3: accepted.
+    let old_floor = "common_tls_context: {tls_params: {tls_minimum_protocol_version: TLSv1_0}}";
+    assert!(load(&bootstrap("STATIC", TCP, old_floor, "")).is_ok());
     // Without a transport socket (the cluster's last field here): plaintext.
     let with_tls = bootstrap("STATIC", TCP, &mtls(), "");
     let (plain, _) = with_tls
