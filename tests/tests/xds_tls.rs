@@ -3,7 +3,8 @@
 //! matcher, SNI), and the test control plane serves TLS requiring a client certificate.
 //!
 //! Envoy 1.40.0 connects, ACKs and routes (the TLS test server is a faithful control plane);
-//! Tern does the same. With the wrong trusted CA, a SAN matcher that does not match, or no
+//! Tern does the same, sending the configured SNI (a DNS control plane's name only with
+//! `auto_host_sni`, as Envoy). With the wrong trusted CA, a SAN matcher that does not match, or no
 //! client certificate for a server that wants one, neither ever sends an ADS request: each stays
 //! not ready, the server records the failed handshakes (retried with back-off), and each says
 //! why (Tern in its log, Envoy in its `ssl.*` counters). A bootstrap whose xds cluster names an
@@ -32,6 +33,9 @@ use xds_client::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 const ISTIOD_SAN: &str = "spiffe://cluster.local/ns/istio-system/sa/istiod";
 /// The URI SAN of `workload.pem`, the client certificate.
 const CLIENT_SAN: &str = "URI:spiffe://cluster.local/ns/default/sa/tern";
+/// The SNI sent: a name the server's certificate does not carry, since neither Envoy nor Tern
+/// checks the name when SAN matchers pin the server.
+const SNI: &str = "istiod.istio-system.svc";
 const DEADLINE: Duration = Duration::from_secs(20);
 
 fn envoy_available() -> bool {
@@ -97,7 +101,7 @@ impl Context {
             ""
         };
         format!(
-            "{{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: xds.tern.test, common_tls_context: {{{params}{certificates}validation_context: {{trusted_ca: {{inline_string: {:?}}}, match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{}\"}}}}]}}}}}}",
+            "{{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: {SNI}, common_tls_context: {{{params}{certificates}validation_context: {{trusted_ca: {{inline_string: {:?}}}, match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{}\"}}}}]}}}}}}",
             pki::pem(self.trusted_ca),
             self.san
         )
@@ -143,11 +147,12 @@ async fn connects_acks_and_routes(kind: ProxyKind, binary: &std::path::Path) {
         .wait_acked(&v1, &[CLUSTER, ENDPOINT, LISTENER, ROUTE])
         .await
         .expect("the first snapshot is ACKed");
-    // One handshake, and the client presented the workload certificate.
+    // One handshake, with the configured SNI, and the client presented the workload certificate.
     let handshakes = server.handshakes();
     assert_eq!(
         handshakes,
         [Handshake::Accepted {
+            sni: Some(SNI.to_string()),
             client_sans: vec![CLIENT_SAN.to_string()]
         }],
         "{}",
@@ -468,6 +473,7 @@ async fn a_secret_from_an_sds_cluster_is_refused_by_tern_and_used_by_envoy() {
     assert_eq!(
         handshakes[0],
         Handshake::Accepted {
+            sni: None,
             client_sans: vec![CLIENT_SAN.to_string()]
         },
         "Envoy presents the certificate SDS gave it"
@@ -477,4 +483,46 @@ async fn a_secret_from_an_sds_cluster_is_refused_by_tern_and_used_by_envoy() {
         .await
         .expect("then Envoy asks for clusters over ADS");
     let _ = std::fs::remove_file(socket);
+}
+
+/// The SNI the proxy sends to a `LOGICAL_DNS` control plane at `localhost` with `sni_fields`
+/// (flow YAML, replacing `sni: ...`).
+async fn dns_sni(kind: ProxyKind, binary: &std::path::Path, sni_fields: &str) -> Option<String> {
+    let server = mtls_server().await;
+    let bootstrap = bootstrap(&server, &Context::good())
+        .replace(&format!("sni: {SNI}, "), sni_fields)
+        .replace(
+            "type: STATIC",
+            "type: LOGICAL_DNS\n    dns_lookup_family: V4_ONLY",
+        )
+        .replace("address: \"127.0.0.1\"", "address: \"localhost\"");
+    let proxy = ProxyProcess::start_unready(kind, binary, &bootstrap)
+        .await
+        .expect("the proxy starts");
+    let handshakes = server
+        .wait_handshakes(|h| !h.is_empty())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    match &handshakes[0] {
+        Handshake::Accepted { sni, .. } => sni.clone(),
+        Handshake::Failed(reason) => panic!("{reason}\n{}", proxy.log()),
+    }
+}
+
+/// A DNS control plane's host name goes out as SNI only with `auto_host_sni` (then in place of
+/// `sni`), in Envoy and in Tern.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_control_plane_is_named_in_sni_only_with_auto_host_sni() {
+    let mut kinds = vec![(ProxyKind::Tern, tern_binary())];
+    if envoy_available() {
+        kinds.push((ProxyKind::Envoy, envoy_binary().expect("checked")));
+    }
+    for (kind, binary) in kinds {
+        assert_eq!(dns_sni(kind, &binary, "").await, None, "{kind:?}");
+        assert_eq!(
+            dns_sni(kind, &binary, "sni: other.test, auto_host_sni: true, ").await,
+            Some("localhost".to_string()),
+            "{kind:?}"
+        );
+    }
 }

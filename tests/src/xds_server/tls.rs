@@ -30,8 +30,11 @@ pub struct ServerTls {
 /// One TLS handshake the server saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Handshake {
-    /// Completed; the SANs of the client's certificate (empty: none presented).
-    Accepted { client_sans: Vec<String> },
+    /// Completed: the SNI the client sent, and the SANs of its certificate (empty: none).
+    Accepted {
+        sni: Option<String>,
+        client_sans: Vec<String>,
+    },
     /// Failed, with rustls's reason (e.g. `received fatal alert: UnknownCA`).
     Failed(String),
 }
@@ -89,9 +92,9 @@ pub(super) fn accept(
             tokio::spawn(async move {
                 match acceptor.accept(tcp).await {
                     Ok(stream) => {
-                        let client_sans = stream
-                            .get_ref()
-                            .1
+                        let connection = stream.get_ref().1;
+                        let sni = connection.server_name().map(str::to_string);
+                        let client_sans = connection
                             .peer_certificates()
                             .and_then(|c| c.first())
                             .map(|leaf| {
@@ -101,7 +104,8 @@ pub(super) fn accept(
                                     .collect()
                             })
                             .unwrap_or_default();
-                        handshakes.send_modify(|h| h.push(Handshake::Accepted { client_sans }));
+                        handshakes
+                            .send_modify(|h| h.push(Handshake::Accepted { sni, client_sans }));
                         let _ = tx.send(Ok(TlsConnection(stream))).await;
                     }
                     Err(e) => {

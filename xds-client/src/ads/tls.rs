@@ -138,7 +138,7 @@ pub enum TlsConfigError {
 #[derive(Clone)]
 pub struct XdsTls {
     config: Arc<ClientConfig>,
-    /// What SNI to send; `None`: the connection's own host (no SNI for an IP address).
+    /// The SNI to send; `None`: none.
     sni: Option<ServerName<'static>>,
     client_certificate: bool,
 }
@@ -225,23 +225,16 @@ impl XdsTls {
         self.client_certificate
     }
 
-    /// Runs the handshake on `stream` to `host` (the endpoint's host, or `None` for a unix
-    /// socket): SNI is the configured one, else `host` when it is a DNS name.
-    pub(crate) async fn handshake<S>(
-        &self,
-        stream: S,
-        host: Option<&str>,
-    ) -> Result<TlsStream<S>, HandshakeError>
+    /// Runs the handshake on `stream`, sending the configured SNI (none without one, as Envoy).
+    pub(crate) async fn handshake<S>(&self, stream: S) -> Result<TlsStream<S>, HandshakeError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let name = match (&self.sni, host) {
-            (Some(sni), _) => sni.clone(),
-            (None, Some(host)) => ServerName::try_from(host.to_string())
-                .unwrap_or(ServerName::IpAddress(IpAddr::from([127, 0, 0, 1]).into())),
-            // No SNI goes out for an IP address; the name is never verified (see the module docs).
-            (None, None) => ServerName::IpAddress(IpAddr::from([127, 0, 0, 1]).into()),
-        };
+        // rustls sends no SNI for an IP address, and the name is never verified (module docs).
+        let name = self
+            .sni
+            .clone()
+            .unwrap_or(ServerName::IpAddress(IpAddr::from([127, 0, 0, 1]).into()));
         TlsConnector::from(self.config.clone())
             .connect(name, stream)
             .await

@@ -94,7 +94,7 @@ pub(crate) async fn connect(
                         let port = uri.port_u16().unwrap_or(80);
                         let tcp = TcpStream::connect((host, port)).await?;
                         tcp.set_nodelay(true)?;
-                        let stream = tls.handshake(tcp, Some(host)).await?;
+                        let stream = tls.handshake(tcp).await?;
                         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(TokioIo::new(stream))
                     }
                 }))
@@ -107,7 +107,7 @@ pub(crate) async fn connect(
                     let (path, tls) = (path.clone(), tls.clone());
                     async move {
                         let unix = UnixStream::connect(path).await?;
-                        let stream = tls.handshake(unix, None).await?;
+                        let stream = tls.handshake(unix).await?;
                         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(TokioIo::new(stream))
                     }
                 }))

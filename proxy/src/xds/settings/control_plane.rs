@@ -59,13 +59,13 @@ pub fn control_plane(
         .position(|c| c.name == name)
         .ok_or_else(|| ControlPlaneError::Cluster(format!("{name:?} is not a static cluster")))?;
     let cluster = &clusters[index];
-    let address = endpoint(cluster).map_err(ControlPlaneError::Cluster)?;
+    let (address, host_name) = endpoint(cluster).map_err(ControlPlaneError::Cluster)?;
     let field = format!("static_resources.clusters[{index}]");
     let proto = source
         .static_resources
         .as_ref()
         .and_then(|s| s.clusters.get(index));
-    let tls = tls(cluster, proto, secrets, source).map_err(|(f, reason)| {
+    let tls = tls(cluster, host_name, proto, secrets, source).map_err(|(f, reason)| {
         ControlPlaneError::Field(ConfigError::new(
             "bootstrap",
             format!("{field}.{f}"),
@@ -75,9 +75,10 @@ pub fn control_plane(
     Ok(ControlPlane { address, tls })
 }
 
-/// The cluster's single endpoint (a host name of a DNS cluster is resolved on every connection
-/// attempt, and is the SNI when the context sets none).
-fn endpoint(cluster: &Cluster) -> Result<XdsAddress, String> {
+/// The cluster's single endpoint (a DNS cluster's host name is resolved on every connection
+/// attempt), and its host name as `auto_host_sni` takes it: the endpoint's `hostname`, else the
+/// DNS name.
+fn endpoint(cluster: &Cluster) -> Result<(XdsAddress, Option<String>), String> {
     let name = &cluster.name;
     let dns = matches!(
         cluster.discovery,
@@ -88,16 +89,18 @@ fn endpoint(cluster: &Cluster) -> Result<XdsAddress, String> {
             "cluster {name:?} must be STATIC (or STRICT_DNS / LOGICAL_DNS)"
         ));
     }
-    match cluster.load_assignment.endpoints.as_slice() {
-        [one] => match &one.address {
-            Address::Pipe(path) => Ok(XdsAddress::Unix(path.clone())),
-            Address::Socket(socket) => Ok(XdsAddress::Tcp(format!("http://{socket}"))),
-            Address::Named { host, port } if dns => {
-                Ok(XdsAddress::Tcp(format!("http://{host}:{port}")))
-            }
-            Address::Named { .. } => Err(format!("cluster {name:?}: a named host needs DNS")),
-        },
-        _ => Err(format!("cluster {name:?} must have exactly one endpoint")),
+    let [one] = cluster.load_assignment.endpoints.as_slice() else {
+        return Err(format!("cluster {name:?} must have exactly one endpoint"));
+    };
+    let hostname = (!one.hostname.is_empty()).then(|| one.hostname.clone());
+    match &one.address {
+        Address::Pipe(path) => Ok((XdsAddress::Unix(path.clone()), hostname)),
+        Address::Socket(socket) => Ok((XdsAddress::Tcp(format!("http://{socket}")), hostname)),
+        Address::Named { host, port } if dns => Ok((
+            XdsAddress::Tcp(format!("http://{host}:{port}")),
+            hostname.or_else(|| Some(host.clone())),
+        )),
+        Address::Named { .. } => Err(format!("cluster {name:?}: a named host needs DNS")),
     }
 }
 
@@ -124,6 +127,7 @@ fn needs_static(config: &core::ConfigSource) -> &'static str {
 /// The client TLS for the cluster's `transport_socket`, `None` for plaintext.
 fn tls(
     cluster: &Cluster,
+    host_name: Option<String>,
     proto: Option<&xds_client::pb::envoy::config::cluster::v3::Cluster>,
     secrets: &[Secret],
     source: &bootstrap_proto::Bootstrap,
@@ -150,7 +154,7 @@ fn tls(
         .map_err(|(f, r)| refuse(format!("{base}.common_tls_context.{f}"), r))?;
     let validation = validation(&common, secrets, source)
         .map_err(|(f, r)| refuse(format!("{base}.common_tls_context.{f}"), r))?;
-    let TlsRole::Upstream { sni, .. } = &context.role else {
+    let TlsRole::Upstream { sni, auto_host_sni } = &context.role else {
         return Err(refuse(base, "an UpstreamTlsContext is required"));
     };
     let params = format!("{base}.common_tls_context.tls_params");
@@ -168,8 +172,11 @@ fn tls(
             .map(|m| Arc::new(m.clone()) as Arc<dyn xds_client::ads::SanMatcher>)
             .collect(),
         client_certificate,
-        // Without `sni`, a DNS cluster's host name goes out (`XdsTls` takes it per connection).
-        sni: (!sni.is_empty()).then(|| sni.clone()),
+        // As Envoy: `auto_host_sni` sends the host's name when it has one, else `sni`; a DNS
+        // cluster's name is not sent by itself.
+        sni: host_name
+            .filter(|_| *auto_host_sni)
+            .or_else(|| (!sni.is_empty()).then(|| sni.clone())),
         alpn: context.alpn_protocols.clone(),
         min_version: version_bound(context.min_version, true, &params)?,
         max_version: version_bound(context.max_version, false, &params)?,
@@ -202,12 +209,6 @@ fn version_bound(
 
 /// `UpstreamTlsContext` and `CommonTlsContext` fields Tern cannot honour on this connection.
 fn unsupported(u: &tls_proto::UpstreamTlsContext) -> Result<(), FieldError> {
-    if u.auto_host_sni {
-        return Err(refuse(
-            "auto_host_sni",
-            "is not supported on a control plane cluster",
-        ));
-    }
     if u.auto_sni_san_validation {
         return Err(refuse(
             "auto_sni_san_validation",

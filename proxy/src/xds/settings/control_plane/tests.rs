@@ -104,19 +104,39 @@ fn certificates_come_from_inline_files_or_static_secrets() {
 }
 
 #[test]
-fn a_dns_cluster_is_resolved_on_each_connection() {
+fn a_dns_cluster_is_resolved_on_each_connection_and_named_in_sni_only_with_auto_host_sni() {
+    let dns = "{socket_address: {address: istiod.istio-system.svc, port_value: 15012}}";
+    let sni = |context: &str| {
+        let xds = load(&bootstrap("LOGICAL_DNS", dns, context, ""))
+            .expect("valid")
+            .expect("ADS");
+        assert_eq!(
+            xds.address,
+            XdsAddress::Tcp("http://istiod.istio-system.svc:15012".into())
+        );
+        let shown = format!("{:?}", xds.tls.expect("TLS"));
+        shown
+            .split_once("sni: ")
+            .map(|(_, rest)| rest.split(", alpn").next().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    // As Envoy: the host name goes out only with auto_host_sni (then in place of `sni`).
+    assert_eq!(sni("common_tls_context: {}"), "None");
+    assert_eq!(sni("sni: other.test"), "Some(DnsName(\"other.test\"))");
+    assert_eq!(
+        sni("sni: other.test, auto_host_sni: true"),
+        "Some(DnsName(\"istiod.istio-system.svc\"))"
+    );
+    // A STATIC IP endpoint has no host name: `sni` stays.
     let xds = load(&bootstrap(
-        "LOGICAL_DNS",
-        "{socket_address: {address: istiod.istio-system.svc, port_value: 15012}}",
-        &mtls(),
+        "STATIC",
+        TCP,
+        "sni: other.test, auto_host_sni: true",
         "",
     ))
     .expect("valid")
     .expect("ADS");
-    assert_eq!(
-        xds.address,
-        XdsAddress::Tcp("http://istiod.istio-system.svc:15012".into())
-    );
+    assert!(format!("{:?}", xds.tls).contains("other.test"));
 }
 
 #[test]
@@ -139,7 +159,6 @@ fn unsupported_contexts_are_one_line_errors_naming_the_field() {
             format!("{base}.common_tls_context.combined_validation_context.validation_context_sds_secret_config.sds_config"),
             "a secret over ADS",
         ),
-        ("auto_host_sni: true".into(), format!("{base}.auto_host_sni"), "is not supported"),
         (
             "auto_sni_san_validation: true".into(),
             format!("{base}.auto_sni_san_validation"),
@@ -196,7 +215,7 @@ fn an_sds_cluster_with_unusable_tls_cannot_serve_secrets() {
     let sds = concat!(
         "  - name: sds-grpc\n    type: STATIC\n",
         "    load_assignment: {cluster_name: sds-grpc, endpoints: [{lb_endpoints: [{endpoint: {address: {pipe: {path: /sds}}}}]}]}\n",
-        "    transport_socket: {name: tls, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, auto_host_sni: true}}\n",
+        "    transport_socket: {name: tls, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, allow_renegotiation: true}}\n",
     );
     let yaml = bootstrap("STATIC", TCP, &mtls(), "").replace(
         "  - name: xds-grpc\n",
@@ -206,7 +225,7 @@ fn an_sds_cluster_with_unusable_tls_cannot_serve_secrets() {
     let sources = &xds.secret_sources.clusters;
     assert_eq!(
         sources["sds-grpc"].as_ref().expect_err("unusable"),
-        "static_resources.clusters[0].transport_socket.typed_config.auto_host_sni: is not supported on a control plane cluster"
+        "static_resources.clusters[0].transport_socket.typed_config.allow_renegotiation: TLS renegotiation is not supported"
     );
     assert!(sources["xds-grpc"].as_ref().is_ok_and(|p| p.tls.is_some()));
 }
