@@ -49,6 +49,7 @@ pub fn start(
         settings.protocol,
         settings.node.clone(),
     );
+    config.tls = settings.tls.clone();
     config.node_on_first_message_only = settings.node_on_first_message_only;
     config.wildcard.retain(|ty| match ty {
         xds_client::resource::ResourceType::Listener => settings.lds,
@@ -60,7 +61,7 @@ pub fn start(
     let status = ControlPlane::new(client.status(), handle.store());
     let state = XdsState::new(&settings, handle.store(), std::time::Instant::now());
     let secrets = sds::SdsStreams::new(&settings);
-    tracing::info!(address = %settings.address, protocol = ?settings.protocol, "starting ADS");
+    tracing::info!(address = %settings.address, protocol = ?settings.protocol, tls = settings.tls.is_some(), "starting ADS");
     tokio::spawn(client.run());
     tokio::spawn(consume(
         state,

@@ -139,6 +139,17 @@ impl ProxyProcess {
         Self::start_with_flags(kind, binary, bootstrap, &flags).await
     }
 
+    /// As [`ProxyProcess::start`] with `-l info`, returning once the admin address is known,
+    /// whether or not the proxy ever becomes ready (for tests of a proxy that must not).
+    pub async fn start_unready(
+        kind: ProxyKind,
+        binary: &Path,
+        bootstrap: &str,
+    ) -> anyhow::Result<ProxyProcess> {
+        let flags = ["--concurrency", "1", "--disable-hot-restart", "-l", "info"];
+        Self::spawn(kind, binary, bootstrap, &flags, None, None).await
+    }
+
     /// As [`ProxyProcess::start`], with the command line's flags (besides `-c` and
     /// `--admin-address-path`) given.
     pub async fn start_with_flags(
@@ -192,6 +203,20 @@ impl ProxyProcess {
     }
 
     async fn launch(
+        kind: ProxyKind,
+        binary: &Path,
+        bootstrap: &str,
+        flags: &[&str],
+        netns: Option<String>,
+        uid: Option<u32>,
+    ) -> anyhow::Result<ProxyProcess> {
+        let mut process = Self::spawn(kind, binary, bootstrap, flags, netns, uid).await?;
+        process.wait_until_ready().await?;
+        Ok(process)
+    }
+
+    /// Starts the child and learns its admin address.
+    async fn spawn(
         kind: ProxyKind,
         binary: &Path,
         bootstrap: &str,
@@ -255,7 +280,6 @@ impl ProxyProcess {
             netns,
         };
         process.admin = process.wait_for_admin_address(&admin_file).await?;
-        process.wait_until_ready().await?;
         Ok(process)
     }
 

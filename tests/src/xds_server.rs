@@ -1,5 +1,6 @@
 //! A real xDS control plane for tests: ADS (state of the world and delta) and SDS `StreamSecrets`,
-//! over TCP or a unix socket, serving versioned [`Snapshot`]s.
+//! over TCP (plaintext, TLS or mTLS, see [`ServerTls`]) or a unix socket, serving versioned
+//! [`Snapshot`]s.
 //!
 //! A test pushes a snapshot and gets its version back, then awaits what the clients answered for
 //! that version ([`XdsServer::wait_verdict`]: ACK or NACK with the client's `error_detail`). Every
@@ -25,8 +26,10 @@ mod actor;
 mod file_secrets;
 mod files;
 mod service;
+mod tls;
 
 pub use files::{fingerprint, load_dir};
+pub use tls::{Handshake, ServerTls};
 
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
@@ -174,6 +177,7 @@ pub struct XdsServer {
     local: Option<SocketAddr>,
     actor: mpsc::UnboundedSender<actor::Command>,
     requests_seen: watch::Receiver<usize>,
+    handshakes: watch::Receiver<Vec<Handshake>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     actor_task: JoinHandle<()>,
@@ -192,15 +196,33 @@ impl XdsServer {
 
     /// Listens on `bind`; versions are `<version_prefix><n>` for the n-th push (from 1).
     pub async fn start(bind: Bind, version_prefix: &str) -> anyhow::Result<XdsServer> {
+        Self::start_with_tls(bind, version_prefix, None).await
+    }
+
+    /// Listens on 127.0.0.1 on an ephemeral port, over TLS (mTLS when `tls.client_ca`).
+    pub async fn start_tls(tls: ServerTls) -> anyhow::Result<XdsServer> {
+        let bind = Bind::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)));
+        Self::start_with_tls(bind, "v", Some(tls)).await
+    }
+
+    /// As [`XdsServer::start`], over TLS when `tls` (TCP only).
+    pub async fn start_with_tls(
+        bind: Bind,
+        version_prefix: &str,
+        tls: Option<ServerTls>,
+    ) -> anyhow::Result<XdsServer> {
         let (requests_tx, requests_seen) = watch::channel(0usize);
+        let (handshakes_tx, handshakes) = watch::channel(Vec::new());
         let (actor, actor_task) = actor::spawn(version_prefix.to_string(), requests_tx);
         let (shutdown, signal) = oneshot::channel();
-        let (address, local, server) = service::serve(bind, actor.clone(), signal).await?;
+        let (address, local, server) =
+            service::serve(bind, tls.as_ref(), handshakes_tx, actor.clone(), signal).await?;
         Ok(XdsServer {
             address,
             local,
             actor,
             requests_seen,
+            handshakes,
             shutdown: Some(shutdown),
             server,
             actor_task,
@@ -293,6 +315,27 @@ impl XdsServer {
                     describe(&requests)
                 );
             }
+        }
+    }
+
+    /// Every TLS handshake so far, in order (empty when not serving TLS).
+    pub fn handshakes(&self) -> Vec<Handshake> {
+        self.handshakes.borrow().clone()
+    }
+
+    /// Waits until the handshakes seen satisfy `predicate`; returns them.
+    pub async fn wait_handshakes(
+        &self,
+        predicate: impl Fn(&[Handshake]) -> bool,
+    ) -> anyhow::Result<Vec<Handshake>> {
+        let mut seen = self.handshakes.clone();
+        let found = tokio::time::timeout(WAIT_DEADLINE, seen.wait_for(|h| predicate(h))).await;
+        match found {
+            Ok(Ok(handshakes)) => Ok(handshakes.clone()),
+            _ => bail!(
+                "the handshakes seen did not come within {WAIT_DEADLINE:?}: {:?}",
+                self.handshakes()
+            ),
         }
     }
 

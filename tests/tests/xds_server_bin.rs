@@ -1,11 +1,16 @@
 //! The `xds-server` binary: serves a directory of Envoy YAML/JSON resource files and re-reads it
-//! when a file changes; a bad file keeps the last good snapshot. Driven by Tern's own client.
+//! when a file changes; a bad file keeps the last good snapshot; with `--tls-cert`, `--tls-key`
+//! and `--client-ca` it serves mTLS. Driven by Tern's own client.
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::time::Duration;
+use tern_tests::pki;
 use tern_tests::process::XdsServerProcess;
 use tokio::sync::watch;
 use xds_client::ads::{
-    AdsClient, AdsConfig, Backoff, Handler, Protocol, Rejection, Update, XdsAddress,
+    AdsClient, AdsConfig, Backoff, ClientCertificate, Handler, Protocol, Rejection, TlsOptions,
+    Update, XdsAddress, XdsTls,
 };
 use xds_client::any::unpack;
 use xds_client::pb::envoy::config::cluster::v3::Cluster;
@@ -100,6 +105,59 @@ async fn xds_server_binary_serves_a_directory_and_follows_changes() {
     std::fs::write(dir.join("d.yaml"), cluster_yaml("d", 4)).expect("write");
     expect(vec![("a", 30), ("c", 3), ("d", 4), ("e", 5)]).await;
 
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn certificates(file: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(pki::dir().join(file))
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .expect("test PKI certificates")
+}
+
+#[tokio::test]
+async fn xds_server_binary_serves_mtls() {
+    let dir = std::env::temp_dir().join(format!("tern-xds-dir-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::write(dir.join("a.yaml"), cluster_yaml("a", 7)).expect("write");
+    let file = |name: &str| pki::dir().join(name).display().to_string();
+    let server = XdsServerProcess::start(
+        &dir,
+        &[
+            "--tls-cert",
+            &file("xds-server.pem"),
+            "--tls-key",
+            &file("xds-server-key.pem"),
+            "--client-ca",
+            &file("ca.pem"),
+        ],
+    )
+    .await
+    .expect("xds-server starts");
+
+    let tls = XdsTls::new(TlsOptions {
+        trusted_ca: certificates("ca.pem"),
+        client_certificate: Some(ClientCertificate {
+            chain: certificates("workload.pem"),
+            key: PrivateKeyDer::from_pem_file(pki::dir().join("workload-key.pem")).expect("key"),
+        }),
+        ..TlsOptions::default()
+    })
+    .expect("TLS options");
+    let (tx, mut held) = watch::channel(Vec::new());
+    let mut config = AdsConfig::ads(
+        XdsAddress::Tcp(server.address.clone()),
+        Protocol::Delta,
+        Node::default(),
+    );
+    config.tls = Some(tls);
+    let (client, _handle) = AdsClient::new(config, Clusters(tx)).expect("config");
+    let task = tokio::spawn(client.run());
+    let want = vec![("a".to_string(), 7)];
+    let reached = tokio::time::timeout(DEADLINE, held.wait_for(|h| *h == want))
+        .await
+        .is_ok();
+    assert!(reached, "client holds {:?}", *held.borrow());
     task.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }

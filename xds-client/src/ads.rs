@@ -21,11 +21,16 @@
 mod client;
 mod handler;
 mod state;
+mod tls;
 mod transport;
 mod wire;
 
 pub use client::{AdsClient, AdsHandle, StreamStatus};
 pub use handler::{ChannelHandler, Delivery, Handler, Rejection, Resource, Update};
+pub use tls::{
+    ClientCertificate, HandshakeError, SanMatcher, SubjectAltName, TlsConfigError, TlsOptions,
+    TlsVersion, XdsTls, subject_alt_names,
+};
 pub use transport::{ConnectError, XdsAddress};
 
 use crate::pb::envoy::config::core::v3::Node;
@@ -146,6 +151,8 @@ impl Backoff {
 #[derive(Clone, Debug)]
 pub struct AdsConfig {
     pub address: XdsAddress,
+    /// TLS to the control plane (`None`: plaintext h2c).
+    pub tls: Option<XdsTls>,
     pub protocol: Protocol,
     pub service: Service,
     /// Sent on the first request of each stream, or on every request when
@@ -164,6 +171,7 @@ impl AdsConfig {
     pub fn ads(address: XdsAddress, protocol: Protocol, node: Node) -> AdsConfig {
         AdsConfig {
             address,
+            tls: None,
             protocol,
             service: Service::Aggregated,
             node,

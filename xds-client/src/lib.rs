@@ -6,8 +6,9 @@
 //! - [`any`]: packing and unpacking `google.protobuf.Any`, including `udpa`/`xds` `TypedStruct`;
 //! - [`proto_json`]: the proto3 JSON/YAML mapping for bootstraps, `/config_dump` and fixtures;
 //! - [`resource`]: the resource types Tern subscribes to (type URLs, names);
-//! - [`ads`]: the ADS (delta and state-of-the-world) and SDS client, with the [`ads::Handler`]
-//!   seam through which the proxy accepts or rejects each resource.
+//! - [`ads`]: the ADS (delta and state-of-the-world) and SDS client, over h2c or TLS/mTLS
+//!   ([`ads::XdsTls`]), with the [`ads::Handler`] seam through which the proxy accepts or
+//!   rejects each resource.
 
 #![forbid(unsafe_code)]
 

@@ -167,8 +167,13 @@ impl Bootstrap {
                 .iter()
                 .map(String::as_str),
         )?;
-        let xds =
-            crate::xds::settings::from_bootstrap(&source, &node.id, &node.cluster, &clusters)?;
+        let xds = crate::xds::settings::from_bootstrap(
+            &source,
+            &node.id,
+            &node.cluster,
+            &clusters,
+            &secrets,
+        )?;
         let stats = crate::stats::StatsConfig::try_from(source.stats_config.as_ref())?;
         Ok(Bootstrap {
             node,

@@ -235,8 +235,14 @@ impl TryFrom<&proto::CertificateValidationContext> for ValidationContext {
             let field = format!("match_typed_subject_alt_names[{i}]");
             subject_alt_names.push(san_matcher(m).map_err(|e| e.within(&field))?);
         }
+        // As Envoy: the typed matchers, when given, replace the deprecated untyped ones.
         #[allow(deprecated)] // still what Istio sends
-        for (i, m) in v.match_subject_alt_names.iter().enumerate() {
+        let untyped = if subject_alt_names.is_empty() {
+            v.match_subject_alt_names.as_slice()
+        } else {
+            &[]
+        };
+        for (i, m) in untyped.iter().enumerate() {
             let field = format!("match_subject_alt_names[{i}]");
             subject_alt_names.push(SanMatcher {
                 san_type: None,
@@ -249,6 +255,61 @@ impl TryFrom<&proto::CertificateValidationContext> for ValidationContext {
             crl,
             subject_alt_names,
         })
+    }
+}
+
+impl xds_client::ads::SanMatcher for SanMatcher {
+    /// Envoy's `StringSanMatcher`: the SAN's type must be the matcher's (an untyped matcher takes
+    /// DNS, URI, email and IP SANs); an IP SAN is matched as its text; an `exact` DNS matcher
+    /// follows DNS rules (case-insensitive, a `*.` wildcard SAN covers one label).
+    fn matches(&self, san: &xds_client::ads::SubjectAltName) -> bool {
+        use super::matcher::StringPattern;
+        use xds_client::ads::SubjectAltName as San;
+        let (san_type, text) = match san {
+            San::Dns(v) => (SanType::Dns, std::borrow::Cow::Borrowed(v.as_str())),
+            San::Uri(v) => (SanType::Uri, std::borrow::Cow::Borrowed(v.as_str())),
+            San::Email(v) => (SanType::Email, std::borrow::Cow::Borrowed(v.as_str())),
+            San::Ip(ip) => (SanType::IpAddress, std::borrow::Cow::Owned(ip.to_string())),
+        };
+        if self.san_type.is_some_and(|t| t != san_type) {
+            return false;
+        }
+        match &self.matcher.pattern {
+            StringPattern::Exact(name) if san_type == SanType::Dns => dns_name_match(name, &text),
+            _ => self.matcher.matches(&text),
+        }
+    }
+}
+
+/// Whether the DNS SAN `pattern` (which may be a wildcard such as `*.example.com` or
+/// `a*.example.com`) covers `name`, as Envoy's `dnsNameMatch`.
+fn dns_name_match(name: &str, pattern: &str) -> bool {
+    let (name, pattern) = (name.to_ascii_lowercase(), pattern.to_ascii_lowercase());
+    if name == pattern {
+        return true;
+    }
+    let (Some((name_label, name_rest)), Some((pattern_label, pattern_rest))) =
+        (name.split_once('.'), pattern.split_once('.'))
+    else {
+        return false;
+    };
+    if !pattern_label.contains('*')
+        || pattern_rest.contains('*')
+        || pattern_label.starts_with("xn--")
+    {
+        return false;
+    }
+    if name_rest != pattern_rest {
+        return false;
+    }
+    match pattern_label.split_once('*') {
+        _ if pattern_label == "*" => true,
+        Some((before, after)) if !after.contains('*') => {
+            pattern_label.len() <= name_label.len() + 1
+                && name_label.starts_with(before)
+                && name_label.ends_with(after)
+        }
+        _ => false,
     }
 }
 

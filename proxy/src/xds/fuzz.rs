@@ -10,6 +10,7 @@
 //! Used by the cargo-fuzz target in `proxy/fuzz/` and by the stable-toolchain mutation test
 //! `tests/tests/xds_fuzz.rs`.
 
+use super::settings::ControlPlane;
 use super::{SecretSources, XdsSettings, XdsState};
 use crate::stats::Store;
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ pub fn apply_encoded_responses(input: &[u8]) -> Outcome {
     };
     let settings = XdsSettings {
         address: XdsAddress::Tcp("http://127.0.0.1:1".into()),
+        tls: None,
         protocol,
         node: Default::default(),
         node_on_first_message_only: true,
@@ -47,7 +49,14 @@ pub fn apply_encoded_responses(input: &[u8]) -> Outcome {
         cds_initial_fetch_timeout: Some(Duration::from_secs(15)),
         static_eds: vec!["static-eds".into()],
         secret_sources: SecretSources {
-            clusters: [("sds-grpc".to_string(), Ok(XdsAddress::Unix("/sds".into())))].into(),
+            clusters: [(
+                "sds-grpc".to_string(),
+                Ok(ControlPlane {
+                    address: XdsAddress::Unix("/sds".into()),
+                    tls: None,
+                }),
+            )]
+            .into(),
             statics: Default::default(),
         },
     };

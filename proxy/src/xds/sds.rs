@@ -92,11 +92,13 @@ impl SdsStreams {
             return;
         }
         // Checked when the listener or cluster naming it was accepted.
-        let Some(address) = self.sources.address(cluster) else {
+        let Some(plane) = self.sources.control_plane(cluster) else {
             tracing::warn!(%cluster, "SDS cluster has no usable address; secrets from it cannot arrive");
             return;
         };
+        let address = &plane.address;
         let mut config = AdsConfig::sds(address.clone(), self.node.clone());
+        config.tls = plane.tls.clone();
         config.node_on_first_message_only = self.node_on_first_message_only;
         let handler = SdsHandler {
             source: SecretSource::Cluster(cluster.to_string()),

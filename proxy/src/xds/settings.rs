@@ -9,13 +9,17 @@
 //! exception is secrets: a TLS context may take them from a static gRPC cluster of their own
 //! (Istio's `sds-grpc`), which [`SecretSources`] resolves.
 
-use crate::config::address::Address;
+mod control_plane;
+
+pub use control_plane::{ControlPlane, ControlPlaneError, control_plane};
+
 use crate::config::cluster::{Cluster, Discovery};
+use crate::config::secret::Secret;
 use crate::config::tls::{SecretKey, SecretSource};
 use crate::config::{ConfigError, opt_duration};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use xds_client::ads::{Protocol, XdsAddress, protocol_from_api_type};
+use xds_client::ads::{Protocol, XdsAddress, XdsTls, protocol_from_api_type};
 use xds_client::pb::envoy::config::bootstrap::v3 as bootstrap_proto;
 use xds_client::pb::envoy::config::core::v3 as core;
 
@@ -26,6 +30,8 @@ pub const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, PartialEq)]
 pub struct XdsSettings {
     pub address: XdsAddress,
+    /// TLS to the control plane, from the ADS cluster's `transport_socket` (`None`: h2c).
+    pub tls: Option<XdsTls>,
     pub protocol: Protocol,
     /// The node sent to the control plane (the bootstrap's, with `--service-node`/`--service-cluster`).
     pub node: core::Node,
@@ -47,8 +53,8 @@ pub struct XdsSettings {
 /// SDS stream (Istio's `sds-grpc`), and the static secrets.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SecretSources {
-    /// Every static cluster: its single endpoint, or why it cannot carry a gRPC stream.
-    pub clusters: BTreeMap<String, Result<XdsAddress, String>>,
+    /// Every static cluster: its single endpoint and TLS, or why it cannot carry a gRPC stream.
+    pub clusters: BTreeMap<String, Result<ControlPlane, String>>,
     /// Names of `static_resources.secrets`.
     pub statics: BTreeSet<String>,
 }
@@ -57,15 +63,14 @@ impl SecretSources {
     pub fn from_bootstrap(
         source: &bootstrap_proto::Bootstrap,
         static_clusters: &[Cluster],
+        static_secrets: &[Secret],
     ) -> Self {
         SecretSources {
             clusters: static_clusters
                 .iter()
                 .map(|c| {
-                    (
-                        c.name.clone(),
-                        control_plane_address(&c.name, static_clusters),
-                    )
+                    let plane = control_plane(&c.name, static_clusters, source, static_secrets);
+                    (c.name.clone(), plane.map_err(|e| e.to_string()))
                 })
                 .collect(),
             statics: source
@@ -103,8 +108,8 @@ impl SecretSources {
         }
     }
 
-    /// The address of an SDS cluster that [`SecretSources::check`] accepted.
-    pub fn address(&self, cluster: &str) -> Option<&XdsAddress> {
+    /// The control plane of an SDS cluster that [`SecretSources::check`] accepted.
+    pub fn control_plane(&self, cluster: &str) -> Option<&ControlPlane> {
         self.clusters.get(cluster).and_then(|r| r.as_ref().ok())
     }
 }
@@ -115,6 +120,7 @@ pub fn from_bootstrap(
     node_id: &str,
     node_cluster: &str,
     static_clusters: &[Cluster],
+    static_secrets: &[Secret],
 ) -> Result<Option<XdsSettings>, ConfigError> {
     let err = |field: &str, reason: String| {
         ConfigError::new("bootstrap", format!("dynamic_resources.{field}"), reason)
@@ -185,13 +191,21 @@ pub fn from_bootstrap(
             ));
         }
     };
-    let address = control_plane_address(cluster_name, static_clusters)
-        .map_err(|r| err("ads_config.grpc_services[0].envoy_grpc.cluster_name", r))?;
+    let ControlPlane { address, tls } =
+        control_plane(cluster_name, static_clusters, source, static_secrets).map_err(
+            |e| match e {
+                ControlPlaneError::Cluster(r) => {
+                    err("ads_config.grpc_services[0].envoy_grpc.cluster_name", r)
+                }
+                ControlPlaneError::Field(e) => e,
+            },
+        )?;
     let mut node = source.node.clone().unwrap_or_default();
     node.id = node_id.to_string();
     node.cluster = node_cluster.to_string();
     Ok(Some(XdsSettings {
         address,
+        tls,
         protocol,
         node,
         node_on_first_message_only: ads.set_node_on_first_message_only,
@@ -200,7 +214,7 @@ pub fn from_bootstrap(
         lds_initial_fetch_timeout: lds_initial_fetch_timeout.flatten(),
         cds_initial_fetch_timeout: cds_initial_fetch_timeout.flatten(),
         static_eds,
-        secret_sources: SecretSources::from_bootstrap(source, static_clusters),
+        secret_sources: SecretSources::from_bootstrap(source, static_clusters, static_secrets),
     }))
 }
 
@@ -223,25 +237,6 @@ pub fn ads_source(source: &core::ConfigSource) -> Result<Option<Duration>, Strin
         .map_err(|r| format!("initial_fetch_timeout: {r}"))?
         .unwrap_or(DEFAULT_INITIAL_FETCH_TIMEOUT);
     Ok((!timeout.is_zero()).then_some(timeout))
-}
-
-/// Where the ADS cluster's single endpoint is.
-fn control_plane_address(name: &str, clusters: &[Cluster]) -> Result<XdsAddress, String> {
-    let cluster = clusters
-        .iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| format!("{name:?} is not a static cluster"))?;
-    if cluster.discovery != Discovery::Static {
-        return Err(format!("cluster {name:?} must be STATIC"));
-    }
-    match cluster.load_assignment.endpoints.as_slice() {
-        [one] => match &one.address {
-            Address::Pipe(path) => Ok(XdsAddress::Unix(path.clone())),
-            Address::Socket(socket) => Ok(XdsAddress::Tcp(format!("http://{socket}"))),
-            Address::Named { .. } => Err(format!("cluster {name:?}: a named host needs DNS")),
-        },
-        _ => Err(format!("cluster {name:?} must have exactly one endpoint")),
-    }
 }
 
 /// The EDS service names of static EDS clusters, whose `eds_config` must be ADS too.

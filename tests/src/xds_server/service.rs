@@ -2,12 +2,15 @@
 //! forward its requests, and relay the actor's responses.
 
 use super::actor::{Command, Sink};
+use super::tls::{Handshake, ServerTls};
 use super::{Bind, Request, StreamKind};
 use anyhow::Context;
 use std::net::SocketAddr;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::{
+    ReceiverStream, TcpListenerStream, UnboundedReceiverStream, UnixListenerStream,
+};
 use tonic::{Response, Status, Streaming};
 use xds_client::ads::XdsAddress;
 use xds_client::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
@@ -122,9 +125,12 @@ impl SecretDiscoveryService for Services {
     }
 }
 
-/// Binds and serves; returns the clients' address, the bound TCP address, and the server task.
+/// Binds and serves (over TLS when `tls`, recording each handshake in `handshakes`); returns the
+/// clients' address, the bound TCP address, and the server task.
 pub(super) async fn serve(
     bind: Bind,
+    tls: Option<&ServerTls>,
+    handshakes: watch::Sender<Vec<Handshake>>,
     actor: mpsc::UnboundedSender<Command>,
     shutdown: oneshot::Receiver<()>,
 ) -> anyhow::Result<(XdsAddress, Option<SocketAddr>, JoinHandle<()>)> {
@@ -144,18 +150,34 @@ pub(super) async fn serve(
                 .await
                 .with_context(|| format!("binding {address}"))?;
             let local = listener.local_addr()?;
-            let incoming = TcpListenerStream::new(listener);
-            let task = tokio::spawn(async move {
-                if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
-                    eprintln!("xds-server: {e}");
+            let task = match tls {
+                None => {
+                    let incoming = TcpListenerStream::new(listener);
+                    tokio::spawn(async move {
+                        if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await
+                        {
+                            eprintln!("xds-server: {e}");
+                        }
+                    })
                 }
-            });
+                Some(tls) => {
+                    let incoming =
+                        ReceiverStream::new(super::tls::accept(listener, tls, handshakes)?);
+                    tokio::spawn(async move {
+                        if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await
+                        {
+                            eprintln!("xds-server: {e}");
+                        }
+                    })
+                }
+            };
             Ok((
                 XdsAddress::Tcp(format!("http://{local}")),
                 Some(local),
                 task,
             ))
         }
+        Bind::Unix(_) if tls.is_some() => anyhow::bail!("TLS is served on TCP only"),
         Bind::Unix(path) => {
             if path.exists() {
                 std::fs::remove_file(&path)

@@ -21,3 +21,17 @@ openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt 
 issue workload workload-key.pem
 openssl genrsa -traditional -out rotated-key.pem 2048 2>/dev/null
 issue rotated rotated-key.pem
+# The test control plane's serving certificate (xds_tls tests): DNS, URI and IP SANs, key PKCS#8.
+#   xds-server.pem / xds-server-key.pem
+#   other-ca.pem                    an unrelated root CA (its key is thrown away): the wrong trust
+openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out xds-server-key.pem
+openssl req -new -key xds-server-key.pem -subj "/O=tern.test/CN=xds.tern.test" -out xds-server.csr
+printf 'subjectAltName=DNS:xds.tern.test,URI:spiffe://cluster.local/ns/istio-system/sa/istiod,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >xds-server.ext
+openssl x509 -req -in xds-server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days "$days" \
+  -extfile xds-server.ext -out xds-server.pem
+rm -f xds-server.csr xds-server.ext ca.srl
+openssl ecparam -name prime256v1 -genkey -noout -out other-ca-key.tmp
+openssl req -x509 -new -key other-ca-key.tmp -days "$days" -subj "/O=elsewhere.test/CN=Unrelated Root CA" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+  -out other-ca.pem
+rm -f other-ca-key.tmp

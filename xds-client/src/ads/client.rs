@@ -7,7 +7,7 @@
 
 use super::handler::Handler;
 use super::state::{self, Change, TypeState};
-use super::transport::connect;
+use super::transport::{connect, error_chain};
 use super::wire::{Delta, Parsed, StateOfTheWorld, Wire};
 use super::{AdsConfig, ConfigError, Protocol, Service};
 use crate::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -113,7 +113,13 @@ impl<H: Handler> AdsClient<H> {
     pub async fn run(mut self) {
         let mut failures = 0u32;
         loop {
-            let ended = match connect(&self.config.address, self.config.connect_timeout).await {
+            let connected = connect(
+                &self.config.address,
+                self.config.tls.as_ref(),
+                self.config.connect_timeout,
+            )
+            .await;
+            let ended = match connected {
                 Ok(channel) => match self.config.protocol {
                     Protocol::StateOfTheWorld => self.stream::<StateOfTheWorld>(channel).await,
                     Protocol::Delta => self.stream::<Delta>(channel).await,
@@ -203,7 +209,7 @@ impl<H: Handler> AdsClient<H> {
                     Err(status) => {
                         return Ended::Lost {
                             progressed: false,
-                            reason: format!("stream refused: {status}"),
+                            reason: format!("stream refused: {}", self.status_reason(&status, false)),
                         };
                     }
                 },
@@ -237,10 +243,30 @@ impl<H: Handler> AdsClient<H> {
                         }
                     }
                     Ok(None) => return Ended::Lost { progressed, reason: "stream closed by the server".into() },
-                    Err(status) => return Ended::Lost { progressed, reason: status.to_string() },
+                    Err(status) => return Ended::Lost { progressed, reason: self.status_reason(&status, progressed) },
                 },
             }
         }
+    }
+
+    /// Why a stream failed, with the transport error behind a gRPC status. A TLS 1.3 server that
+    /// wants a client certificate says so only after the handshake, as a broken connection: when
+    /// none is configured and nothing was received yet, the reason says it may be that.
+    fn status_reason(&self, status: &tonic::Status, progressed: bool) -> String {
+        let Some(source) = std::error::Error::source(status) else {
+            return format!("{:?}: {}", status.code(), status.message());
+        };
+        let mut reason = format!("{}: {}", status.message(), error_chain(source));
+        if !progressed
+            && self
+                .config
+                .tls
+                .as_ref()
+                .is_some_and(|tls| !tls.presents_client_certificate())
+        {
+            reason.push_str(" (over TLS without a client certificate: the server may require one)");
+        }
+        reason
     }
 
     /// The request a subscription change calls for on the open stream, if any.

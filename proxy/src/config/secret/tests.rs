@@ -208,3 +208,46 @@ fn redaction_blanks_every_form_of_the_private_key() {
         "nothing secret in a validation context"
     );
 }
+
+#[test]
+fn san_matchers_follow_envoy() {
+    use xds_client::ads::SanMatcher as _;
+    use xds_client::ads::SubjectAltName as San;
+    let context = |yaml: &str| {
+        let v: proto::CertificateValidationContext =
+            from_text(yaml, "v.yaml", ReadOptions::default()).expect("parses");
+        ValidationContext::try_from(&v)
+            .expect("valid")
+            .subject_alt_names
+    };
+    let matches = |yaml: &str, san: San| context(yaml).iter().any(|m| m.matches(&san));
+    let dns = |s: &str| San::Dns(s.into());
+    // An exact DNS matcher follows DNS rules: case-insensitive, a wildcard SAN covers one label.
+    let exact = "match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: Istiod.Istio-System.svc}}]";
+    assert!(matches(exact, dns("istiod.istio-system.svc")));
+    assert!(matches(exact, dns("*.istio-system.svc")));
+    assert!(matches(exact, dns("istio*.istio-system.svc")));
+    assert!(!matches(exact, dns("*.svc")));
+    assert!(!matches(exact, dns("*.*.svc")));
+    assert!(!matches(exact, San::Uri("istiod.istio-system.svc".into())));
+    // Other patterns match the text as it is.
+    let suffix = "match_typed_subject_alt_names: [{san_type: URI, matcher: {suffix: /sa/istiod}}]";
+    assert!(matches(
+        suffix,
+        San::Uri("spiffe://cluster.local/ns/istio-system/sa/istiod".into())
+    ));
+    assert!(!matches(suffix, dns("x/sa/istiod")));
+    let ip = "match_typed_subject_alt_names: [{san_type: IP_ADDRESS, matcher: {exact: '::1'}}]";
+    assert!(matches(
+        ip,
+        San::Ip(std::net::IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))
+    ));
+    // Untyped matchers take any SAN type...
+    let untyped = "match_subject_alt_names: [{contains: istiod}]";
+    assert!(matches(untyped, dns("istiod.istio-system.svc")));
+    assert!(matches(untyped, San::Uri("spiffe://x/sa/istiod".into())));
+    // ...but only when no typed matcher is given, as in Envoy.
+    let both = format!("{suffix}\n{untyped}");
+    assert_eq!(context(&both).len(), 1);
+    assert!(!matches(&both, dns("istiod.istio-system.svc")));
+}

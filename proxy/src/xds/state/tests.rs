@@ -8,6 +8,7 @@ use xds_client::proto_json::{ReadOptions, from_text};
 fn settings() -> XdsSettings {
     XdsSettings {
         address: XdsAddress::Unix("/x".into()),
+        tls: None,
         protocol: Protocol::Delta,
         node: Default::default(),
         node_on_first_message_only: true,
@@ -216,9 +217,13 @@ filter_chains:
 
 fn settings_with_sds() -> XdsSettings {
     let mut s = settings();
-    s.secret_sources
-        .clusters
-        .insert("sds-grpc".into(), Ok(XdsAddress::Unix("/sds".into())));
+    s.secret_sources.clusters.insert(
+        "sds-grpc".into(),
+        Ok(crate::xds::settings::ControlPlane {
+            address: XdsAddress::Unix("/sds".into()),
+            tls: None,
+        }),
+    );
     s.secret_sources
         .clusters
         .insert("tcp".into(), Err("cluster \"tcp\" must be STATIC".into()));
