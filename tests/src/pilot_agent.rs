@@ -234,17 +234,7 @@ impl PilotAgent {
 
     /// Polls the agent's log until it contains `line`, or fails with the log.
     pub async fn wait_for_log(&self, line: &str, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        while !self.log().contains(line) {
-            if Instant::now() > deadline {
-                bail!(
-                    "{line:?} not logged within {within:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-        Ok(())
+        crate::process::wait_for_log(|| self.log(), line, within).await
     }
 
     /// Sends SIGTERM to the agent, as the kubelet does on pod termination.

@@ -340,6 +340,11 @@ impl ProxyProcess {
     }
 
     /// `GET path` on the admin server: status and body.
+    /// Polls the proxy's log until it contains `line`, or fails with the log.
+    pub async fn wait_for_log(&self, line: &str, within: Duration) -> anyhow::Result<()> {
+        wait_for_log(|| self.log(), line, within).await
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
         self.request("GET", path).await
     }
@@ -430,6 +435,22 @@ impl Drop for ProxyProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
+}
+
+/// Polls `log` until it contains `line`, or fails with the log.
+pub async fn wait_for_log(
+    log: impl Fn() -> String,
+    line: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while !log().contains(line) {
+        if Instant::now() > deadline {
+            bail!("{line:?} not logged within {within:?}; log:\n{}", log());
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    Ok(())
 }
 
 /// Unique within this test process; combined with the pid for paths and base ids.

@@ -222,6 +222,12 @@ async fn never_connects(kind: ProxyKind, binary: &std::path::Path, context: Cont
     assert_eq!(status, 503, "not ready: {body}");
     match kind {
         ProxyKind::Tern => {
+            // A TLS 1.3 refusal reaches the client after its own handshake finished, and the
+            // channel may retry before the stream loop logs the failure: wait for the line.
+            proxy
+                .wait_for_log(why.tern_log, std::time::Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("the log names the cause: {e}"));
             let log = proxy.log();
             let lines: Vec<&str> = log.lines().filter(|l| l.contains(why.tern_log)).collect();
             assert!(

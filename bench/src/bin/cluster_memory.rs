@@ -131,6 +131,7 @@ fn main() -> anyhow::Result<()> {
         cds_initial_fetch_timeout: None,
         static_eds: Vec::new(),
         secret_sources: Default::default(),
+        tls: None,
     };
     let mut state = XdsState::new(&settings, &store, std::time::Instant::now());
     let resources = |ty_protos: Vec<(String, Any)>| -> Vec<Resource> {
