@@ -158,6 +158,10 @@ pub struct Cli {
     /// S7: EDS clusters pushed besides the benchmark's own (default 1000; 100 with --quick).
     #[arg(long)]
     pub clusters: Option<usize>,
+    /// S9: cluster counts for RSS vs clusters, Tern and Envoy (default 1000,10000; 1000 with
+    /// --quick).
+    #[arg(long, value_delimiter = ',')]
+    pub rss_clusters: Vec<usize>,
     /// S7: route pushes timed, at 10 per second (default 100; 10 with --quick).
     #[arg(long)]
     pub pushes: Option<usize>,
@@ -232,7 +236,9 @@ impl Cli {
                     .flat_map(|rate| [4, 16, 100].map(|c| (rate, c)))
                     .collect()
             },
-            s9_clusters: if self.quick {
+            s9_clusters: if !self.rss_clusters.is_empty() {
+                self.rss_clusters.clone()
+            } else if self.quick {
                 vec![1000]
             } else {
                 vec![1000, 10_000]
