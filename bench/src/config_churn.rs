@@ -13,6 +13,8 @@
 //!   each, each read once the proxy reports every cluster active with all its endpoints and has
 //!   settled. Per endpoint: the last step over the endpoints it added; per cluster: what is left
 //!   of the first step once its endpoints are taken out.
+//! - S9's RSS with 1k and 10k clusters ([`rss_with_clusters`]) is the first memory step alone, on
+//!   a proxy of its own.
 //! - Push-to-apply: `pushes` route changes at 10 per second with every cluster present, each
 //!   adding a response header that carries the push's number. A push's latency runs from the
 //!   moment the control plane handed the response to its stream to the first response through
@@ -81,29 +83,84 @@ pub async fn run(
     result
 }
 
-async fn drive(
+/// S9: the RSS (KiB) of `proxy` serving the base config over ADS, then with `clusters` extra
+/// EDS clusters of one endpoint each, on a proxy and control plane of its own.
+pub async fn rss_with_clusters(
     proxy: Proxy,
     binaries: &Binaries,
     backend: SocketAddr,
-    size: Size,
-    server: &XdsServer,
-    socket: &Path,
-) -> anyhow::Result<Outcome> {
-    let listen = SocketAddr::from(([127, 0, 0, 1], proxies::free_port()?));
-    let admin = SocketAddr::from(([127, 0, 0, 1], proxies::free_port()?));
-    let resources = Resources::new(listen, backend, size.clusters)?;
-    server.push(resources.base(0)?).await;
-    let mut running = proxies::start_with_bootstrap(proxy, binaries, &bootstrap(socket, admin))?;
-    wait_serving(&mut running, listen).await?;
-    let pgid = running.pgid().context("the proxy has no process")?;
-    tokio::time::sleep(SETTLE).await;
-    let base = measure::group_rss_kib(pgid);
+    clusters: usize,
+) -> anyhow::Result<(u64, u64)> {
+    let socket = socket_path(proxy);
+    let server = XdsServer::start_unix(&socket)
+        .await
+        .context("starting the test control plane")?;
+    let result = async {
+        let mut started =
+            Started::new(proxy, binaries, backend, clusters, &server, &socket).await?;
+        let loaded = started.load_step(&server, clusters, 1).await?;
+        if let Some(why) = started.running.exited() {
+            bail!("{} {why}", proxy.name());
+        }
+        Ok((started.base, loaded))
+    }
+    .await;
+    server.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    result
+}
 
-    let mut steps = Vec::new();
-    for endpoints in [1, ENDPOINTS] {
+/// A proxy serving the base config from the control plane, with its RSS then.
+struct Started {
+    running: Running,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    resources: Resources,
+    pgid: u32,
+    base: u64,
+}
+
+impl Started {
+    async fn new(
+        proxy: Proxy,
+        binaries: &Binaries,
+        backend: SocketAddr,
+        clusters: usize,
+        server: &XdsServer,
+        socket: &Path,
+    ) -> anyhow::Result<Started> {
+        let listen = SocketAddr::from(([127, 0, 0, 1], proxies::free_port()?));
+        let admin = SocketAddr::from(([127, 0, 0, 1], proxies::free_port()?));
+        let resources = Resources::new(listen, backend, clusters)?;
+        server.push(resources.base(0)?).await;
+        let bootstrap = bootstrap(socket, admin);
+        let mut running = proxies::start_with_bootstrap(proxy, binaries, &bootstrap)?;
+        wait_serving(&mut running, listen).await?;
+        let pgid = running.pgid().context("the proxy has no process")?;
+        tokio::time::sleep(SETTLE).await;
+        let base = measure::group_rss_kib(pgid);
+        Ok(Started {
+            running,
+            listen,
+            admin,
+            resources,
+            pgid,
+            base,
+        })
+    }
+
+    /// Pushes every extra cluster with `endpoints` endpoints each, waits until the proxy holds
+    /// them all and has settled, and returns its RSS (KiB).
+    async fn load_step(
+        &mut self,
+        server: &XdsServer,
+        clusters: usize,
+        endpoints: usize,
+    ) -> anyhow::Result<u64> {
+        let resources = &self.resources;
         let snapshot = resources.with_clusters(resources.base(0)?, endpoints);
         let version = server.push(snapshot).await;
-        // The second step changes endpoints only: no CDS response goes out for it.
+        // A step after the first changes endpoints only: no CDS response goes out for it.
         let changed: &[&str] = if endpoints == 1 {
             &[CLUSTER, ENDPOINT]
         } else {
@@ -112,17 +169,30 @@ async fn drive(
         acked(server, &version, changed).await?;
         // Besides the extra clusters: `backend` and the static `xds-grpc`, one endpoint each.
         let want = Loaded {
-            clusters: size.clusters + 2,
-            endpoints: size.clusters * endpoints + 2,
+            clusters: clusters + 2,
+            endpoints: clusters * endpoints + 2,
         };
-        wait_loaded(&mut running, admin, want).await?;
+        wait_loaded(&mut self.running, self.admin, want).await?;
         tokio::time::sleep(SETTLE).await;
-        steps.push(measure::group_rss_kib(pgid));
+        Ok(measure::group_rss_kib(self.pgid))
     }
-    let memory = memory_metrics(base, steps[0], steps[1], size.clusters);
+}
 
-    let apply = push_to_apply(server, &resources, listen, size.pushes).await?;
-    if let Some(why) = running.exited() {
+async fn drive(
+    proxy: Proxy,
+    binaries: &Binaries,
+    backend: SocketAddr,
+    size: Size,
+    server: &XdsServer,
+    socket: &Path,
+) -> anyhow::Result<Outcome> {
+    let mut started = Started::new(proxy, binaries, backend, size.clusters, server, socket).await?;
+    let one = started.load_step(server, size.clusters, 1).await?;
+    let ten = started.load_step(server, size.clusters, ENDPOINTS).await?;
+    let memory = memory_metrics(started.base, one, ten, size.clusters);
+
+    let apply = push_to_apply(server, &started.resources, started.listen, size.pushes).await?;
+    if let Some(why) = started.running.exited() {
         bail!("{} {why}", proxy.name());
     }
     Ok(Outcome { memory, apply })

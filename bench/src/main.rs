@@ -1,7 +1,9 @@
-//! `tern-bench`: Tern against Envoy, nginx, haproxy and the direct path, side by side in one run
-//! on one machine (BENCHMARKS.md): S1 HTTP/1.1, S2 h2c, S3 gRPC unary, S4 TCP bulk, S6
-//! connection churn, S7 config churn (push-to-apply, memory per cluster and endpoint), S8
-//! route-table scale, S9 idle RSS; and instructions per request under callgrind.
+//! `tern-bench`: Tern against Envoy, nginx, haproxy, pingora and the direct path, side by side in
+//! one run on one machine (BENCHMARKS.md): S1 HTTP/1.1 (saturation and a fixed-rate matrix), S2
+//! h2c, S3 gRPC unary, S4 TCP bulk, S5 sidecar pair, S6 connection churn, S7 config churn
+//! (push-to-apply, memory per cluster and endpoint), S8 route-table scale, S9 footprint (idle RSS,
+//! per idle connection, with 1k/10k clusters), worker scaling; instructions per request under
+//! callgrind; and cross-checks of the in-tree generator with wrk, fortio and h2load.
 //!
 //! Parse flags -> pin to core 0 -> run the scenarios until done or a signal -> write JSON and
 //! Markdown (with SVG plots beside it). On Ctrl-C or SIGTERM the run future is dropped, and with

@@ -50,6 +50,26 @@ pub fn own_cpu_seconds() -> f64 {
     stat(std::process::id()).map_or(0.0, |(_, ticks)| ticks as f64 / TICKS_PER_SECOND)
 }
 
+/// CPU seconds the whole machine has been busy (every core: user, nice, system, irq, softirq,
+/// steal from `/proc/stat`), to tell from the window's delta whether both cores were full.
+pub fn machine_busy_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    // cpu user nice system idle iowait irq softirq steal ...
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| fields.get(*i))
+        .sum();
+    busy as f64 / TICKS_PER_SECOND
+}
+
 /// VmRSS of one process in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

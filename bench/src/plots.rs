@@ -1,16 +1,19 @@
 //! The report's plots, as SVG written by hand: a horizontal grouped bar chart is all the report
-//! needs (CPU per request per case, latency percentiles per case, RSS per path), and writing it
+//! needs (CPU per request per case, latency percentiles per case, RSS per path, RSS vs clusters),
+//! and writing it
 //! here costs nothing to build, unlike a plotting crate.
 //!
 //! Bars are medians over repetitions, one colour per path, in the report's path order; groups
 //! are rows so that long case names stay readable. Missing values leave a gap.
 
-use crate::report::Results;
+use crate::report::{Results, is_cross_check};
 use std::fmt::Write as _;
 use std::path::Path;
 
-const PATHS: &[&str] = &["direct", "tern", "envoy", "nginx", "haproxy"];
-const COLOURS: &[&str] = &["#888888", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e"];
+const PATHS: &[&str] = &["direct", "tern", "envoy", "nginx", "haproxy", "pingora"];
+const COLOURS: &[&str] = &[
+    "#888888", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd",
+];
 const WIDTH: f64 = 960.0;
 const LABEL_WIDTH: f64 = 420.0;
 const BAR: f64 = 12.0;
@@ -119,12 +122,13 @@ impl Chart {
     }
 }
 
-/// The charts of a run: CPU per request per case, latency percentiles per open-loop case, RSS.
+/// The charts of a run: CPU per request per case, latency percentiles per open-loop case, RSS,
+/// RSS vs clusters.
 pub fn charts(results: &Results) -> Vec<(String, Chart)> {
     let cases: Vec<(String, String)> = results
         .cases()
         .into_iter()
-        .filter(|(_, c)| !c.contains("wrk"))
+        .filter(|(_, c)| !is_cross_check(c))
         .collect();
     let row = |case: &str, metric: &str| -> Vec<Option<f64>> {
         PATHS
@@ -193,7 +197,42 @@ pub fn charts(results: &Results) -> Vec<(String, Chart)> {
             },
         ));
     }
+    if let Some(chart) = rss_vs_clusters(results) {
+        charts.push(("rss-clusters".to_string(), chart));
+    }
     charts
+}
+
+/// RSS against the number of clusters pushed over ADS (S9's cluster rows): the base config, then
+/// each count, one bar per path.
+fn rss_vs_clusters(results: &Results) -> Option<Chart> {
+    let mut counts: Vec<(usize, String)> = results
+        .summary
+        .iter()
+        .filter(|r| r.scenario == "S9")
+        .filter_map(|r| Some((r.metrics.get("clusters")?.median as usize, r.case.clone())))
+        .collect();
+    counts.sort();
+    counts.dedup();
+    let (_, smallest) = counts.first()?;
+    let row = |case: &str, metric: &str| -> Vec<Option<f64>> {
+        PATHS
+            .iter()
+            .map(|p| results.median(case, p, metric))
+            .collect()
+    };
+    let mut groups = vec!["base ADS config".to_string()];
+    let mut values = vec![row(smallest, "rss_base_mib")];
+    for (n, case) in &counts {
+        groups.push(format!("{n} clusters, 1 endpoint each"));
+        values.push(row(case, "rss_clusters_mib"));
+    }
+    Some(Chart {
+        title: "RSS vs clusters pushed over ADS (median)".into(),
+        unit: "MiB RSS (process group)".into(),
+        groups,
+        values,
+    })
 }
 
 /// Writes every chart beside `report` as `<stem>-<name>.svg`; returns Markdown image links to
@@ -274,8 +313,8 @@ mod tests {
             unit: "µs".into(),
             groups: vec!["g1".into(), "g2".into()],
             values: vec![
-                vec![None, Some(10.0), Some(20.0), None, None],
-                vec![None, Some(5.0), None, None, None],
+                vec![None, Some(10.0), Some(20.0), None, None, None],
+                vec![None, Some(5.0), None, None, None, None],
             ],
         };
         let svg = chart.svg();
@@ -323,21 +362,76 @@ mod tests {
                 ),
                 point("S9", "idle", "tern", &[("idle_rss_mib", 28.0)]),
                 point("S1", "saturation, wrk", "tern", &[("cpu_us_per_req", 30.0)]),
+                point("S1", "1000 rps, fortio", "tern", &[("p99_us", 300.0)]),
+                point(
+                    "S9",
+                    "RSS with 10000 clusters",
+                    "envoy",
+                    &[
+                        ("clusters", 10000.0),
+                        ("rss_base_mib", 40.0),
+                        ("rss_clusters_mib", 400.0),
+                    ],
+                ),
+                point(
+                    "S9",
+                    "RSS with 1000 clusters",
+                    "envoy",
+                    &[
+                        ("clusters", 1000.0),
+                        ("rss_base_mib", 41.0),
+                        ("rss_clusters_mib", 80.0),
+                    ],
+                ),
+                point(
+                    "S9",
+                    "RSS with 1000 clusters",
+                    "tern",
+                    &[
+                        ("clusters", 1000.0),
+                        ("rss_base_mib", 9.0),
+                        ("rss_clusters_mib", 12.0),
+                    ],
+                ),
             ],
             ..Results::default()
         };
         results.finish();
         let charts = charts(&results);
         let names: Vec<&str> = charts.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["cpu", "latency-s3-0", "rss"]);
+        assert_eq!(names, ["cpu", "latency-s3-0", "rss", "rss-clusters"]);
         let cpu = &charts[0].1;
-        // The wrk cross-check is not a case of its own in the plots.
+        // The wrk and fortio cross-checks are not cases of their own in the plots.
         assert_eq!(cpu.groups, ["S1: sat", "S3: rate"]);
-        assert_eq!(cpu.values[0], [None, Some(25.0), None, Some(14.0), None]);
+        assert_eq!(
+            cpu.values[0],
+            [None, Some(25.0), None, Some(14.0), None, None]
+        );
         let latency = &charts[1].1;
         assert_eq!(latency.groups, ["p50", "p90", "p99", "p99.9"]);
         assert_eq!(latency.values[2][..2], [Some(90.0), Some(900.0)]);
-        assert_eq!(latency.values[1], [None; 5]);
-        assert_eq!(charts[2].1.values, [[None, Some(28.0), None, None, None]]);
+        assert_eq!(latency.values[1], [None; 6]);
+        assert_eq!(
+            charts[2].1.values,
+            [[None, Some(28.0), None, None, None, None]]
+        );
+        // RSS vs clusters: the base (from the smallest count's run), then counts in order.
+        let clusters = &charts[3].1;
+        assert_eq!(
+            clusters.groups,
+            [
+                "base ADS config",
+                "1000 clusters, 1 endpoint each",
+                "10000 clusters, 1 endpoint each"
+            ]
+        );
+        assert_eq!(
+            clusters.values,
+            [
+                [None, Some(9.0), Some(41.0), None, None, None],
+                [None, Some(12.0), Some(80.0), None, None, None],
+                [None, None, Some(400.0), None, None, None],
+            ]
+        );
     }
 }

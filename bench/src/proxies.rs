@@ -8,11 +8,13 @@
 //! except gRPC (S3), which goes h2c on both sides: Envoy/Tern `explicit_http_config`
 //! `http2_protocol_options`, nginx `grpc_pass`, haproxy `proto h2`. S8's route tables are
 //! prefix routes for Envoy/Tern, `location` blocks for nginx and `use_backend` rules for haproxy.
+//! pingora (bench/pingora-proxy) takes its listener and upstream on the command line and proxies
+//! HTTP/1.1 and h2c to an HTTP/1.1 upstream only, so it has no TCP, gRPC or route-table mode.
 //!
 //! Invariants:
-//! - A proxy runs under `taskset -c 1` as the leader of its own process group; [`Running`] kills
-//!   the whole group with SIGKILL and reaps the child when dropped (normal end, error, panic
-//!   unwinding, Ctrl-C), so no proxy outlives the harness.
+//! - A proxy runs under `taskset -c 1` (cores 0-1 when it has two workers) as the leader of its
+//!   own process group; [`Running`] kills the whole group with SIGKILL and reaps the child when
+//!   dropped (normal end, error, panic unwinding, Ctrl-C), so no proxy outlives the harness.
 //! - [`start`] returns only once a request through the proxy succeeded, or fails with its log.
 
 use crate::cli::Proxy;
@@ -59,10 +61,11 @@ pub struct Binaries {
     envoy: Result<PathBuf, String>,
     nginx: Result<PathBuf, String>,
     haproxy: Result<PathBuf, String>,
+    pingora: Result<PathBuf, String>,
 }
 
 impl Binaries {
-    pub fn locate(tern: Option<&Path>, envoy: Option<&Path>) -> Binaries {
+    pub fn locate(tern: Option<&Path>, envoy: Option<&Path>, pingora: Option<&Path>) -> Binaries {
         let tern = match tern.map(Path::to_path_buf).or_else(|| env_path("TERN_BIN")) {
             Some(path) => exists(path),
             None => std::env::current_exe()
@@ -76,11 +79,21 @@ impl Binaries {
             Some(path) => exists(path),
             None => venv_envoy(),
         };
+        let pingora = match pingora
+            .map(Path::to_path_buf)
+            .or_else(|| env_path("TERN_PINGORA_BIN"))
+        {
+            Some(path) => exists(path),
+            None => exists(repo_root().join(".cache/bin/pingora-proxy")).map_err(|e| {
+                format!("{e} (bash scripts/install-pingora.sh builds it; needs cargo and cmake)")
+            }),
+        };
         Binaries {
             tern,
             envoy,
             nginx: on_path("nginx"),
             haproxy: on_path("haproxy"),
+            pingora,
         }
     }
 
@@ -92,6 +105,7 @@ impl Binaries {
             Proxy::Envoy => &self.envoy,
             Proxy::Nginx => &self.nginx,
             Proxy::Haproxy => &self.haproxy,
+            Proxy::Pingora => &self.pingora,
         };
         found
             .as_ref()
@@ -232,6 +246,40 @@ pub async fn start(
     start_under(proxy, binaries, mode, upstream, &[], START_DEADLINE).await
 }
 
+/// [`start`] with `workers` worker threads (Tern and Envoy `--concurrency`): one worker runs on
+/// core 1 as always, more run on cores 0-1, sharing core 0 with the generator and the backend.
+pub async fn start_workers(
+    proxy: Proxy,
+    binaries: &Binaries,
+    mode: Mode,
+    upstream: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<Running> {
+    if workers != 1 && !matches!(proxy, Proxy::Tern | Proxy::Envoy) {
+        bail!("{} runs with one worker here", proxy.name());
+    }
+    let launch = Launch {
+        wrapper: &[],
+        deadline: START_DEADLINE,
+        workers,
+    };
+    start_launched(proxy, binaries, mode, upstream, &launch).await
+}
+
+/// How a proxy process is started: under a wrapper or not, with how many workers.
+struct Launch<'a> {
+    wrapper: &'a [String],
+    deadline: Duration,
+    workers: usize,
+}
+
+impl Launch<'_> {
+    /// The cores the proxy may use: core 1 alone for one worker, both cores for more.
+    fn cpus(&self) -> &'static str {
+        if self.workers > 1 { "0,1" } else { "1" }
+    }
+}
+
 /// [`start`], with the proxy run under `wrapper` (e.g. `valgrind --tool=callgrind`; the proxy's
 /// pid is the wrapper's when it execs, as valgrind does) and `deadline` for its first answer.
 pub async fn start_under(
@@ -242,6 +290,21 @@ pub async fn start_under(
     wrapper: &[String],
     deadline: Duration,
 ) -> anyhow::Result<Running> {
+    let launch = Launch {
+        wrapper,
+        deadline,
+        workers: 1,
+    };
+    start_launched(proxy, binaries, mode, upstream, &launch).await
+}
+
+async fn start_launched(
+    proxy: Proxy,
+    binaries: &Binaries,
+    mode: Mode,
+    upstream: SocketAddr,
+    launch: &Launch<'_>,
+) -> anyhow::Result<Running> {
     let Some(binary) = binaries.get(proxy).map_err(anyhow::Error::msg)? else {
         return Ok(Running {
             listen: upstream,
@@ -250,18 +313,29 @@ pub async fn start_under(
         });
     };
     let port = free_port()?;
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    if proxy == Proxy::Pingora && !matches!(mode, Mode::Http1 | Mode::H2c) {
+        bail!(
+            "the pingora comparator proxies HTTP/1.1 and h2c to one HTTP/1.1 upstream only (no TCP, gRPC or route table)"
+        );
+    }
     let scratch = scratch_dir(proxy)?;
     let (file, text) = match proxy {
         Proxy::Tern | Proxy::Envoy => ("bootstrap.yaml", envoy_yaml(mode, port, upstream)),
         Proxy::Nginx => ("nginx.conf", nginx_conf(mode, port, upstream, &scratch)),
         Proxy::Haproxy => ("haproxy.cfg", haproxy_cfg(mode, port, upstream)),
+        // No file: the listener and upstream go on the command line (see `spawn`).
+        Proxy::Pingora => (
+            "pingora.args",
+            pingora_args(mode, listen, upstream).join(" "),
+        ),
         Proxy::Direct => unreachable!("direct returned above"),
     };
     let config = scratch.join(file);
     std::fs::write(&config, text)?;
-    let mut running = spawn(proxy, binary, &config, scratch, wrapper)?;
-    running.listen = SocketAddr::from(([127, 0, 0, 1], port));
-    let limit = deadline;
+    let mut running = spawn(proxy, binary, &config, scratch, launch)?;
+    running.listen = listen;
+    let limit = launch.deadline;
     let deadline = Instant::now() + limit;
     loop {
         let probe = match mode {
@@ -325,7 +399,7 @@ pub async fn start_istio(
     );
     let config = scratch.join("bootstrap.json");
     std::fs::write(&config, text)?;
-    let mut running = spawn(proxy, binary, &config, scratch, &[])?;
+    let mut running = spawn(proxy, binary, &config, scratch, &ONE_WORKER)?;
     tokio::time::sleep(settle).await;
     if let Some(why) = running.exited() {
         bail!("{} {why}", proxy.name());
@@ -347,8 +421,15 @@ pub fn start_with_bootstrap(
     let scratch = scratch_dir(proxy)?;
     let config = scratch.join("bootstrap.yaml");
     std::fs::write(&config, bootstrap)?;
-    spawn(proxy, binary, &config, scratch, &[])
+    spawn(proxy, binary, &config, scratch, &ONE_WORKER)
 }
+
+/// One worker on core 1, no wrapper.
+const ONE_WORKER: Launch<'static> = Launch {
+    wrapper: &[],
+    deadline: START_DEADLINE,
+    workers: 1,
+};
 
 fn scratch_dir(proxy: Proxy) -> anyhow::Result<PathBuf> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -362,23 +443,26 @@ fn scratch_dir(proxy: Proxy) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Runs `taskset -c 1 [wrapper...] <binary> <args>` in its own process group, logging to
+/// Runs `taskset -c <cpus> [wrapper...] <binary> <args>` in its own process group, logging to
 /// scratch/proxy.log.
 fn spawn(
     proxy: Proxy,
     binary: &Path,
     config: &Path,
     scratch: PathBuf,
-    wrapper: &[String],
+    launch: &Launch<'_>,
 ) -> anyhow::Result<Running> {
     let log = std::fs::File::create(scratch.join("proxy.log"))?;
     let mut command = Command::new("taskset");
-    command.args(["-c", "1"]).args(wrapper).arg(binary);
+    command
+        .args(["-c", launch.cpus()])
+        .args(launch.wrapper)
+        .arg(binary);
     match proxy {
         Proxy::Tern | Proxy::Envoy => {
             command.arg("-c").arg(config).args([
                 "--concurrency",
-                "1",
+                &launch.workers.to_string(),
                 "--disable-hot-restart",
                 "-l",
                 "warning",
@@ -393,6 +477,9 @@ fn spawn(
         Proxy::Haproxy => {
             command.arg("-db").arg("-f").arg(config);
         }
+        Proxy::Pingora => {
+            command.args(std::fs::read_to_string(config)?.split_whitespace());
+        }
         Proxy::Direct => bail!("direct has no process"),
     }
     command
@@ -403,7 +490,7 @@ fn spawn(
         .stderr(log);
     let child = command
         .spawn()
-        .with_context(|| format!("spawning taskset -c 1 {}", binary.display()))?;
+        .with_context(|| format!("spawning taskset -c {} {}", launch.cpus(), binary.display()))?;
     Ok(Running {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         child: Some(child),
@@ -586,4 +673,18 @@ defaults
   server s1 {upstream}{server_extra}
 "
     )
+}
+
+/// pingora-proxy's command line: the listener, the one upstream, h2c downstream for S2.
+fn pingora_args(mode: Mode, listen: SocketAddr, upstream: SocketAddr) -> Vec<String> {
+    let mut args = vec![
+        "--listen".to_string(),
+        listen.to_string(),
+        "--upstream".into(),
+        upstream.to_string(),
+    ];
+    if mode == Mode::H2c {
+        args.push("--h2c".into());
+    }
+    args
 }

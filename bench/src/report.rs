@@ -1,6 +1,7 @@
 //! Results as JSON and as a Markdown report: one table per scenario case (median and min–max
 //! over repetitions per path), a ratio table (Tern against each comparator and the direct path),
-//! and the generator cross-check against wrk.
+//! and the generator cross-checks against wrk (S1 saturation), fortio (S1 fixed rate) and h2load
+//! (S2 saturation).
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -84,6 +85,7 @@ const METRICS: &[(&str, &str)] = &[
     ("cpu_us_per_req", "CPU µs/req"),
     ("proxy_core_util", "proxy core"),
     ("client_core_util", "core 0"),
+    ("machine_cores_busy", "cores busy (of all)"),
     ("p50_us", "p50 µs"),
     ("p90_us", "p90 µs"),
     ("p99_us", "p99 µs"),
@@ -95,6 +97,10 @@ const METRICS: &[(&str, &str)] = &[
     ("gbit_s", "Gbit/s"),
     ("cpu_s_per_gb", "CPU-s/GB"),
     ("idle_rss_mib", "idle RSS MiB"),
+    ("rss_before_mib", "RSS before MiB"),
+    ("rss_idle_connections_mib", "RSS with the connections MiB"),
+    ("bytes_per_idle_connection", "B/idle connection"),
+    ("rss_base_mib", "RSS, base ADS config MiB"),
     ("rss_after_load_mib", "RSS after load MiB"),
     ("rss_clusters_mib", "RSS, clusters x 1 endpoint MiB"),
     ("rss_endpoints_mib", "RSS, clusters x 10 endpoints MiB"),
@@ -105,6 +111,7 @@ const METRICS: &[(&str, &str)] = &[
     ("mib_per_1k_clusters", "MiB per 1k clusters"),
     ("mib_per_10k_endpoints", "MiB per 10k endpoints"),
     ("kib_per_cluster", "KiB/cluster"),
+    ("kib_per_cluster_1ep", "KiB/cluster (with its endpoint)"),
     ("bytes_per_endpoint", "B/endpoint"),
     ("pushes", "pushes applied"),
     ("apply_p50_ms", "push-to-apply p50 ms"),
@@ -112,6 +119,9 @@ const METRICS: &[(&str, &str)] = &[
     ("apply_max_ms", "push-to-apply max ms"),
     ("control_plane_ms", "control plane ms/push"),
     ("route_scale_ratio", "CPU/req ratio to 1 route"),
+    ("rps_ratio_2_to_1", "rps, 2 workers / 1"),
+    ("cpu_ratio_2_to_1", "CPU/req, 2 workers / 1"),
+    ("client_bound", "client- or machine-bound (1 = yes)"),
     ("ir_per_req", "instructions/req"),
     ("ir_requests_total", "Ir, request dump"),
     ("ir_idle_total", "Ir, idle dump"),
@@ -129,6 +139,9 @@ const HEADLINES: &[&str] = &[
     "added_p999_us",
     "cpu_s_per_gb",
     "idle_rss_mib",
+    "bytes_per_idle_connection",
+    "rss_clusters_mib",
+    "rps_ratio_2_to_1",
     "apply_p50_ms",
     "apply_p99_ms",
     "mib_1k_clusters_10k_endpoints",
@@ -138,7 +151,51 @@ const HEADLINES: &[&str] = &[
     "ir_per_req",
 ];
 
-const PROXY_ORDER: &[&str] = &["direct", "tern", "envoy", "nginx", "haproxy"];
+const PROXY_ORDER: &[&str] = &["direct", "tern", "envoy", "nginx", "haproxy", "pingora"];
+
+/// Whether `case` is an outside tool's cross-check of the in-tree generator (kept out of the
+/// ratio table and the plots; the cross-check tables show it).
+pub fn is_cross_check(case: &str) -> bool {
+    ["wrk", "fortio", "h2load"]
+        .iter()
+        .any(|tool| case.contains(tool))
+}
+
+/// One cross-check table: the tool's case (named by `tool`) beside the in-tree case it checks.
+struct CrossCheck {
+    tool: &'static str,
+    scenario: &'static str,
+    /// The in-tree case: the first of `scenario` whose name starts with this.
+    own_prefix: &'static str,
+    /// (metric, label) pairs shown in-tree vs tool; the first also gets a ratio.
+    metrics: &'static [(&'static str, &'static str)],
+}
+
+const CROSS_CHECKS: &[CrossCheck] = &[
+    CrossCheck {
+        tool: "wrk",
+        scenario: "S1",
+        own_prefix: "saturation",
+        metrics: &[("rps", "rps"), ("cpu_us_per_req", "CPU µs/req")],
+    },
+    CrossCheck {
+        tool: "fortio",
+        scenario: "S1",
+        own_prefix: "1000 rps, HTTP/1.1, 16 connections",
+        metrics: &[
+            ("p50_us", "p50 µs"),
+            ("p99_us", "p99 µs"),
+            ("rps", "rps"),
+            ("cpu_us_per_req", "CPU µs/req"),
+        ],
+    },
+    CrossCheck {
+        tool: "h2load",
+        scenario: "S2",
+        own_prefix: "saturation",
+        metrics: &[("rps", "rps"), ("cpu_us_per_req", "CPU µs/req")],
+    },
+];
 
 impl Results {
     /// Adds added-latency metrics (proxied minus direct in the same repetition and case), then
@@ -247,7 +304,9 @@ impl Results {
         }
         let _ = writeln!(out, "\n## Ratios (medians)\n");
         out.push_str(&self.ratio_table());
-        out.push_str(&self.wrk_table());
+        for check in CROSS_CHECKS {
+            out.push_str(&self.cross_check_table(check));
+        }
         let _ = writeln!(out, "\n## Per case (median, min–max over repetitions)\n");
         for (scenario, case) in self.cases() {
             out.push_str(&self.case_table(&scenario, &case));
@@ -288,10 +347,10 @@ impl Results {
 
     fn ratio_table(&self) -> String {
         let mut out = String::from(
-            "| case | metric | direct | tern | envoy | nginx | haproxy | tern/envoy | tern/nginx | tern/haproxy | tern/direct |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| case | metric | direct | tern | envoy | nginx | haproxy | pingora | tern/envoy | tern/nginx | tern/haproxy | tern/pingora | tern/direct |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for (_, case) in self.cases() {
-            if case.contains("wrk") {
+            if is_cross_check(&case) {
                 continue;
             }
             for metric in HEADLINES {
@@ -311,7 +370,7 @@ impl Results {
                     let _ = write!(out, " {} |", v.map_or("–".into(), num));
                 }
                 let tern = values[1];
-                for other in [values[2], values[3], values[4], values[0]] {
+                for other in [values[2], values[3], values[4], values[5], values[0]] {
                     let ratio = match (tern, other) {
                         (Some(t), Some(o))
                             if o.abs() > f64::EPSILON && !metric.starts_with("added") =>
@@ -334,20 +393,32 @@ impl Results {
         out
     }
 
-    fn wrk_table(&self) -> String {
-        let Some((_, wrk_case)) = self.cases().into_iter().find(|(_, c)| c.contains("wrk")) else {
-            return String::new();
-        };
-        let Some((_, own_case)) = self
-            .cases()
-            .into_iter()
-            .find(|(s, c)| s == "S1" && c.starts_with("saturation"))
+    fn cross_check_table(&self, check: &CrossCheck) -> String {
+        let cases = self.cases();
+        let Some((_, tool_case)) = cases
+            .iter()
+            .find(|(s, c)| s == check.scenario && c.contains(check.tool))
         else {
             return String::new();
         };
+        let Some((_, own_case)) = cases.iter().find(|(s, c)| {
+            s == check.scenario && c.starts_with(check.own_prefix) && !is_cross_check(c)
+        }) else {
+            return String::new();
+        };
+        let tool = check.tool;
         let mut out = format!(
-            "\n### Generator cross-check (first repetition): in-tree `{own_case}` vs `{wrk_case}`\n\n| path | in-tree rps | wrk rps | in-tree/wrk | CPU µs/req in-tree | CPU µs/req wrk |\n|---|---:|---:|---:|---:|---:|\n"
+            "\n### Generator cross-check (first repetition): in-tree `{own_case}` vs `{tool_case}`\n\n| path |"
         );
+        for (i, (_, label)) in check.metrics.iter().enumerate() {
+            let _ = write!(out, " {label} in-tree | {label} {tool} |");
+            if i == 0 {
+                let _ = write!(out, " in-tree/{tool} |");
+            }
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(check.metrics.len() * 2 + 1));
+        out.push('\n');
         for proxy in PROXY_ORDER {
             let first = |case: &str, metric: &str| {
                 self.measurements
@@ -355,22 +426,31 @@ impl Results {
                     .find(|m| m.case == case && m.proxy == *proxy && m.repetition == 0)
                     .and_then(|m| m.metrics.get(metric).copied())
             };
-            let (own, wrk) = (first(&own_case, "rps"), first(&wrk_case, "rps"));
-            if wrk.is_none() {
+            if !self
+                .measurements
+                .iter()
+                .any(|m| m.case == *tool_case && m.proxy == *proxy)
+            {
                 continue;
             }
-            let ratio = match (own, wrk) {
-                (Some(o), Some(w)) if w > 0.0 => format!("{:.2}", o / w),
-                _ => "–".into(),
-            };
             let cell = |v: Option<f64>| v.map_or("–".into(), num);
-            let _ = writeln!(
-                out,
-                "| {proxy} | {} | {} | {ratio} | {} | {} |",
-                cell(own),
-                cell(wrk),
-                cell(first(&own_case, "cpu_us_per_req")),
-                cell(first(&wrk_case, "cpu_us_per_req"))
+            let _ = write!(out, "| {proxy} |");
+            for (i, (metric, _)) in check.metrics.iter().enumerate() {
+                let (own, theirs) = (first(own_case, metric), first(tool_case, metric));
+                let _ = write!(out, " {} | {} |", cell(own), cell(theirs));
+                if i == 0 {
+                    let ratio = match (own, theirs) {
+                        (Some(o), Some(t)) if t > 0.0 => format!("{:.2}", o / t),
+                        _ => "–".into(),
+                    };
+                    let _ = write!(out, " {ratio} |");
+                }
+            }
+            out.push('\n');
+        }
+        if tool == "fortio" {
+            out.push_str(
+                "\nfortio times each request from its actual send and paces each connection itself; the in-tree open loop corrects for coordinated omission, so its tail may be higher when a response comes back late.\n",
             );
         }
         out
@@ -393,5 +473,62 @@ fn num(v: f64) -> String {
         format!("{v:.1}")
     } else {
         format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(scenario: &str, case: &str, proxy: &str, metrics: &[(&str, f64)]) -> Measurement {
+        Measurement {
+            scenario: scenario.into(),
+            case: case.into(),
+            proxy: proxy.into(),
+            repetition: 0,
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn cross_checks_sit_beside_their_in_tree_case_and_stay_out_of_the_ratios() {
+        let own = "1000 rps, HTTP/1.1, 16 connections, 1 KB";
+        let fortio = "1000 rps, fortio load -c 16, 1 KB";
+        let mut results = Results {
+            measurements: vec![
+                point("S1", own, "direct", &[("p50_us", 30.0), ("p99_us", 100.0)]),
+                point("S1", own, "tern", &[("p50_us", 90.0), ("p99_us", 300.0)]),
+                point(
+                    "S1",
+                    fortio,
+                    "tern",
+                    &[("p50_us", 120.0), ("p99_us", 250.0)],
+                ),
+                point(
+                    "S1",
+                    own,
+                    "pingora",
+                    &[("p50_us", 200.0), ("p99_us", 600.0)],
+                ),
+            ],
+            ..Results::default()
+        };
+        results.finish();
+        let markdown = results.markdown();
+        let table = markdown
+            .split("### Generator cross-check")
+            .nth(1)
+            .and_then(|rest| rest.split("## Per case").next())
+            .expect("a fortio table");
+        assert!(table.contains(&format!("in-tree `{own}` vs `{fortio}`")));
+        // p50 in-tree, p50 fortio, their ratio, then p99 in-tree and fortio.
+        assert!(table.contains("| tern | 90 | 120 | 0.75 | 300 | 250 |"));
+        // No fortio run for pingora or direct: no row for them.
+        assert!(!table.contains("| pingora |") && !table.contains("| direct |"));
+        let ratios = markdown.split("## Ratios").nth(1).expect("ratios");
+        let ratios = ratios.split("### Generator").next().unwrap_or_default();
+        assert!(!ratios.contains("fortio"));
+        // pingora has its own column and Tern's ratio to it: added p99 200 vs 500.
+        assert!(ratios.contains("| 1000 rps, HTTP/1.1, 16 connections, 1 KB | added p99 µs | – | 200 | – | – | – | 500 | – | – | – | 0.40 | – |"));
     }
 }

@@ -20,12 +20,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod crosscheck;
+mod footprint;
 mod more;
+mod scaling;
 
 /// S1/S2 saturation: closed-loop connections (HTTP/1.1) or streams (h2c), 64 B bodies.
 const SATURATION_CONNECTIONS: usize = 50;
 const H2_SATURATION_STREAMS: usize = 50;
-/// S1/S2 fixed rate: Istio's point (1000 rps, 16 connections, 1 KB).
+/// S1 (one point of its matrix), S2, S3, S5 fixed rate: Istio's point (1000 rps, 16
+/// connections, 1 KB).
 const FIXED_RATE: f64 = 1000.0;
 const FIXED_CONNECTIONS: usize = 16;
 /// How long a proxy idles before its idle RSS is read: longer than Tern keeps its proto
@@ -47,7 +51,11 @@ struct Bench {
 
 pub async fn run(cli: &Cli, command: String) -> anyhow::Result<Results> {
     let settings = cli.settings();
-    let binaries = Binaries::locate(cli.tern_bin.as_deref(), cli.envoy_bin.as_deref());
+    let binaries = Binaries::locate(
+        cli.tern_bin.as_deref(),
+        cli.envoy_bin.as_deref(),
+        cli.pingora_bin.as_deref(),
+    );
     let mut results = Results {
         date: utc_now(),
         command,
@@ -61,11 +69,14 @@ pub async fn run(cli: &Cli, command: String) -> anyhow::Result<Results> {
             "s7_clusters": settings.churn.clusters,
             "s7_pushes": settings.churn.pushes,
             "s8_route_counts": settings.route_sizes,
+            "s1_points_rps_connections": settings.s1_points,
+            "s9_clusters": settings.s9_clusters,
+            "s9_idle_connections": settings.idle_connections,
         }),
         ..Results::default()
     };
     results.notes.push(
-        "Layout: each proxy alone on core 1 (taskset -c 1, one worker); generator and backend in this process on core 0. Latency percentiles: hdrhistogram crate."
+        "Layout: each proxy alone on core 1 (taskset -c 1, one worker; the scaling scenario's 2 workers get cores 0-1); generator and backend in this process on core 0, outside load tools (wrk, fortio, h2load) on core 0 too. Latency percentiles: hdrhistogram crate."
             .into(),
     );
     for proxy in &settings.proxies {
@@ -108,6 +119,7 @@ impl Bench {
             })
             .collect();
         let has = |s| self.settings.scenarios.contains(&s);
+        let scaling = has(Scenario::Scaling);
         let (s1, s2, s3, s4, s5, s6, s7, s8, s9, cg) = (
             has(Scenario::S1),
             has(Scenario::S2),
@@ -121,7 +133,7 @@ impl Bench {
             has(Scenario::Callgrind),
         );
         // The scenarios run per repetition and path (callgrind and S9's Istio bootstrap run after).
-        let repeated = s1 || s2 || s3 || s4 || s5 || s6 || s7 || s8 || s9;
+        let repeated = s1 || s2 || s3 || s4 || s5 || s6 || s7 || s8 || s9 || scaling;
         for repetition in 0..self.settings.repeat {
             for &proxy in runnable.iter().filter(|_| repeated) {
                 eprintln!(
@@ -154,14 +166,21 @@ impl Bench {
                 if s8 {
                     self.s8(proxy, repetition).await;
                 }
+                if scaling && matches!(proxy, Proxy::Tern | Proxy::Envoy) {
+                    self.scaling(proxy, repetition).await;
+                }
             }
         }
         if s9 {
             for proxy in [Proxy::Tern, Proxy::Envoy] {
                 if runnable.contains(&proxy) {
                     self.s9_istio(proxy).await;
+                    self.s9_clusters(proxy).await;
                 }
             }
+        }
+        if scaling {
+            self.scaling_note();
         }
         if cg {
             for proxy in [Proxy::Tern, Proxy::Envoy] {
@@ -211,6 +230,9 @@ impl Bench {
                     "bytes_per_endpoint",
                     "route_scale_ratio",
                     "ir_per_req",
+                    "bytes_per_idle_connection",
+                    "rss_clusters_mib",
+                    "rps_ratio_2_to_1",
                     "errors"
                 ]
                 .contains(&k.as_str()))
@@ -243,7 +265,8 @@ impl Bench {
         }
     }
 
-    /// S1: HTTP/1.1 saturation and fixed rate; S9's idle RSS with the same one-route config.
+    /// S1: HTTP/1.1 saturation and the fixed-rate points; S9's idle RSS and RSS per idle
+    /// connection with the same one-route config.
     async fn s1(&mut self, proxy: Proxy, repetition: u32, s1: bool, s9: bool) {
         let Some(running) = self.start("S1", proxy, Mode::Http1, self.http).await else {
             return;
@@ -259,6 +282,7 @@ impl Bench {
                 repetition,
                 metrics,
             );
+            self.s9_idle_connections(&running, proxy, repetition).await;
         }
         if !s1 {
             return;
@@ -276,21 +300,31 @@ impl Bench {
             })
             .await;
         self.record("S1", &case, proxy, repetition, metrics);
-        let case = format!("{FIXED_RATE} rps, HTTP/1.1, {FIXED_CONNECTIONS} connections, 1 KB");
-        let mut metrics = self
-            .point(&running, move |w| {
-                load::h1_open(target, FIXED_CONNECTIONS, FIXED_RATE, 1024, w)
-            })
-            .await;
-        if let Some(pgid) = running.pgid() {
-            metrics.insert(
-                "rss_after_load_mib".into(),
-                mib(measure::group_rss_kib(pgid)),
-            );
+        // The fixed-rate matrix; the direct path runs every point too, so added latency is
+        // per point.
+        for (rate, connections) in self.settings.s1_points.clone() {
+            let case = s1_fixed_case(rate, connections);
+            let mut metrics = self
+                .point(&running, move |w| {
+                    load::h1_open(target, connections, rate, 1024, w)
+                })
+                .await;
+            // RSS at Istio's point only, so the RSS plot keeps one "after load" bar per path.
+            if (rate, connections) == (FIXED_RATE, FIXED_CONNECTIONS)
+                && let Some(pgid) = running.pgid()
+            {
+                metrics.insert(
+                    "rss_after_load_mib".into(),
+                    mib(measure::group_rss_kib(pgid)),
+                );
+            }
+            self.record("S1", &case, proxy, repetition, metrics);
         }
-        self.record("S1", &case, proxy, repetition, metrics);
         if repetition == 0 && self.settings.wrk {
             self.wrk(&running, proxy).await;
+        }
+        if repetition == 0 && self.settings.fortio && matches!(proxy, Proxy::Tern | Proxy::Direct) {
+            self.fortio(&running, proxy).await;
         }
     }
 
@@ -314,6 +348,9 @@ impl Bench {
             })
             .await;
         self.record("S2", &case, proxy, repetition, metrics);
+        if repetition == 0 && self.settings.h2load {
+            self.h2load(&running, proxy).await;
+        }
     }
 
     /// S4: one TCP stream of bulk data through the proxy into the backend's sink.
@@ -442,10 +479,12 @@ impl Bench {
         };
         let proxy0 = cpu(&pgids);
         let own0 = measure::own_cpu_seconds();
+        let machine0 = measure::machine_busy_seconds();
         let bytes0 = load::read_counter(&self.sink.received);
         tokio::time::sleep_until(window.end).await;
         let proxy1 = cpu(&pgids);
         let own1 = measure::own_cpu_seconds();
+        let machine1 = measure::machine_busy_seconds();
         let bytes1 = load::read_counter(&self.sink.received);
         let outcome = task.await.unwrap_or(Outcome {
             completed: 0,
@@ -456,6 +495,7 @@ impl Bench {
         let mut m = BTreeMap::new();
         m.insert("errors".to_string(), outcome.errors as f64);
         m.insert("client_core_util".into(), (own1 - own0) / secs);
+        m.insert("machine_cores_busy".into(), (machine1 - machine0) / secs);
         let proxy_cpu = proxy0.zip(proxy1).map(|(a, b)| b - a);
         if let Some(cpu) = proxy_cpu {
             m.insert("proxy_core_util".into(), cpu / secs);
@@ -489,63 +529,11 @@ impl Bench {
         }
         m
     }
-
-    /// The generator cross-check: `wrk -t1 -c50` on core 0 against the same listener.
-    async fn wrk(&mut self, running: &Running, proxy: Proxy) {
-        let secs = self.settings.duration.as_secs().max(1);
-        let url = format!("http://{}/64", running.listen);
-        let pgid = running.pgid();
-        let cpu0 = pgid.map(measure::group_cpu_seconds);
-        let output = tokio::process::Command::new("taskset")
-            .args([
-                "-c",
-                "0",
-                "wrk",
-                "-t1",
-                &format!("-c{SATURATION_CONNECTIONS}"),
-                &format!("-d{secs}s"),
-                &url,
-            ])
-            .kill_on_drop(true)
-            .output()
-            .await;
-        let cpu1 = pgid.map(measure::group_cpu_seconds);
-        let text = match output {
-            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
-            Ok(out) => {
-                let reason = format!(
-                    "wrk failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                self.skip("S1 wrk", proxy, reason);
-                return;
-            }
-            Err(e) => {
-                self.skip("S1 wrk", proxy, format!("wrk not runnable: {e}"));
-                return;
-            }
-        };
-        let Some(requests) = wrk_requests(&text) else {
-            self.skip("S1 wrk", proxy, format!("unreadable wrk output: {text}"));
-            return;
-        };
-        let mut m = BTreeMap::from([("rps".to_string(), requests / secs as f64)]);
-        if let Some(cpu) = cpu0.zip(cpu1).map(|(a, b)| b - a) {
-            m.insert("cpu_us_per_req".into(), cpu * 1e6 / requests);
-        }
-        let case = format!("saturation, wrk -t1 -c{SATURATION_CONNECTIONS}, 64 B");
-        self.record("S1", &case, proxy, 0, m);
-    }
 }
 
-/// The request count in wrk's "N requests in Xs, Y read" line.
-fn wrk_requests(text: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.contains(" requests in "))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// The case name of one S1 fixed-rate point.
+fn s1_fixed_case(rate: f64, connections: usize) -> String {
+    format!("{rate} rps, HTTP/1.1, {connections} connections, 1 KB")
 }
 
 fn mib(kib: u64) -> f64 {

@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
 # Installs the benchmark comparators and load tools tern-bench drives (nginx with its stream module,
 # haproxy, wrk, h2load from nghttp2-client, and valgrind for `--scenario callgrind`), only when
-# missing. Idempotent; needs root (or
-# sudo) and apt-get.
+# missing, and fortio (Istio's load tool, tern-bench's fixed-rate cross-check) with `go install`
+# into $REPO/.cache/go/bin when Go is present. Idempotent; the Debian packages need root (or
+# sudo) and apt-get. pingora, the slow one to build, has its own script: scripts/install-pingora.sh.
 # The default test run never starts a benchmark; these are here so `tern-bench` and
 # scripts/bench-smoke.sh find them on a fresh machine.
 set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# v1.68.2: the last release without grol.io/grol, which the Go module proxy here refuses (403).
+FORTIO_VERSION=v1.68.2
+FORTIO="$REPO/.cache/go/bin/fortio"
+if [ -x "$FORTIO" ] && "$FORTIO" version 2>/dev/null | grep -q "${FORTIO_VERSION#v}"; then
+  echo "bench.sh: fortio $FORTIO_VERSION already installed"
+elif ! command -v go >/dev/null 2>&1; then
+  echo "bench.sh: Go is missing, so fortio is not installed (tern-bench skips its fortio cross-check)"
+else
+  echo "bench.sh: installing fortio $FORTIO_VERSION into $(dirname "$FORTIO")"
+  mkdir -p "$(dirname "$FORTIO")"
+  GOBIN="$(dirname "$FORTIO")" nice go install "fortio.org/fortio@$FORTIO_VERSION" ||
+    echo "bench.sh: go install fortio.org/fortio@$FORTIO_VERSION failed (tern-bench skips its fortio cross-check)"
+fi
 
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
