@@ -268,12 +268,19 @@ pub struct HistogramSample {
     pub interval: histogram::Statistics,
 }
 
+/// Every stat by full name, and the strings their tags share.
+#[derive(Default)]
+struct Registry {
+    entries: BTreeMap<String, Entry>,
+    strings: std::collections::HashSet<Arc<str>>,
+}
+
 /// The registry of every stat, by full name.
 #[derive(Clone)]
 pub struct Store {
     #[allow(clippy::disallowed_types)]
     // registry only: stats are created at config time, read by admin
-    inner: Arc<std::sync::Mutex<BTreeMap<String, Entry>>>,
+    inner: Arc<std::sync::Mutex<Registry>>,
     /// Slots per counter: the threads that write stats.
     threads: usize,
     config: Arc<StatsConfig>,
@@ -347,8 +354,8 @@ impl Store {
     /// Envoy's stats flush for histograms: the interval view becomes what was recorded since the
     /// previous flush.
     pub fn flush_histograms(&self) {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for entry in map.values_mut() {
+        let mut registry = self.lock();
+        for entry in registry.entries.values_mut() {
             let Metric::Histogram(h) = &entry.metric else {
                 continue;
             };
@@ -387,8 +394,9 @@ impl Store {
 
     /// Every histogram, sorted by name.
     pub fn histograms(&self) -> Vec<HistogramSample> {
-        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter()
+        self.lock()
+            .entries
+            .iter()
             .filter_map(|(name, e)| {
                 let Metric::Histogram(h) = &e.metric else {
                     return None;
@@ -408,16 +416,18 @@ impl Store {
     }
 
     fn get_or_insert(&self, name: &str, make: impl FnOnce() -> Metric) -> Metric {
-        if let Some(entry) = self.lock().get(name) {
+        if let Some(entry) = self.lock().entries.get(name) {
             return entry.metric.clone();
         }
         // Tag extraction runs regexes: not under the lock the admin handlers take.
         let tags = (!self.config.matcher.rejects(name)).then(|| self.config.tags.produce(name));
-        self.lock()
+        let mut registry = self.lock();
+        let Registry { entries, strings } = &mut *registry;
+        entries
             .entry(name.to_string())
             .or_insert_with(|| Entry {
                 metric: make(),
-                tags,
+                tags: tags.map(|t| t.interned(strings)),
                 flushed: None,
             })
             .metric
@@ -425,13 +435,14 @@ impl Store {
     }
 
     #[allow(clippy::disallowed_types)] // the registry lock (see `inner`)
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every text readout, sorted by name.
     pub fn text_readouts(&self) -> Vec<TextSample> {
         self.lock()
+            .entries
             .iter()
             .filter_map(|(name, e)| {
                 let Metric::Text(t) = &e.metric else {
@@ -449,8 +460,9 @@ impl Store {
 
     /// All counters and gauges, sorted by name.
     pub fn samples(&self) -> Vec<Sample> {
-        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter()
+        self.lock()
+            .entries
+            .iter()
             .filter_map(|(name, e)| {
                 let tags = e.tags.as_ref()?;
                 let (value, is_counter, used) = match &e.metric {
@@ -552,13 +564,21 @@ mod tests {
         let store = Store::new();
         store.counter("cluster.backend.upstream_rq_200");
         let tags = &store.samples()[0].tags;
-        assert_eq!(tags.extracted_name, "cluster.upstream_rq");
+        assert_eq!(&*tags.extracted_name, "cluster.upstream_rq");
+        let pairs: Vec<(&str, &str)> = tags.tags.iter().map(|(k, v)| (&**k, &**v)).collect();
         assert_eq!(
-            tags.tags,
+            pairs,
             [
-                ("envoy.response_code".into(), "200".into()),
-                ("envoy.cluster_name".into(), "backend".into())
+                ("envoy.response_code", "200"),
+                ("envoy.cluster_name", "backend")
             ]
         );
+        // Every stat of the cluster shares one copy of its name as a tag value.
+        store.counter("cluster.backend.upstream_rq_201");
+        let samples = store.samples();
+        assert!(Arc::ptr_eq(
+            &samples[0].tags.tags[1].1,
+            &samples[1].tags.tags[1].1
+        ));
     }
 }

@@ -22,13 +22,38 @@
 use crate::config::ConfigError;
 use fancy_regex::Regex;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use xds_client::pb::envoy::config::metrics::v3 as proto;
 
-/// A stat's tag-extracted name and tags in extraction order.
+/// A stat's tag-extracted name and tags in extraction order. The strings are shared: the store
+/// interns them ([`Tags::interned`]), since a thousand clusters' stats repeat the same extracted
+/// names, tag names and (per cluster) tag values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tags {
-    pub extracted_name: String,
-    pub tags: Vec<(String, String)>,
+    pub extracted_name: Arc<str>,
+    pub tags: Box<[(Arc<str>, Arc<str>)]>,
+}
+
+impl Tags {
+    /// The same tags with every string taken from (or added to) `strings`.
+    pub fn interned(self, strings: &mut HashSet<Arc<str>>) -> Tags {
+        let mut intern = |s: Arc<str>| match strings.get(&*s) {
+            Some(known) => known.clone(),
+            None => {
+                strings.insert(s.clone());
+                s
+            }
+        };
+        Tags {
+            extracted_name: intern(self.extracted_name),
+            tags: self
+                .tags
+                .into_vec()
+                .into_iter()
+                .map(|(k, v)| (intern(k), intern(v)))
+                .collect(),
+        }
+    }
 }
 
 /// The configured extractors, grouped as Envoy runs them.
@@ -174,7 +199,7 @@ impl TagProducer {
             let Some((value, range)) = e.extract(name, &tokens) else {
                 continue;
             };
-            tags.push((e.name.clone(), value));
+            tags.push((Arc::from(e.name.as_str()), Arc::from(value)));
             if let Some(range) = range {
                 removed.push(range);
             }
@@ -183,8 +208,8 @@ impl TagProducer {
             }
         }
         Tags {
-            extracted_name: remove_ranges(name, removed),
-            tags,
+            extracted_name: remove_ranges(name, removed).into(),
+            tags: tags.into(),
         }
     }
 }

@@ -21,12 +21,9 @@ fn istio() -> TagProducer {
 #[track_caller]
 fn check(p: &TagProducer, name: &str, extracted: &str, tags: &[(&str, &str)]) {
     let got = p.produce(name);
-    assert_eq!(got.extracted_name, extracted, "{name}");
-    let want: Vec<(String, String)> = tags
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    assert_eq!(got.tags, want, "{name}");
+    assert_eq!(&*got.extracted_name, extracted, "{name}");
+    let got: Vec<(&str, &str)> = got.tags.iter().map(|(k, v)| (&**k, &**v)).collect();
+    assert_eq!(got, tags, "{name}");
 }
 
 const CLUSTER: &str = "cluster.outbound|8080||backend.default.svc.cluster.local;";
