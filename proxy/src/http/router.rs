@@ -50,10 +50,18 @@ const X_ENVOY_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstr
 const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-const X_ENVOY_RQ_TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
-const X_ENVOY_MAX_RETRIES: &str = "x-envoy-max-retries";
-const X_ENVOY_RETRY_ON: &str = "x-envoy-retry-on";
-const X_ENVOY_RETRY_GRPC_ON: &str = "x-envoy-retry-grpc-on";
+const X_ENVOY_RQ_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
+const X_ENVOY_MAX_RETRIES: HeaderName = HeaderName::from_static("x-envoy-max-retries");
+const X_ENVOY_RETRY_ON: HeaderName = HeaderName::from_static("x-envoy-retry-on");
+const X_ENVOY_RETRY_GRPC_ON: HeaderName = HeaderName::from_static("x-envoy-retry-grpc-on");
+const X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+/// The router's control headers: honoured from trusted callers, never forwarded.
+const ROUTER_CONTROLS: [HeaderName; 4] = [
+    X_ENVOY_RQ_TIMEOUT,
+    X_ENVOY_MAX_RETRIES,
+    X_ENVOY_RETRY_ON,
+    X_ENVOY_RETRY_GRPC_ON,
+];
 
 /// The connection manager's entry point for one request.
 pub async fn handle(
@@ -569,22 +577,24 @@ fn prepare_request_headers(ctx: &ConnectionContext, headers: &mut HeaderMap, log
     }
     if external {
         // Envoy ignores (and drops) the router's control headers from external callers.
-        for name in [
-            X_ENVOY_RQ_TIMEOUT,
-            X_ENVOY_MAX_RETRIES,
-            X_ENVOY_RETRY_ON,
-            X_ENVOY_RETRY_GRPC_ON,
-            "x-envoy-internal",
-        ] {
-            headers.remove(name);
+        if has_envoy_header(headers) {
+            for name in ROUTER_CONTROLS.iter().chain([&X_ENVOY_INTERNAL]) {
+                headers.remove(name);
+            }
         }
     } else if hcm.use_remote_address {
-        headers.insert("x-envoy-internal", HeaderValue::from_static("true"));
+        headers.insert(X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
     }
     // Only an access log reads them; copying every request's headers otherwise is waste.
     if !hcm.access_log.is_empty() {
         log.request_headers = headers.clone();
     }
+}
+
+/// Whether any header is an `x-envoy-*` one: most requests have none, and one pass over the
+/// names is cheaper than looking each control header up.
+fn has_envoy_header(headers: &HeaderMap) -> bool {
+    headers.keys().any(|n| n.as_str().starts_with("x-envoy-"))
 }
 
 /// Envoy trusts a request (its `x-envoy-*` control headers) only when it is the edge
@@ -742,13 +752,10 @@ impl Forward<'_> {
         // Shape the upstream request headers once; attempts only add their own.
         let mut headers = std::mem::take(&mut parts.headers);
         headers::strip_hop_by_hop(&mut headers, upgrade.is_some());
-        for name in [
-            X_ENVOY_RQ_TIMEOUT,
-            X_ENVOY_MAX_RETRIES,
-            X_ENVOY_RETRY_ON,
-            X_ENVOY_RETRY_GRPC_ON,
-        ] {
-            headers.remove(name);
+        if has_envoy_header(&headers) {
+            for name in &ROUTER_CONTROLS {
+                headers.remove(name);
+            }
         }
         let mut upstream_path = self.path.clone();
         if let Some(rewritten) = self.action.rewrite_path(&self.route.matcher, &self.path) {
@@ -1208,20 +1215,20 @@ impl Forward<'_> {
             .or(self.vhost.retry_policy.as_ref());
         let mut policy = configured.cloned().unwrap_or_else(no_retries);
         if trusted {
-            let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-            if let Some(on) = text(X_ENVOY_RETRY_ON) {
+            let text = |n: &HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+            if let Some(on) = text(&X_ENVOY_RETRY_ON) {
                 policy.retry_on = policy.retry_on | RetryOn::parse(on);
                 if configured.is_none() {
                     policy.num_retries = 1;
                 }
             }
-            if let Some(on) = text(X_ENVOY_RETRY_GRPC_ON) {
+            if let Some(on) = text(&X_ENVOY_RETRY_GRPC_ON) {
                 policy.retry_on = policy.retry_on | RetryOn::parse(on);
                 if configured.is_none() {
                     policy.num_retries = 1;
                 }
             }
-            if let Some(n) = text(X_ENVOY_MAX_RETRIES).and_then(|v| v.parse().ok()) {
+            if let Some(n) = text(&X_ENVOY_MAX_RETRIES).and_then(|v| v.parse().ok()) {
                 policy.num_retries = n;
             }
         }
