@@ -34,6 +34,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::time::Instant;
 
+/// The header count limit hyper's HTTP/1 parser has when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// What every request on one downstream connection shares.
 pub struct ConnectionContext {
     pub worker: Rc<Worker>,
@@ -96,9 +99,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .max_buf_size(hcm.max_request_headers_bytes.max(8192) + 4096)
-        .max_headers(hcm.max_headers_count)
         .title_case_headers(false)
         .keep_alive(true);
+    // hyper's own limit is Envoy's default: left unset, its parser uses fixed arrays; set, it
+    // builds two arrays of that many entries on every request.
+    if hcm.max_headers_count != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(hcm.max_headers_count);
+    }
     if let Some(t) = hcm.request_headers_timeout {
         builder.http1().header_read_timeout(t);
     } else {
