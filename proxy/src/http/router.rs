@@ -107,6 +107,7 @@ pub async fn handle(
     let grpc = local_reply::is_grpc(request.headers());
     let mut decorations = ResponseDecorations::default();
     let outcome = tokio::select! {
+        biased;
         outcome = process(&ctx, &clock, request, &mut log, &mut decorations) => outcome,
         expiry = clock.expired() => {
             StreamClock::count(&ctx, expiry);

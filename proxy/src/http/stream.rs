@@ -68,15 +68,17 @@ impl StreamClock {
     /// the route's `max_stream_duration` or capped `grpc-timeout`, else the connection
     /// manager's), still counted from the stream's start.
     pub fn set_max_duration(&self, max: Option<Duration>) {
-        self.max_duration.set(max);
-        self.rearmed.notify_waiters();
+        if self.max_duration.replace(max) != max {
+            self.rearmed.notify_waiters();
+        }
     }
 
     /// The route's `idle_timeout`, which replaces the connection manager's
     /// `stream_idle_timeout` (`None`: disabled).
     pub fn set_idle_timeout(&self, idle: Option<Duration>) {
-        self.idle_timeout.set(idle);
-        self.rearmed.notify_waiters();
+        if self.idle_timeout.replace(idle) != idle {
+            self.rearmed.notify_waiters();
+        }
     }
 
     fn touch(&self) {
@@ -114,6 +116,7 @@ impl StreamClock {
                 continue;
             };
             tokio::select! {
+                biased;
                 () = tokio::time::sleep_until(at) => {}
                 () = rearmed => continue,
             }
