@@ -58,7 +58,7 @@ pub enum Failure {
     Reset(String),
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 struct PoolKey {
     cluster: String,
     address: SocketAddr,
@@ -67,6 +67,65 @@ struct PoolKey {
     /// plaintext and TLS (its `tlsMode` changed) never reuses the other kind's connections.
     tls: bool,
 }
+
+/// A [`PoolKey`] over a borrowed cluster name: what a request looks its pool up with, so that
+/// finding an existing pool copies nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PoolKeyRef<'a> {
+    cluster: &'a str,
+    address: SocketAddr,
+    http2: bool,
+    tls: bool,
+}
+
+/// Either form of a pool key, compared and hashed as a [`PoolKeyRef`] (the map's `Borrow`
+/// target).
+trait AsPoolKey {
+    fn key(&self) -> PoolKeyRef<'_>;
+}
+
+impl AsPoolKey for PoolKey {
+    fn key(&self) -> PoolKeyRef<'_> {
+        PoolKeyRef {
+            cluster: &self.cluster,
+            address: self.address,
+            http2: self.http2,
+            tls: self.tls,
+        }
+    }
+}
+
+impl AsPoolKey for PoolKeyRef<'_> {
+    fn key(&self) -> PoolKeyRef<'_> {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn AsPoolKey + 'a> for PoolKey {
+    fn borrow(&self) -> &(dyn AsPoolKey + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl std::hash::Hash for dyn AsPoolKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for dyn AsPoolKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn AsPoolKey + '_ {}
 
 /// One worker's pools.
 #[derive(Default)]
@@ -131,6 +190,8 @@ enum LeaseKind {
     H2 {
         streams: Rc<Cell<u32>>,
     },
+    /// Given back already.
+    Released,
 }
 
 impl Pools {
@@ -160,13 +221,25 @@ impl Pools {
         mut request: Request<Body>,
         keep: Box<dyn std::any::Any>,
     ) -> Result<Response<Body>, Failure> {
-        let key = PoolKey {
-            cluster: cluster.config.name.clone(),
+        let key = PoolKeyRef {
+            cluster: &cluster.config.name,
             address: destination.address,
             http2,
             tls: destination.tls.is_some(),
         };
-        let pool = self.hosts.borrow_mut().entry(key).or_default().clone();
+        let found = self.hosts.borrow().get(&key as &dyn AsPoolKey).cloned();
+        let pool = match found {
+            Some(pool) => pool,
+            None => {
+                let key = PoolKey {
+                    cluster: key.cluster.to_string(),
+                    address: key.address,
+                    http2: key.http2,
+                    tls: key.tls,
+                };
+                self.hosts.borrow_mut().entry(key).or_default().clone()
+            }
+        };
         let settings = cluster.config.http.clone();
         let stats = &cluster.stats.http;
         let target = Target {
@@ -647,12 +720,8 @@ impl HostPool {
 impl Lease {
     /// The response is done (`complete`) or abandoned: the connection goes back or away.
     fn release(&mut self, complete: bool) {
-        match std::mem::replace(
-            &mut self.kind,
-            LeaseKind::H2 {
-                streams: Rc::new(Cell::new(1)),
-            },
-        ) {
+        match std::mem::replace(&mut self.kind, LeaseKind::Released) {
+            LeaseKind::Released => {}
             LeaseKind::H2 { streams } => {
                 streams.set(streams.get().saturating_sub(1));
                 self.pool.wake_one();

@@ -646,17 +646,17 @@ fn header_levels<'a>(
     vhost: &'a VirtualHost,
     route: &'a Route,
     weighted: Option<&'a WeightedCluster>,
-) -> Vec<&'a HeaderOps> {
-    let mut levels: Vec<&HeaderOps> = Vec::with_capacity(4);
+) -> impl Iterator<Item = &'a HeaderOps> {
     let most_specific_last = routes.most_specific_header_mutations_wins;
-    if let Some(w) = weighted.filter(|_| !most_specific_last) {
-        levels.push(&w.headers);
-    }
-    levels.extend(routes.header_ops(vhost, route));
-    if let Some(w) = weighted.filter(|_| most_specific_last) {
-        levels.push(&w.headers);
-    }
-    levels
+    let weighted_at = |last: bool| {
+        weighted
+            .filter(move |_| most_specific_last == last)
+            .map(|w| &w.headers)
+    };
+    weighted_at(false)
+        .into_iter()
+        .chain(routes.header_ops(vhost, route))
+        .chain(weighted_at(true))
 }
 
 /// Applies one side of every level's header ops (`HeaderOps::apply_request` or
@@ -1287,6 +1287,11 @@ impl Forward<'_> {
     }
 
     fn upgrade_type(&self, headers: &HeaderMap) -> Option<String> {
+        let kind = headers
+            .get(header::UPGRADE)?
+            .to_str()
+            .ok()?
+            .to_ascii_lowercase();
         let connection_upgrade = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -1295,11 +1300,6 @@ impl Forward<'_> {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             });
-        let kind = headers
-            .get(header::UPGRADE)?
-            .to_str()
-            .ok()?
-            .to_ascii_lowercase();
         (connection_upgrade && self.ctx.hcm.upgrades.contains(&kind)).then_some(kind)
     }
 
