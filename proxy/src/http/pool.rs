@@ -30,6 +30,7 @@ use http::{Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use key::{AsPoolKey, Fnv1a, PoolKey, PoolKeyRef};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -59,102 +60,10 @@ pub enum Failure {
     Reset(String),
 }
 
-#[derive(Clone, PartialEq, Eq)]
-struct PoolKey {
-    cluster: String,
-    address: SocketAddr,
-    http2: bool,
-    /// Whether the endpoint's transport socket is TLS: an endpoint that switches between
-    /// plaintext and TLS (its `tlsMode` changed) never reuses the other kind's connections.
-    tls: bool,
-}
-
-/// A [`PoolKey`] over a borrowed cluster name: what a request looks its pool up with, so that
-/// finding an existing pool copies nothing.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct PoolKeyRef<'a> {
-    cluster: &'a str,
-    address: SocketAddr,
-    http2: bool,
-    tls: bool,
-}
-
-/// Either form of a pool key, compared and hashed as a [`PoolKeyRef`] (the map's `Borrow`
-/// target).
-trait AsPoolKey {
-    fn key(&self) -> PoolKeyRef<'_>;
-}
-
-impl AsPoolKey for PoolKey {
-    fn key(&self) -> PoolKeyRef<'_> {
-        PoolKeyRef {
-            cluster: &self.cluster,
-            address: self.address,
-            http2: self.http2,
-            tls: self.tls,
-        }
-    }
-}
-
-impl AsPoolKey for PoolKeyRef<'_> {
-    fn key(&self) -> PoolKeyRef<'_> {
-        *self
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn AsPoolKey + 'a> for PoolKey {
-    fn borrow(&self) -> &(dyn AsPoolKey + 'a) {
-        self
-    }
-}
-
-impl std::hash::Hash for PoolKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
-    }
-}
-
-impl std::hash::Hash for dyn AsPoolKey + '_ {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for dyn AsPoolKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for dyn AsPoolKey + '_ {}
-
 /// One worker's pools.
 #[derive(Default)]
 pub struct Pools {
     hosts: RefCell<HashMap<PoolKey, Rc<HostPool>, BuildHasherDefault<Fnv1a>>>,
-}
-
-/// FNV-1a for the pool map, looked up on every request: its keys (cluster names and endpoint
-/// addresses) come from the configuration, not from clients, so SipHash's flooding resistance
-/// buys nothing there and costs several times as much on such short keys.
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv1a {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 #[derive(Default)]
@@ -850,5 +759,6 @@ impl Drop for PooledBody {
     }
 }
 
+mod key;
 #[cfg(test)]
 mod tests;
