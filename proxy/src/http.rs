@@ -34,6 +34,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::time::Instant;
 
+/// The header count limit hyper's HTTP/1 parser has when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// What every request on one downstream connection shares.
 pub struct ConnectionContext {
     pub worker: Rc<Worker>,
@@ -59,7 +62,7 @@ pub async fn serve(
     worker: Rc<Worker>,
     hcm: Arc<HttpConnectionManager>,
     stats: Arc<HttpStats>,
-    mut drain: DrainWatch,
+    drain: DrainWatch,
     downstream: Downstream,
 ) {
     stats.downstream_cx_total.inc();
@@ -99,9 +102,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .max_buf_size(hcm.max_request_headers_bytes.max(8192) + 4096)
-        .max_headers(hcm.max_headers_count)
         .title_case_headers(false)
         .keep_alive(true);
+    // hyper's own limit is Envoy's default: left unset, its parser uses fixed arrays; set, it
+    // builds two arrays of that many entries on every request.
+    if hcm.max_headers_count != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(hcm.max_headers_count);
+    }
     if let Some(t) = hcm.request_headers_timeout {
         builder.http1().header_read_timeout(t);
     } else {
@@ -122,36 +129,31 @@ pub async fn serve(
     };
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let idle = async {
-        match hcm.idle_timeout {
-            Some(t) => connection.streams.idle_for(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    let max_duration = async {
-        match hcm.max_connection_duration {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
+    // What ends keep-alive (a drain, the idle timeout, the maximum duration) is watched by a
+    // task of its own: in this select, those futures would be polled again on every wake of
+    // the connection, several times per request.
+    let mut watcher = AbortOnDrop(tokio::task::spawn_local(watch_ending(
+        connection.clone(),
+        drain,
+    )));
     // Drained connections finish their streams (HTTP/2 gets a GOAWAY), bounded by the drain's
     // deadline (none for `/drain_listeners`) or drain_timeout.
-    let ending = tokio::select! {
+    let (ending, mut drain) = tokio::select! {
+        biased;
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
             }
             return;
         }
-        () = drain.started() => Ending::Drained,
-        () = idle => {
-            stats.downstream_cx_idle_timeout.inc();
-            Ending::Timeout(Instant::now() + hcm.drain_timeout)
-        }
-        () = max_duration => {
-            stats.downstream_cx_max_duration_reached.inc();
-            Ending::Timeout(Instant::now() + hcm.drain_timeout)
-        }
+        watched = &mut watcher.0 => match watched {
+            Ok(ended) => ended,
+            // The watcher panicked: the connection is served to its end.
+            Err(_) => {
+                let _ = conn.as_mut().await;
+                return;
+            }
+        },
     };
     let grace = async move {
         match ending {
@@ -180,6 +182,45 @@ pub async fn serve(
     tokio::select! {
         _ = conn.as_mut() => {}
         () = &mut grace => {}
+    }
+}
+
+/// Resolves when the connection should stop keeping itself alive: its listener drains, or its
+/// idle timeout or maximum duration passed (counted here); hands the drain back for its deadline.
+async fn watch_ending(ctx: Rc<ConnectionContext>, mut drain: DrainWatch) -> (Ending, DrainWatch) {
+    let hcm = &ctx.hcm;
+    let idle = async {
+        match hcm.idle_timeout {
+            Some(t) => ctx.streams.idle_for(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let max_duration = async {
+        match hcm.max_connection_duration {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ending = tokio::select! {
+        () = drain.started() => Ending::Drained,
+        () = idle => {
+            ctx.stats.downstream_cx_idle_timeout.inc();
+            Ending::Timeout(Instant::now() + hcm.drain_timeout)
+        }
+        () = max_duration => {
+            ctx.stats.downstream_cx_max_duration_reached.inc();
+            Ending::Timeout(Instant::now() + hcm.drain_timeout)
+        }
+    };
+    (ending, drain)
+}
+
+/// Aborts a task when its owner goes.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -92,9 +92,27 @@ impl WorkerClusters {
             return Ok(original_dst_host(address));
         }
         let mut balancers = self.balancers.borrow_mut();
-        let state = balancers
+        // Looked up by name first: the entry API would copy the name on every pick.
+        if let Some(state) = balancers.get_mut(cluster.config.name.as_str()) {
+            return state.pick(cluster, hash, avoid, reselect);
+        }
+        balancers
             .entry(cluster.config.name.clone())
-            .or_insert_with(|| WorkerCluster::new(cluster.clone()));
+            .or_insert_with(|| WorkerCluster::new(cluster.clone()))
+            .pick(cluster, hash, avoid, reselect)
+    }
+}
+
+impl WorkerCluster {
+    /// [`WorkerClusters::pick`] with this worker's state for `cluster`.
+    fn pick(
+        &mut self,
+        cluster: &Arc<ClusterEntry>,
+        hash: Option<u64>,
+        avoid: &[SocketAddr],
+        reselect: u32,
+    ) -> Result<PickedHost, NoHost> {
+        let state = self;
         if !Arc::ptr_eq(&state.entry, cluster) {
             *state = WorkerCluster::new(cluster.clone());
         } else if let Some(detector) = &cluster.outlier
@@ -142,9 +160,7 @@ impl WorkerClusters {
             active: Some((active, index)),
         })
     }
-}
 
-impl WorkerCluster {
     fn new(entry: Arc<ClusterEntry>) -> Self {
         let (lb, outlier_generation) = balancer(&entry);
         let active = (0..entry.hosts.len()).map(|_| Cell::new(0)).collect();

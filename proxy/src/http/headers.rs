@@ -14,9 +14,25 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
 ];
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether `name` is one that [`strip_hop_by_hop`] removes or rewrites whatever `Connection`
+/// names (those it names only exist when `Connection` does).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || name == header::TE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers, those named by `Connection`, and `te` except "trailers" (which
 /// gRPC needs). `keep_upgrade` leaves `connection: upgrade` and `upgrade` for a websocket.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages have none of them: one pass over the names instead of a lookup each.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -34,8 +50,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
     let te_trailers = headers
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
@@ -215,6 +231,36 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["te"], "trailers");
         assert!(h.contains_key("x-end"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_stripped_and_others_kept_in_order() {
+        for name in [
+            "connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_static("a"));
+            h.insert(name, HeaderValue::from_static("gzip"));
+            h.append("x-b", HeaderValue::from_static("1"));
+            h.append("x-b", HeaderValue::from_static("2"));
+            strip_hop_by_hop(&mut h, false);
+            let left: Vec<_> = h
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+                .collect();
+            assert_eq!(left, [("host", "a"), ("x-b", "1"), ("x-b", "2")], "{name}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
     }
 
     #[test]

@@ -30,8 +30,10 @@ use http::{Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use key::{AsPoolKey, Fnv1a, PoolKey, PoolKeyRef};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -58,20 +60,10 @@ pub enum Failure {
     Reset(String),
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct PoolKey {
-    cluster: String,
-    address: SocketAddr,
-    http2: bool,
-    /// Whether the endpoint's transport socket is TLS: an endpoint that switches between
-    /// plaintext and TLS (its `tlsMode` changed) never reuses the other kind's connections.
-    tls: bool,
-}
-
 /// One worker's pools.
 #[derive(Default)]
 pub struct Pools {
-    hosts: RefCell<HashMap<PoolKey, Rc<HostPool>>>,
+    hosts: RefCell<HashMap<PoolKey, Rc<HostPool>, BuildHasherDefault<Fnv1a>>>,
 }
 
 #[derive(Default)]
@@ -131,6 +123,8 @@ enum LeaseKind {
     H2 {
         streams: Rc<Cell<u32>>,
     },
+    /// Given back already.
+    Released,
 }
 
 impl Pools {
@@ -160,13 +154,25 @@ impl Pools {
         mut request: Request<Body>,
         keep: Box<dyn std::any::Any>,
     ) -> Result<Response<Body>, Failure> {
-        let key = PoolKey {
-            cluster: cluster.config.name.clone(),
+        let key = PoolKeyRef {
+            cluster: &cluster.config.name,
             address: destination.address,
             http2,
             tls: destination.tls.is_some(),
         };
-        let pool = self.hosts.borrow_mut().entry(key).or_default().clone();
+        let found = self.hosts.borrow().get(&key as &dyn AsPoolKey).cloned();
+        let pool = match found {
+            Some(pool) => pool,
+            None => {
+                let key = PoolKey {
+                    cluster: key.cluster.to_string(),
+                    address: key.address,
+                    http2: key.http2,
+                    tls: key.tls,
+                };
+                self.hosts.borrow_mut().entry(key).or_default().clone()
+            }
+        };
         let settings = cluster.config.http.clone();
         let stats = &cluster.stats.http;
         let target = Target {
@@ -647,12 +653,8 @@ impl HostPool {
 impl Lease {
     /// The response is done (`complete`) or abandoned: the connection goes back or away.
     fn release(&mut self, complete: bool) {
-        match std::mem::replace(
-            &mut self.kind,
-            LeaseKind::H2 {
-                streams: Rc::new(Cell::new(1)),
-            },
-        ) {
+        match std::mem::replace(&mut self.kind, LeaseKind::Released) {
+            LeaseKind::Released => {}
             LeaseKind::H2 { streams } => {
                 streams.set(streams.get().saturating_sub(1));
                 self.pool.wake_one();
@@ -757,5 +759,6 @@ impl Drop for PooledBody {
     }
 }
 
+mod key;
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rand::Rng;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -50,10 +51,18 @@ const X_ENVOY_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstr
 const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-const X_ENVOY_RQ_TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
-const X_ENVOY_MAX_RETRIES: &str = "x-envoy-max-retries";
-const X_ENVOY_RETRY_ON: &str = "x-envoy-retry-on";
-const X_ENVOY_RETRY_GRPC_ON: &str = "x-envoy-retry-grpc-on";
+const X_ENVOY_RQ_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
+const X_ENVOY_MAX_RETRIES: HeaderName = HeaderName::from_static("x-envoy-max-retries");
+const X_ENVOY_RETRY_ON: HeaderName = HeaderName::from_static("x-envoy-retry-on");
+const X_ENVOY_RETRY_GRPC_ON: HeaderName = HeaderName::from_static("x-envoy-retry-grpc-on");
+const X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+/// The router's control headers: honoured from trusted callers, never forwarded.
+const ROUTER_CONTROLS: [HeaderName; 4] = [
+    X_ENVOY_RQ_TIMEOUT,
+    X_ENVOY_MAX_RETRIES,
+    X_ENVOY_RETRY_ON,
+    X_ENVOY_RETRY_GRPC_ON,
+];
 
 /// The connection manager's entry point for one request.
 pub async fn handle(
@@ -83,13 +92,23 @@ pub async fn handle(
             "HTTP/1.1"
         }
     };
+    // The record's text is copied only for an access log (the request id also for the response).
+    let logging = logging(&ctx.hcm);
     let mut log = LogRecord {
-        start_time: Some(std::time::SystemTime::now()),
-        method: request.method().to_string(),
-        path: request
-            .uri()
-            .path_and_query()
-            .map_or_else(|| request.uri().path().to_string(), |p| p.to_string()),
+        start_time: logging.then(std::time::SystemTime::now),
+        method: if logging {
+            request.method().to_string()
+        } else {
+            String::new()
+        },
+        path: if logging {
+            request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| request.uri().path().to_string(), |p| p.to_string())
+        } else {
+            String::new()
+        },
         protocol,
         downstream_remote_address: Some(ctx.peer),
         downstream_local_address: Some(ctx.local),
@@ -99,6 +118,7 @@ pub async fn handle(
     let grpc = local_reply::is_grpc(request.headers());
     let mut decorations = ResponseDecorations::default();
     let outcome = tokio::select! {
+        biased;
         outcome = process(&ctx, &clock, request, &mut log, &mut decorations) => outcome,
         expiry = clock.expired() => {
             StreamClock::count(&ctx, expiry);
@@ -159,6 +179,12 @@ pub async fn handle(
     let (parts, body) = response.into_parts();
     let body = StreamBody::new(body, ctx.clone(), clock, record, open);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Whether an access log reads this connection manager's records: their text fields are only
+/// filled then.
+fn logging(hcm: &HttpConnectionManager) -> bool {
+    !hcm.access_log.is_empty()
 }
 
 /// A local reply the connection manager sends instead of forwarding.
@@ -263,8 +289,10 @@ async fn process(
     let authority = authority_of(&parts).ok_or_else(|| {
         LocalReply::new(StatusCode::BAD_REQUEST, "", "", "missing_host_header").closing()
     })?;
-    let authority = strip_port(hcm, &authority, ctx.local.port());
-    log.authority = authority.clone();
+    let authority = strip_port(hcm, authority, ctx.local.port());
+    if logging(hcm) {
+        log.authority = authority.clone();
+    }
     let mut path = parts
         .uri
         .path_and_query()
@@ -304,7 +332,7 @@ async fn process(
         scheme: ctx.scheme,
         authority: &authority,
         path: &path,
-        cluster: target.as_ref().map(|(name, _)| name.as_str()),
+        cluster: target.as_ref().map(|(name, _)| name.as_ref()),
         grpc: local_reply::is_grpc(&parts.headers),
     };
     let mut fault_flags = "";
@@ -339,7 +367,9 @@ async fn process(
             "route_not_found",
         ));
     };
-    log.route_name = route.name.clone();
+    if logging(hcm) {
+        log.route_name = route.name.clone();
+    }
     let mut response = match &route.action {
         Action::DirectResponse { status, body } => {
             ctx.stats.rq_direct_response.inc();
@@ -414,20 +444,22 @@ fn pick_cluster<'a>(
     action: &'a ForwardAction,
     headers: &HeaderMap,
     random: u64,
-) -> (String, Option<&'a WeightedCluster>) {
+) -> (Cow<'a, str>, Option<&'a WeightedCluster>) {
     match &action.cluster {
-        ClusterSpecifier::Name(n) => (n.clone(), None),
+        ClusterSpecifier::Name(n) => (Cow::Borrowed(n), None),
         ClusterSpecifier::Header(h) => (
-            headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
+            Cow::Owned(
+                headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
             None,
         ),
         ClusterSpecifier::Weighted(w) => {
             let picked = w.pick(random);
-            (picked.name.clone(), Some(picked))
+            (Cow::Borrowed(&picked.name), Some(picked))
         }
     }
 }
@@ -477,13 +509,14 @@ fn authority_of(parts: &http::request::Parts) -> Option<String> {
         .filter(|a| !a.is_empty())
 }
 
-fn strip_port(hcm: &HttpConnectionManager, authority: &str, listener_port: u16) -> String {
-    let split = split_port(authority);
-    match (hcm.strip_port, split) {
-        (StripPort::Any, Some((host, _))) => host.to_string(),
-        (StripPort::Matching, Some((host, port))) if port == listener_port => host.to_string(),
-        _ => authority.to_string(),
-    }
+fn strip_port(hcm: &HttpConnectionManager, mut authority: String, listener_port: u16) -> String {
+    let host_len = match (hcm.strip_port, split_port(&authority)) {
+        (StripPort::Any, Some((host, _))) => host.len(),
+        (StripPort::Matching, Some((host, port))) if port == listener_port => host.len(),
+        _ => return authority,
+    };
+    authority.truncate(host_len);
+    authority
 }
 
 /// `host:port` → (host, port), IPv6 literals included; `None` without a port.
@@ -557,10 +590,12 @@ fn prepare_request_headers(ctx: &ConnectionContext, headers: &mut HeaderMap, log
             headers.insert(X_REQUEST_ID, v);
         }
     }
-    log.request_id = headers
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    if logging(hcm) || hcm.always_set_request_id_in_response {
+        log.request_id = headers
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+    }
     if hcm.use_remote_address || !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
     }
@@ -576,22 +611,24 @@ fn prepare_request_headers(ctx: &ConnectionContext, headers: &mut HeaderMap, log
     }
     if external {
         // Envoy ignores (and drops) the router's control headers from external callers.
-        for name in [
-            X_ENVOY_RQ_TIMEOUT,
-            X_ENVOY_MAX_RETRIES,
-            X_ENVOY_RETRY_ON,
-            X_ENVOY_RETRY_GRPC_ON,
-            "x-envoy-internal",
-        ] {
-            headers.remove(name);
+        if has_envoy_header(headers) {
+            for name in ROUTER_CONTROLS.iter().chain([&X_ENVOY_INTERNAL]) {
+                headers.remove(name);
+            }
         }
     } else if hcm.use_remote_address {
-        headers.insert("x-envoy-internal", HeaderValue::from_static("true"));
+        headers.insert(X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
     }
     // Only an access log reads them; copying every request's headers otherwise is waste.
     if !hcm.access_log.is_empty() {
         log.request_headers = headers.clone();
     }
+}
+
+/// Whether any header is an `x-envoy-*` one: most requests have none, and one pass over the
+/// names is cheaper than looking each control header up.
+fn has_envoy_header(headers: &HeaderMap) -> bool {
+    headers.keys().any(|n| n.as_str().starts_with("x-envoy-"))
 }
 
 /// Envoy trusts a request (its `x-envoy-*` control headers) only when it is the edge
@@ -616,17 +653,17 @@ fn header_levels<'a>(
     vhost: &'a VirtualHost,
     route: &'a Route,
     weighted: Option<&'a WeightedCluster>,
-) -> Vec<&'a HeaderOps> {
-    let mut levels: Vec<&HeaderOps> = Vec::with_capacity(4);
+) -> impl Iterator<Item = &'a HeaderOps> {
     let most_specific_last = routes.most_specific_header_mutations_wins;
-    if let Some(w) = weighted.filter(|_| !most_specific_last) {
-        levels.push(&w.headers);
-    }
-    levels.extend(routes.header_ops(vhost, route));
-    if let Some(w) = weighted.filter(|_| most_specific_last) {
-        levels.push(&w.headers);
-    }
-    levels
+    let weighted_at = |last: bool| {
+        weighted
+            .filter(move |_| most_specific_last == last)
+            .map(|w| &w.headers)
+    };
+    weighted_at(false)
+        .into_iter()
+        .chain(routes.header_ops(vhost, route))
+        .chain(weighted_at(true))
 }
 
 /// Applies one side of every level's header ops (`HeaderOps::apply_request` or
@@ -668,7 +705,7 @@ struct Forward<'a> {
     snapshot: &'a Snapshot,
     clock: &'a StreamClock,
     routes: &'a RouteConfig,
-    cluster_name: String,
+    cluster_name: Cow<'a, str>,
     weighted: Option<&'a WeightedCluster>,
     vhost: &'a VirtualHost,
     route: &'a Route,
@@ -696,9 +733,11 @@ impl Forward<'_> {
     ) -> Result<Response<Body>, LocalReply> {
         let ctx = self.ctx;
         let weighted = self.weighted;
-        let cluster_name = self.cluster_name.clone();
-        log.upstream_cluster = Some(cluster_name.clone());
-        let Some(cluster) = self.snapshot.clusters.get(&cluster_name).cloned() else {
+        let cluster_name: &str = &self.cluster_name;
+        if logging(&ctx.hcm) {
+            log.upstream_cluster = Some(cluster_name.to_string());
+        }
+        let Some(cluster) = self.snapshot.clusters.get(cluster_name).cloned() else {
             ctx.stats.no_cluster.inc();
             return Err(LocalReply::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -749,26 +788,30 @@ impl Forward<'_> {
         // Shape the upstream request headers once; attempts only add their own.
         let mut headers = std::mem::take(&mut parts.headers);
         headers::strip_hop_by_hop(&mut headers, upgrade.is_some());
-        for name in [
-            X_ENVOY_RQ_TIMEOUT,
-            X_ENVOY_MAX_RETRIES,
-            X_ENVOY_RETRY_ON,
-            X_ENVOY_RETRY_GRPC_ON,
-        ] {
-            headers.remove(name);
+        if has_envoy_header(&headers) {
+            for name in &ROUTER_CONTROLS {
+                headers.remove(name);
+            }
         }
-        let mut upstream_path = self.path.clone();
+        let mut upstream_path = Cow::Borrowed(self.path.as_str());
         if let Some(rewritten) = self.action.rewrite_path(&self.route.matcher, &self.path) {
             if let Ok(v) = HeaderValue::from_str(&self.path) {
                 headers.insert(X_ENVOY_ORIGINAL_PATH, v);
             }
             log.original_path = Some(self.path.clone());
             log.path = rewritten.clone();
-            upstream_path = rewritten;
+            upstream_path = Cow::Owned(rewritten);
         }
-        let mut authority = self.authority.clone();
+        // An HTTP/1 attempt reuses the request's URI when it already is what goes upstream.
+        let request_uri_fits = parts.uri.scheme().is_none()
+            && parts.uri.authority().is_none()
+            && parts
+                .uri
+                .path_and_query()
+                .is_some_and(|p| p.as_str() == upstream_path);
+        let mut authority = Cow::Borrowed(self.authority.as_str());
         if let Some(w) = weighted.and_then(|w| w.host_rewrite.as_ref()) {
-            authority = w.clone();
+            authority = Cow::Borrowed(w);
         }
         let mut auto_host_rewrite = false;
         if !matches!(self.action.host_rewrite, HostRewrite::None)
@@ -778,16 +821,16 @@ impl Forward<'_> {
         }
         match &self.action.host_rewrite {
             HostRewrite::None => {}
-            HostRewrite::Literal(h) => authority = h.clone(),
+            HostRewrite::Literal(h) => authority = Cow::Borrowed(h),
             HostRewrite::Auto => auto_host_rewrite = true,
             HostRewrite::Header(name) => {
                 if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-                    authority = v.to_string();
+                    authority = Cow::Owned(v.to_string());
                 }
             }
             HostRewrite::PathRegex(re, substitution) => {
                 let p = self.path.split('?').next().unwrap_or_default();
-                authority = re.replace_all(p, substitution.as_str()).into_owned();
+                authority = Cow::Owned(re.replace_all(p, substitution.as_str()).into_owned());
             }
         }
         if let Some(t) = timeout {
@@ -865,7 +908,9 @@ impl Forward<'_> {
                 return Err(LocalReply::overflow());
             }
             let address = picked.address;
-            tried.push(address);
+            if policy.previous_hosts {
+                tried.push(address);
+            }
             log.upstream_host = Some(address);
             log.attempt_count = attempts;
             let Some(body) = request_body.take() else {
@@ -874,7 +919,13 @@ impl Forward<'_> {
             let empty_body = hyper::body::Body::is_end_stream(&body);
             let mut request = Request::new(body);
             *request.method_mut() = parts.method.clone();
-            *request.headers_mut() = headers.clone();
+            // The last attempt the policy allows takes the shaped headers; earlier ones copy
+            // them for a retry.
+            *request.headers_mut() = if attempts > policy.num_retries {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
             // Envoy's HTTP/1 codec states an empty body explicitly, except where none is expected.
             if !http2
                 && empty_body
@@ -890,11 +941,11 @@ impl Forward<'_> {
             // auto_host_rewrite: the endpoint's hostname, else its address.
             let host = if auto_host_rewrite {
                 match picked.host.endpoint.hostname.as_str() {
-                    "" => address.to_string(),
-                    hostname => hostname.to_string(),
+                    "" => Cow::Owned(address.to_string()),
+                    hostname => Cow::Borrowed(hostname),
                 }
             } else {
-                authority.clone()
+                Cow::Borrowed(authority.as_ref())
             };
             if self.vhost.include_request_attempt_count {
                 request
@@ -902,11 +953,13 @@ impl Forward<'_> {
                     .insert(X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempts));
             }
             let uri = if http2 {
-                format!("http://{host}{upstream_path}")
+                format!("http://{host}{upstream_path}").parse::<http::Uri>()
+            } else if request_uri_fits {
+                Ok(parts.uri.clone())
             } else {
-                upstream_path.clone()
+                upstream_path.parse::<http::Uri>()
             };
-            match uri.parse::<http::Uri>() {
+            match uri {
                 Ok(u) => *request.uri_mut() = u,
                 Err(_) => {
                     return Err(LocalReply::new(
@@ -920,7 +973,9 @@ impl Forward<'_> {
             if http2 {
                 request.headers_mut().remove(header::HOST);
                 *request.version_mut() = http::Version::HTTP_2;
-            } else if let Ok(v) = HeaderValue::from_str(&host) {
+            } else if !is_only_value(request.headers(), &header::HOST, &host)
+                && let Ok(v) = HeaderValue::from_str(&host)
+            {
                 request.headers_mut().insert(header::HOST, v);
             }
             stats.upstream_rq_total.inc();
@@ -1215,20 +1270,20 @@ impl Forward<'_> {
             .or(self.vhost.retry_policy.as_ref());
         let mut policy = configured.cloned().unwrap_or_else(no_retries);
         if trusted {
-            let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-            if let Some(on) = text(X_ENVOY_RETRY_ON) {
+            let text = |n: &HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+            if let Some(on) = text(&X_ENVOY_RETRY_ON) {
                 policy.retry_on = policy.retry_on | RetryOn::parse(on);
                 if configured.is_none() {
                     policy.num_retries = 1;
                 }
             }
-            if let Some(on) = text(X_ENVOY_RETRY_GRPC_ON) {
+            if let Some(on) = text(&X_ENVOY_RETRY_GRPC_ON) {
                 policy.retry_on = policy.retry_on | RetryOn::parse(on);
                 if configured.is_none() {
                     policy.num_retries = 1;
                 }
             }
-            if let Some(n) = text(X_ENVOY_MAX_RETRIES).and_then(|v| v.parse().ok()) {
+            if let Some(n) = text(&X_ENVOY_MAX_RETRIES).and_then(|v| v.parse().ok()) {
                 policy.num_retries = n;
             }
         }
@@ -1239,6 +1294,11 @@ impl Forward<'_> {
     }
 
     fn upgrade_type(&self, headers: &HeaderMap) -> Option<String> {
+        let kind = headers
+            .get(header::UPGRADE)?
+            .to_str()
+            .ok()?
+            .to_ascii_lowercase();
         let connection_upgrade = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -1247,11 +1307,6 @@ impl Forward<'_> {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             });
-        let kind = headers
-            .get(header::UPGRADE)?
-            .to_str()
-            .ok()?
-            .to_ascii_lowercase();
         (connection_upgrade && self.ctx.hcm.upgrades.contains(&kind)).then_some(kind)
     }
 
@@ -1337,6 +1392,15 @@ impl Forward<'_> {
             });
         }
     }
+}
+
+/// Whether `name` has exactly one value and it is `value` (inserting `value` would change nothing).
+fn is_only_value(headers: &HeaderMap, name: &HeaderName, value: &str) -> bool {
+    let mut values = headers.get_all(name).iter();
+    values
+        .next()
+        .is_some_and(|v| v.as_bytes() == value.as_bytes())
+        && values.next().is_none()
 }
 
 /// The policy of a route without one: no retries, Envoy's back-off defaults for header overrides.

@@ -20,12 +20,12 @@ use crate::stats::{Gauge, Histogram};
 use bytes::Bytes;
 use http::StatusCode;
 use hyper::body::{Frame, Incoming, SizeHint};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// When one stream started and last moved bytes.
@@ -68,15 +68,17 @@ impl StreamClock {
     /// the route's `max_stream_duration` or capped `grpc-timeout`, else the connection
     /// manager's), still counted from the stream's start.
     pub fn set_max_duration(&self, max: Option<Duration>) {
-        self.max_duration.set(max);
-        self.rearmed.notify_waiters();
+        if self.max_duration.replace(max) != max {
+            self.rearmed.notify_waiters();
+        }
     }
 
     /// The route's `idle_timeout`, which replaces the connection manager's
     /// `stream_idle_timeout` (`None`: disabled).
     pub fn set_idle_timeout(&self, idle: Option<Duration>) {
-        self.idle_timeout.set(idle);
-        self.rearmed.notify_waiters();
+        if self.idle_timeout.replace(idle) != idle {
+            self.rearmed.notify_waiters();
+        }
     }
 
     fn touch(&self) {
@@ -114,6 +116,7 @@ impl StreamClock {
                 continue;
             };
             tokio::select! {
+                biased;
                 () = tokio::time::sleep_until(at) => {}
                 () = rearmed => continue,
             }
@@ -339,17 +342,29 @@ impl Drop for StreamBody {
 
 /// A connection's streams: how many are open (watched by its idle timer, and by a drain, which
 /// waits for the next request before closing an HTTP/1 connection).
+///
+/// Opening and closing a stream only updates cells: the idle timer does not follow each stream
+/// but checks the count when it fires (see [`ConnectionStreams::idle_for`]), so a keep-alive
+/// connection's requests arm no timer and wake no task.
 #[derive(Debug)]
-pub struct ConnectionStreams(Rc<watch::Sender<StreamCount>>);
+pub struct ConnectionStreams(Rc<StreamsState>);
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StreamCount {
-    open: usize,
+#[derive(Debug)]
+struct StreamsState {
+    open: Cell<usize>,
+    /// When the last open stream closed (the connection's start before its first stream).
+    idle_since: Cell<Instant>,
+    /// Tasks waiting in [`ConnectionStreams::busy`], woken by the next stream that opens.
+    busy_waiters: RefCell<Vec<Waker>>,
 }
 
 impl Default for ConnectionStreams {
     fn default() -> Self {
-        ConnectionStreams(Rc::new(watch::Sender::new(StreamCount::default())))
+        ConnectionStreams(Rc::new(StreamsState {
+            open: Cell::new(0),
+            idle_since: Cell::new(Instant::now()),
+            busy_waiters: RefCell::default(),
+        }))
     }
 }
 
@@ -359,9 +374,12 @@ impl ConnectionStreams {
     /// `downstream_rq_time`). Both hold however the stream ends: response sent, reset, or the
     /// client gone before the response.
     pub fn open(&self, active: Gauge, rq_time: Histogram) -> OpenStream {
-        self.0.send_modify(|c| {
-            c.open += 1;
-        });
+        let state = &self.0;
+        state.open.set(state.open.get() + 1);
+        let waiters = std::mem::take(&mut *state.busy_waiters.borrow_mut());
+        for waiter in waiters {
+            waiter.wake();
+        }
         active.inc();
         OpenStream {
             streams: self.0.clone(),
@@ -371,33 +389,43 @@ impl ConnectionStreams {
         }
     }
 
-    /// Resolves once no stream has been open for `timeout`.
+    /// Resolves once no stream has been open for `timeout`. The timer fires at the earliest
+    /// time that can be: `timeout` after the last stream closed, or after now while one is
+    /// open; it then looks again.
     pub async fn idle_for(&self, timeout: Duration) {
-        let mut count = self.0.subscribe();
         loop {
-            if count.wait_for(|c| c.open == 0).await.is_err() {
-                return std::future::pending().await;
+            let now = Instant::now();
+            let at = match self.0.open.get() {
+                0 => self.0.idle_since.get() + timeout,
+                _ => now + timeout,
+            };
+            if at <= now {
+                return;
             }
-            tokio::select! {
-                () = tokio::time::sleep(timeout) => return,
-                _ = count.changed() => {}
-            }
+            tokio::time::sleep_until(at).await;
         }
     }
 
     /// Resolves while a stream is open (at once if one is).
     pub async fn busy(&self) {
-        let mut count = self.0.subscribe();
-        if count.wait_for(|c| c.open > 0).await.is_err() {
-            std::future::pending().await
-        }
+        std::future::poll_fn(|cx| {
+            if self.0.open.get() > 0 {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.0.busy_waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
     }
 }
 
 /// One open stream (see [`ConnectionStreams::open`]).
 #[derive(Debug)]
 pub struct OpenStream {
-    streams: Rc<watch::Sender<StreamCount>>,
+    streams: Rc<StreamsState>,
     started: Instant,
     active: Gauge,
     rq_time: Histogram,
@@ -405,9 +433,14 @@ pub struct OpenStream {
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.streams
-            .send_modify(|c| c.open = c.open.saturating_sub(1));
+        let now = Instant::now();
+        let state = &self.streams;
+        let open = state.open.get().saturating_sub(1);
+        state.open.set(open);
+        if open == 0 {
+            state.idle_since.set(now);
+        }
         self.active.dec();
-        self.rq_time.record_duration(self.started.elapsed());
+        self.rq_time.record_duration(now - self.started);
     }
 }
