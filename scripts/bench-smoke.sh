@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark smoke: builds tern and tern-bench (profile bench-fast), runs `tern-bench --quick`
-# (about two minutes) and checks that it wrote valid JSON with measurements for tern, envoy,
+# (about three minutes) and checks that it wrote valid JSON with measurements for tern, envoy,
 # nginx, haproxy and direct, S3 (gRPC), S5 (pair) and S6 (churn) rows for every path, S7 (config
 # churn) rows and the S8 route-scale ratio for tern and envoy, S9's RSS per idle connection for
 # every proxy and RSS with clusters for tern and envoy, and the fortio (S1) and h2load (S2)

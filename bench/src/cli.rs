@@ -105,7 +105,7 @@ impl Proxy {
     about = "Tern against Envoy, nginx, haproxy, pingora and no proxy, side by side in one run"
 )]
 pub struct Cli {
-    /// A short smoke run (about two minutes): 1 repetition, 2 s per point.
+    /// A short smoke run: 1 repetition, 1 s per point, 2 s idle settle for S9.
     #[arg(long)]
     pub quick: bool,
     /// Scenarios to run (default S1,S2,S3,S4,S5,S6,S7,S8,S9,scaling; without scaling with --quick).
@@ -175,6 +175,10 @@ pub struct Settings {
     pub repeat: u32,
     pub duration: Duration,
     pub warmup: Duration,
+    /// How long a proxy idles before S9 reads its idle RSS: longer than Tern keeps its proto
+    /// descriptor pool after start-up (`xds_client::proto_json::POOL_IDLE`, 10 s), so the
+    /// reading is the steady idle state; `--quick` only checks that the reading works (2 s).
+    pub idle_settle: Duration,
     pub wrk: bool,
     pub fortio: bool,
     pub h2load: bool,
@@ -213,7 +217,7 @@ impl Cli {
         }
         proxies.sort();
         proxies.dedup();
-        let seconds = self.duration.unwrap_or(if self.quick { 2.0 } else { 10.0 });
+        let seconds = self.duration.unwrap_or(if self.quick { 1.0 } else { 10.0 });
         let duration = Duration::from_secs_f64(seconds.max(0.2));
         Settings {
             scenarios,
@@ -225,6 +229,7 @@ impl Cli {
             } else {
                 Duration::from_secs(2)
             },
+            idle_settle: Duration::from_secs(if self.quick { 2 } else { 12 }),
             wrk: !self.no_wrk,
             fortio: !self.no_fortio,
             h2load: !self.no_h2load,

@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 mod crosscheck;
 mod footprint;
@@ -32,11 +31,6 @@ const H2_SATURATION_STREAMS: usize = 50;
 /// connections, 1 KB).
 const FIXED_RATE: f64 = 1000.0;
 const FIXED_CONNECTIONS: usize = 16;
-/// How long a proxy idles before its idle RSS is read: longer than Tern keeps its proto
-/// descriptor pool after start-up (`xds_client::proto_json::POOL_IDLE`, 10 s), so the reading is
-/// the steady idle state. Every path gets the same settle.
-const IDLE_SETTLE: Duration = Duration::from_secs(12);
-const ISTIO_SETTLE: Duration = Duration::from_secs(12);
 
 struct Bench {
     settings: Settings,
@@ -66,6 +60,7 @@ pub async fn run(cli: &Cli, command: String) -> anyhow::Result<Results> {
             "repeat": settings.repeat,
             "duration_s": settings.duration.as_secs_f64(),
             "warmup_s": settings.warmup.as_secs_f64(),
+            "idle_settle_s": settings.idle_settle.as_secs_f64(),
             "s7_clusters": settings.churn.clusters,
             "s7_pushes": settings.churn.pushes,
             "s8_route_counts": settings.route_sizes,
@@ -272,7 +267,8 @@ impl Bench {
             return;
         };
         if s9 && let Some(pgid) = running.pgid() {
-            tokio::time::sleep(IDLE_SETTLE).await;
+            // Every path gets the same settle.
+            tokio::time::sleep(self.settings.idle_settle).await;
             let rss = mib(measure::group_rss_kib(pgid));
             let metrics = BTreeMap::from([("idle_rss_mib".to_string(), rss)]);
             self.record(
@@ -436,8 +432,13 @@ impl Bench {
             self.skip("S9", proxy, reason);
             return;
         }
-        let started =
-            proxies::start_istio(proxy, &self.binaries, &self.istio_bootstrap, ISTIO_SETTLE).await;
+        let started = proxies::start_istio(
+            proxy,
+            &self.binaries,
+            &self.istio_bootstrap,
+            self.settings.idle_settle,
+        )
+        .await;
         match started {
             Ok(running) => {
                 let rss = running
