@@ -393,29 +393,12 @@ pub async fn h2_open(target: SocketAddr, rate: f64, call: H2Call, window: Window
         outcome.errors = 1;
         return outcome;
     };
-    let call = std::sync::Arc::new(call);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
-    let t0 = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    tokio::spawn(async move {
-        for i in 0u32.. {
-            let intended = t0 + interval * i;
-            if intended >= window.end {
-                break;
-            }
-            tokio::time::sleep_until(intended).await;
-            let (mut sender, call, tx) = (sender.clone(), call.clone(), tx.clone());
-            tokio::spawn(async move {
-                let sent = Instant::now();
-                let result = h2_call(&mut sender, &call).await;
-                let latency = micros(Instant::now() - sent);
-                if window.contains(intended) {
-                    let _ = tx.send(result.ok().map(|()| latency));
-                }
-            });
-        }
-    });
-    tally(rx, outcome).await
+    let call = Arc::new(call);
+    open_loop(rate, window, outcome, move || {
+        let (mut sender, call) = (sender.clone(), call.clone());
+        async move { h2_call(&mut sender, &call).await.is_ok() }
+    })
+    .await
 }
 
 /// One TCP stream writing 256 KiB chunks to `target` until the window ends. The bytes that
@@ -491,6 +474,22 @@ pub async fn h1_churn_open(target: SocketAddr, rate: f64, window: Window) -> Out
         errors: 0,
         latency: Some(histogram()),
     };
+    open_loop(rate, window, outcome, move || async move {
+        churn_once(target, &mut BytesMut::with_capacity(1024))
+            .await
+            .is_ok()
+    })
+    .await
+}
+
+/// Starts `one()` every `1 / rate` seconds until the window ends, each as its own task, and
+/// tallies the latency (from its start) of those whose intended start the window contains;
+/// `one` tells whether the request succeeded.
+async fn open_loop<F, Fut>(rate: f64, window: Window, outcome: Outcome, one: F) -> Outcome
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
     let t0 = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -501,13 +500,13 @@ pub async fn h1_churn_open(target: SocketAddr, rate: f64, window: Window) -> Out
                 break;
             }
             tokio::time::sleep_until(intended).await;
-            let tx = tx.clone();
+            let (request, tx) = (one(), tx.clone());
             tokio::spawn(async move {
                 let sent = Instant::now();
-                let result = churn_once(target, &mut BytesMut::with_capacity(1024)).await;
+                let ok = request.await;
                 let latency = micros(Instant::now() - sent);
                 if window.contains(intended) {
-                    let _ = tx.send(result.ok().map(|()| latency));
+                    let _ = tx.send(ok.then_some(latency));
                 }
             });
         }
