@@ -44,13 +44,7 @@ fn bootstrap(api_type: &str, xds: &XdsAddress) -> String {
 }
 
 fn base_snapshot(backend_port: u16) -> Snapshot {
-    let mut snapshot = Snapshot::new();
-    snapshot
-        .add(&resources::http_listener("http_in", "routes"))
-        .add(&resources::route_to("routes", "backend"))
-        .add(&resources::eds_cluster("backend"))
-        .add(&resources::endpoints("backend", backend_port));
-    snapshot
+    resources::mesh("backend", backend_port)
 }
 
 async fn get_ok(envoy: &ProxyProcess, listener: SocketAddr, backend: &HttpBackend) {

@@ -29,13 +29,8 @@ fn is_xds_stat(name: &str) -> bool {
 }
 
 fn snapshot(backend_port: u16, route_cluster: &str) -> Snapshot {
-    let mut snapshot = Snapshot::new();
-    snapshot
-        .add(&resources::http_listener("http_in", "routes"))
-        .add(&resources::route_to("routes", route_cluster))
-        .add(&resources::eds_cluster("backend"))
-        .add(&resources::endpoints("backend", backend_port))
-        .add(&resources::static_cluster("other", backend_port));
+    let mut snapshot = resources::mesh(route_cluster, backend_port);
+    snapshot.add(&resources::static_cluster("other", backend_port));
     snapshot
 }
 

@@ -126,13 +126,7 @@ fn bootstrap(server: &XdsServer, context: &Context) -> String {
 }
 
 fn snapshot(backend_port: u16) -> Snapshot {
-    let mut snapshot = Snapshot::new();
-    snapshot
-        .add(&resources::http_listener("http_in", "routes"))
-        .add(&resources::route_to("routes", "backend"))
-        .add(&resources::eds_cluster("backend"))
-        .add(&resources::endpoints("backend", backend_port));
-    snapshot
+    resources::mesh("backend", backend_port)
 }
 
 /// Connects over mTLS, ACKs the snapshot and routes a request to the backend.

@@ -88,3 +88,16 @@ endpoints:
 "#
     ))
 }
+
+/// The smallest routed mesh: listener `http_in` whose RDS `routes` sends everything to
+/// `route_cluster`, and the EDS cluster `backend` with one endpoint on `backend_port`.
+#[allow(dead_code)] // not every test that includes this file pushes a whole snapshot
+pub fn mesh(route_cluster: &str, backend_port: u16) -> tern_tests::xds_server::Snapshot {
+    let mut snapshot = tern_tests::xds_server::Snapshot::new();
+    snapshot
+        .add(&http_listener("http_in", "routes"))
+        .add(&route_to("routes", route_cluster))
+        .add(&eds_cluster("backend"))
+        .add(&endpoints("backend", backend_port));
+    snapshot
+}
