@@ -120,19 +120,7 @@ fn main() -> anyhow::Result<()> {
     drop(stats);
 
     let store = Store::for_threads(1);
-    let settings = XdsSettings {
-        address: XdsAddress::Unix("/unused".into()),
-        protocol: Protocol::Delta,
-        node: Default::default(),
-        node_on_first_message_only: true,
-        lds: true,
-        cds: true,
-        lds_initial_fetch_timeout: None,
-        cds_initial_fetch_timeout: None,
-        static_eds: Vec::new(),
-        secret_sources: Default::default(),
-        tls: None,
-    };
+    let settings = XdsSettings::plain(XdsAddress::Unix("/unused".into()), Protocol::Delta);
     let mut state = XdsState::new(&settings, &store, std::time::Instant::now());
     let resources = |ty_protos: Vec<(String, Any)>| -> Vec<Resource> {
         ty_protos

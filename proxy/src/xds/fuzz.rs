@@ -38,14 +38,6 @@ pub fn apply_encoded_responses(input: &[u8]) -> Outcome {
         Protocol::Delta
     };
     let settings = XdsSettings {
-        address: XdsAddress::Tcp("http://127.0.0.1:1".into()),
-        tls: None,
-        protocol,
-        node: Default::default(),
-        node_on_first_message_only: true,
-        lds: true,
-        cds: true,
-        lds_initial_fetch_timeout: None,
         cds_initial_fetch_timeout: Some(Duration::from_secs(15)),
         static_eds: vec!["static-eds".into()],
         secret_sources: SecretSources {
@@ -59,6 +51,7 @@ pub fn apply_encoded_responses(input: &[u8]) -> Outcome {
             .into(),
             statics: Default::default(),
         },
+        ..XdsSettings::plain(XdsAddress::Tcp("http://127.0.0.1:1".into()), protocol)
     };
     let now = Instant::now();
     let mut state = XdsState::new(&settings, &Store::default(), now);

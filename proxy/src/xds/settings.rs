@@ -49,6 +49,27 @@ pub struct XdsSettings {
     pub secret_sources: SecretSources,
 }
 
+impl XdsSettings {
+    /// Wildcard LDS and CDS over plaintext ADS at `address` with `protocol`, waiting forever for
+    /// the first responses, and nothing else: what the fuzz entry, unit tests and measuring
+    /// tools start from (a bootstrap gives the real settings, [`from_bootstrap`]).
+    pub fn plain(address: XdsAddress, protocol: Protocol) -> Self {
+        XdsSettings {
+            address,
+            tls: None,
+            protocol,
+            node: Default::default(),
+            node_on_first_message_only: true,
+            lds: true,
+            cds: true,
+            lds_initial_fetch_timeout: None,
+            cds_initial_fetch_timeout: None,
+            static_eds: Vec::new(),
+            secret_sources: Default::default(),
+        }
+    }
+}
+
 /// The sources an `sds_config` may name, from the bootstrap: static clusters that can carry an
 /// SDS stream (Istio's `sds-grpc`), and the static secrets.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -6,19 +6,7 @@ use xds_client::ads::{Protocol, Resource, XdsAddress};
 use xds_client::proto_json::{ReadOptions, from_text};
 
 fn settings() -> XdsSettings {
-    XdsSettings {
-        address: XdsAddress::Unix("/x".into()),
-        tls: None,
-        protocol: Protocol::Delta,
-        node: Default::default(),
-        node_on_first_message_only: true,
-        lds: true,
-        cds: true,
-        lds_initial_fetch_timeout: None,
-        cds_initial_fetch_timeout: None,
-        static_eds: Vec::new(),
-        secret_sources: Default::default(),
-    }
+    XdsSettings::plain(XdsAddress::Unix("/x".into()), Protocol::Delta)
 }
 
 fn resource<M: prost::Message + prost::Name + Default>(name: &str, yaml: &str) -> Resource {
