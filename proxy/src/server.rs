@@ -185,7 +185,12 @@ impl ServerHandle {
     /// `POST /healthcheck/fail` (true) and `/healthcheck/ok` (false).
     pub fn fail_health_check(&self, failed: bool) {
         self.shared.health_check_failed.send_replace(failed);
-        let live = !failed && ServerState::from_gauge(self.info.state.value()) == ServerState::Live;
+        self.update_live();
+    }
+
+    /// `server.live`: 1 while the server is LIVE and its health check is not failed.
+    fn update_live(&self) {
+        let live = self.state() == ServerState::Live;
         self.store().gauge("server.live").set(i64::from(live));
     }
 }
@@ -281,8 +286,8 @@ pub fn start(
 fn go_live(handle: &ServerHandle) {
     let store = handle.store();
     store.gauge("listener_manager.workers_started").set(1);
-    store.gauge("server.live").set(1);
     handle.info.state.set(ServerState::Live as i64);
+    handle.update_live();
 }
 
 /// The bootstrap's `stats_flush_interval`, Envoy's default 5 s when unset or invalid.
